@@ -1,0 +1,34 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8080
+ROOT ?= data
+
+.PHONY: run test lint bench clean
+
+# A compat-mode editable install: twistd finds plugins by scanning sys.path
+# directories, which the default (PEP 660) editable mode hides
+# (STACK_NOTES.md 2.3).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --config-settings editable_mode=compat -e '.[test,lint]'
+	$(BIN)/python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+	touch $@
+
+run: $(STAMP)
+	mkdir -p $(ROOT)
+	$(BIN)/twistd --nodaemon --pidfile= httpfstream --root=$(ROOT) --port=tcp:$(PORT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check httpfstream
+	$(BIN)/ruff format --check httpfstream
+	$(BIN)/mypy httpfstream
+
+clean:
+	rm -rf $(VENV) build *.egg-info

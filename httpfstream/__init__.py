@@ -1,0 +1,16 @@
+"""
+httpfstream: one writer appends to a file over a WebSocket while any number
+of readers follow it live.
+
+The server side is two classes::
+
+    registry = StreamRegistry("/var/lib/httpfstream")
+    root.putChild(b"logs", StreamResource(registry))
+
+and ``httpfstream.client`` is the Deferred-returning client API.
+"""
+
+from .registry import StreamRegistry
+from .resource import StreamResource
+
+__all__ = ["StreamRegistry", "StreamResource"]

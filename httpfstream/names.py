@@ -1,0 +1,57 @@
+"""
+Resource names: from the path segments twisted.web hands us to a safe
+relative path under the storage root (PROTOCOL.md section 1).
+
+This module does no I/O.  It refuses every name that could point outside
+the root *syntactically*; whether a symbolic link on disk leads outside is
+checked by the store, in its own thread, when it opens the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["InvalidName", "Name", "parse_name"]
+
+#: A validated resource name: its path segments, each non-empty and neither
+#: ``.`` nor ``..``, with no ``/`` or NUL inside.
+Name = tuple[str, ...]
+
+
+class InvalidName(ValueError):
+    """
+    The URL path does not name a resource.  Writes answer ``400``, reads
+    ``404``.
+    """
+
+
+def parse_name(segments: Sequence[bytes]) -> Name:
+    """
+    Turn twisted.web's ``request.postpath`` into a resource name.
+
+    twisted.web has already percent-decoded each segment (and never
+    normalises), so a segment may hold a ``/`` that came from ``%2F``; the
+    name is the decoded path, so such a slash separates segments too.
+
+    :param segments: the path below the mount point, one item per segment.
+    :raises InvalidName: the name is empty, ends in ``/``, holds a NUL byte,
+        an empty, ``.`` or ``..`` segment, or is not UTF-8.
+    """
+    raw = b"/".join(segments)
+    if not raw:
+        raise InvalidName("empty resource name")
+    if raw.endswith(b"/"):
+        raise InvalidName("resource name ends in '/'")
+    if b"\0" in raw:
+        raise InvalidName("resource name contains a NUL byte")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidName("resource name is not valid UTF-8") from None
+    parts = tuple(text.split("/"))
+    for part in parts:
+        if part == "":
+            raise InvalidName("resource name has an empty segment")
+        if part in (".", ".."):
+            raise InvalidName(f"resource name has a {part!r} segment")
+    return parts

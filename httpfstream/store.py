@@ -1,0 +1,249 @@
+"""
+The disk: opening, appending to and reading resource files under the
+storage root.
+
+Every blocking call runs in the store's own thread pool and comes back as a
+Deferred, so the reactor thread never waits on the disk.  The store does not
+order writes itself: its caller (``stream.Stream``) keeps at most one write
+per file in flight, which is what keeps appends in order (STACK_NOTES.md
+8.2: concurrent ``deferToThread`` appends to one file come out of order).
+Reads at an offset (``os.pread``) may run beside a write; they only ever ask
+for bytes the caller knows are already written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Callable
+from typing import TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.filepath import FilePath
+from twisted.python.threadpool import ThreadPool
+from zope.interface import Attribute, Interface, implementer
+
+from .names import Name
+
+__all__ = [
+    "FileStore",
+    "IStore",
+    "IStoreFile",
+    "NotAResource",
+    "NotFound",
+    "SizeMismatch",
+]
+
+_T = TypeVar("_T")
+
+
+class NotFound(Exception):
+    """No file exists for this resource name."""
+
+
+class NotAResource(Exception):
+    """
+    The name cannot hold a resource: it leads outside the root through a
+    symbolic link, or names a directory or other non-regular file, or one of
+    its parents is a file.
+    """
+
+
+class SizeMismatch(Exception):
+    """
+    The resource does not hold the expected number of bytes.
+
+    :ivar size: its real size, or ``None`` when it does not exist.
+    """
+
+    def __init__(self, size: int | None) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+class IStoreFile(Interface):
+    """One open resource file.  At most one ``write`` may be in flight."""
+
+    size = Attribute("The file's size in bytes when it was opened.")
+
+    def write(data: bytes, sync: bool) -> Deferred[None]:
+        """
+        Append ``data`` in full (and fsync when ``sync``).  On failure the
+        file is cut back to its size before this write, where the system
+        allows it, so a failed write leaves no partial bytes behind.
+        """
+
+    def read(offset: int, length: int) -> Deferred[bytes]:
+        """Read up to ``length`` bytes at ``offset``."""
+
+    def sync() -> Deferred[None]:
+        """Flush the file's data to the device."""
+
+    def close() -> Deferred[None]:
+        """Close the file; no call may follow."""
+
+
+class IStore(Interface):
+    """Where resource files live."""
+
+    def start() -> None:
+        """Start the worker threads."""
+
+    def stop() -> None:
+        """Stop the worker threads, after the work already queued."""
+
+    def open(
+        name: Name, create: bool, expected_size: int | None
+    ) -> Deferred[IStoreFile]:
+        """
+        Open the resource file for reading and appending.
+
+        :param create: create the file (and its parent directories) if it
+            does not exist; otherwise fail with `NotFound`.
+        :param expected_size: if not ``None``, fail with `SizeMismatch`
+            unless the resource holds exactly this many bytes (a missing
+            resource holds 0); checked before anything is created.
+        """
+
+    def stat(name: Name) -> Deferred[int | None]:
+        """The resource's size, or ``None`` if it has no file."""
+
+
+@implementer(IStoreFile)
+class _OpenFile:
+    def __init__(self, store: FileStore, fd: int, size: int) -> None:
+        self._store = store
+        self._fd = fd
+        self.size = size
+        # The size as the worker thread knows it; only the one write in
+        # flight touches it.
+        self._written = size
+
+    def write(self, data: bytes, sync: bool) -> Deferred[None]:
+        return self._store._run(self._write, data, sync)
+
+    def _write(self, data: bytes, sync: bool) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+            if sync:
+                os.fsync(self._fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._written)
+            raise
+        self._written += len(data)
+
+    def read(self, offset: int, length: int) -> Deferred[bytes]:
+        return self._store._run(os.pread, self._fd, length, offset)
+
+    def sync(self) -> Deferred[None]:
+        return self._store._run(os.fsync, self._fd)
+
+    def close(self) -> Deferred[None]:
+        return self._store._run(os.close, self._fd)
+
+
+@implementer(IStore)
+class FileStore:
+    """
+    Resource files under a root directory, one file per resource at the
+    same relative path.
+
+    :param root: the storage root; created if missing.
+    :param reactor: the reactor that Deferreds fire in.
+    :param threads: the most worker threads at once.
+    """
+
+    def __init__(
+        self,
+        root: FilePath[str],
+        reactor: IReactorFromThreads,
+        threads: int = 4,
+    ) -> None:
+        self.root = root
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=1, maxthreads=threads, name="httpfstream")
+
+    def start(self) -> None:
+        self.root.makedirs(ignoreExistingDirectory=True)
+        self._pool.start()
+
+    def stop(self) -> None:
+        self._pool.stop()
+
+    def _run(self, f: Callable[..., _T], *args: object) -> Deferred[_T]:
+        return deferToThreadPool(self._reactor, self._pool, f, *args)
+
+    def open(
+        self, name: Name, create: bool, expected_size: int | None
+    ) -> Deferred[IStoreFile]:
+        return self._run(self._open, name, create, expected_size)
+
+    def stat(self, name: Name) -> Deferred[int | None]:
+        return self._run(self._stat, name)
+
+    # Everything below runs in a worker thread.
+
+    def _inside(self, path: str) -> bool:
+        root = os.path.realpath(self.root.path)
+        real = os.path.realpath(path)
+        return real == root or real.startswith(root + os.sep)
+
+    def _stat(self, name: Name) -> int | None:
+        path = os.path.join(self.root.path, *name)
+        if not self._inside(path):
+            return None
+        try:
+            info = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+    def _open(self, name: Name, create: bool, expected_size: int | None) -> IStoreFile:
+        path = os.path.join(self.root.path, *name)
+        if not self._inside(path):
+            raise NotAResource("the name leads outside the storage root")
+        if expected_size is not None:
+            try:
+                size: int | None = os.stat(path).st_size
+            except FileNotFoundError:
+                size = None
+            except NotADirectoryError:
+                raise NotAResource("a parent of the name is a file") from None
+            if (size or 0) != expected_size:
+                raise SizeMismatch(size)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK
+        if create:
+            parent = os.path.dirname(path)
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise NotAResource("a parent of the name is a file") from None
+            # A link created meanwhile could lead the new directories out.
+            if not self._inside(parent):
+                raise NotAResource("the name leads outside the storage root")
+            flags |= os.O_CREAT
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            raise NotFound(path) from None
+        except OSError as e:
+            if e.errno in (errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.ENXIO):
+                raise NotAResource(os.strerror(e.errno)) from None
+            raise
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise NotAResource("not a regular file")
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return _OpenFile(self, fd, info.st_size)

@@ -1,0 +1,506 @@
+"""
+One live resource, and the cursors that read it.
+
+A `Stream` owns the open file of one resource while anybody uses it: its
+persisted size, the appender slot, the write queue and a bounded in-memory
+tail of the most recent persisted bytes.  A `Cursor` is one reader: a byte
+offset into the file and a sink (a WebSocket or an HTTP response) to send to.
+
+Data flow::
+
+    appender -> Stream.append -> queue -> one store write in flight
+             -> size grows -> tail grows -> every cursor wakes
+             -> each cursor sends what it has not sent yet, from the tail
+                or, if it has fallen behind the tail, from the file
+
+Nothing is shared between a cursor and the appender but the size, so a slow
+reader costs the appender nothing, and a reader's memory is one read buffer.
+Readers only ever see persisted bytes.
+
+A cursor ends at an *end offset* with a close code.  A snapshot knows its end
+from the start; a live follower learns it when the appender's session ends
+(`COMPLETE` after a clean close, `APPENDER_LOST` otherwise).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections.abc import Callable
+from typing import Protocol
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
+
+from .names import Name
+from .store import IStoreFile
+
+__all__ = [
+    "APPENDER_LOST",
+    "COMPLETE",
+    "GOING_AWAY",
+    "READ_FAILED",
+    "TOO_BIG",
+    "WRITE_FAILED",
+    "AppenderObserver",
+    "Cursor",
+    "FsyncPolicy",
+    "IFollowerSink",
+    "ResourceFull",
+    "Stream",
+    "WriteFailed",
+]
+
+# Close codes (PROTOCOL.md section 7).
+COMPLETE = 1000
+GOING_AWAY = 1001
+TOO_BIG = 1009
+WRITE_FAILED = 1011
+READ_FAILED = 1011
+APPENDER_LOST = 4000
+
+_log = Logger()
+
+
+class FsyncPolicy(enum.Enum):
+    """When appended bytes are synced to the device."""
+
+    #: Never; the operating system writes them back when it likes.
+    NEVER = "never"
+    #: When the appender's session ends (the default).
+    CLOSE = "close"
+    #: After every write, before the bytes count as persisted.
+    ALWAYS = "always"
+
+
+class ResourceFull(Exception):
+    """Appending this would take the resource past its maximum size."""
+
+
+class WriteFailed(Exception):
+    """A write to the file failed; the session cannot append any more."""
+
+
+class IFollowerSink(Interface):
+    """Where a cursor sends its bytes: a WebSocket or an HTTP response."""
+
+    def send(data: bytes) -> None:
+        """Send the next bytes."""
+
+    def finish(code: int, reason: str) -> None:
+        """No more bytes will come; ``code`` says why (section 7)."""
+
+
+class AppenderObserver(Protocol):
+    """What the stream tells the holder of its appender slot."""
+
+    def persisted(self, size: int) -> None:
+        """A batch of writes reached the file; it now holds ``size`` bytes."""
+
+    def failed(self, reason: Failure) -> None:
+        """A write failed; nothing more can be appended in this session."""
+
+    def shutdown(self) -> None:
+        """The server is stopping: end the session with `GOING_AWAY`."""
+
+
+@implementer(IPushProducer)
+class Cursor:
+    """
+    One reader of a stream: sends the stream's bytes from ``offset`` to its
+    sink as fast as the sink's transport takes them.
+
+    Registered as a streaming producer on the sink's transport: while paused
+    it sends nothing, and catches up (from the tail or the file) when
+    resumed.  Create cursors with `Stream.follow` or `Stream.snapshot`.
+    """
+
+    def __init__(
+        self,
+        stream: Stream,
+        sink: IFollowerSink,
+        offset: int,
+        end: int | None,
+        code: int,
+    ) -> None:
+        self.offset = offset
+        self._stream = stream
+        self._sink = sink
+        self._end = end
+        self._code = code
+        self._reason = ""
+        self._paused = False
+        self._reading = False
+        self._pumping = False
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    # IPushProducer
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self.wake()
+
+    def stopProducing(self) -> None:
+        self.stop()
+
+    # Called by the stream and the sink.
+
+    def stop(self) -> None:
+        """The sink went away: stop without sending anything more."""
+        if not self._done:
+            self._done = True
+            self._stream._detach(self)
+
+    def end_at(self, end: int, code: int, reason: str = "") -> None:
+        """Finish with ``code`` once every byte before ``end`` is sent."""
+        if self._end is None:
+            self._end, self._code, self._reason = end, code, reason
+            self.wake()
+
+    def abort(self, code: int, reason: str) -> None:
+        """Finish now with ``code``, whatever is left unsent."""
+        if not self._done:
+            self.stop()
+            self._sink.finish(code, reason)
+
+    def wake(self) -> None:
+        """Send whatever is available and not sent yet."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            self._pump()
+        finally:
+            self._pumping = False
+
+    def _pump(self) -> None:
+        stream = self._stream
+        while not (self._paused or self._reading or self._done):
+            limit = stream.size if self._end is None else self._end
+            if self.offset >= limit:
+                if self._end is not None:
+                    self._done = True
+                    stream._detach(self)
+                    self._sink.finish(self._code, self._reason)
+                return
+            want = min(limit - self.offset, stream.read_size)
+            data = stream.recent(self.offset, want)
+            if data is None:
+                self._reading = True
+                stream.read_file(self.offset, want).addCallbacks(
+                    self._read_done, self._read_failed
+                )
+                return
+            self.offset += len(data)
+            self._sink.send(data)
+
+    def _read_done(self, data: bytes) -> None:
+        self._reading = False
+        if self._done:
+            return
+        if not data:
+            # The file is shorter than its persisted size: it was truncated
+            # or replaced behind the server's back.
+            self.abort(READ_FAILED, "resource file shrank on disk")
+            return
+        self.offset += len(data)
+        self._sink.send(data)
+        self.wake()
+
+    def _read_failed(self, reason: Failure) -> None:
+        self._reading = False
+        _log.failure("reading {name} failed", reason, name="/".join(self._stream.name))
+        self.abort(READ_FAILED, "reading the resource failed")
+
+
+class Stream:
+    """
+    One resource in use: its open file, persisted size, appender slot,
+    write queue, in-memory tail and cursors.
+
+    Streams are made and dropped by `StreamRegistry`; a stream lives while
+    it has an appender, a cursor or a hold.
+
+    :param name: the resource name.
+    :param file: the open file.
+    :param fsync: when to sync.
+    :param max_size: the most bytes the resource may hold (0: no limit).
+    :param tail_size: how many recent bytes to keep in memory for cursors.
+    :param queue_size: queued bytes past which `queue_full` says to pause
+        the appender.
+    :param read_size: the most bytes a cursor sends at once.
+    :param on_session_end: called when the appender slot is released.
+    :param on_idle: called when nothing uses the stream any more.
+    """
+
+    def __init__(
+        self,
+        name: Name,
+        file: IStoreFile,
+        *,
+        fsync: FsyncPolicy = FsyncPolicy.CLOSE,
+        max_size: int = 0,
+        tail_size: int = 1 << 20,
+        queue_size: int = 4 << 20,
+        read_size: int = 256 << 10,
+        on_session_end: Callable[[Stream], None] = lambda s: None,
+        on_idle: Callable[[Stream], None] = lambda s: None,
+    ) -> None:
+        self.name = name
+        self.size: int = file.size
+        self.read_size = read_size
+        self._file = file
+        self._fsync = fsync
+        self._max_size = max_size
+        self._tail_size = tail_size
+        self._queue_size = queue_size
+        self._on_session_end = on_session_end
+        self._on_idle = on_idle
+
+        self._tail = bytearray()
+        self._tail_start = self.size
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._in_flight = 0
+        self._flush_waiters: list[tuple[int, Deferred[int]]] = []
+        self._appender: AppenderObserver | None = None
+        self._failure: Failure | None = None
+        self._cursors: set[Cursor] = set()
+        self._holds = 0
+
+    def __repr__(self) -> str:
+        return f"<Stream {'/'.join(self.name)} size={self.size}>"
+
+    # -- state --------------------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        """Whether an appender holds the stream."""
+        return self._appender is not None
+
+    @property
+    def followers(self) -> int:
+        """How many cursors read the stream now."""
+        return len(self._cursors)
+
+    @property
+    def queue_full(self) -> bool:
+        """Whether the appender should stop sending until `persisted`."""
+        return self._pending_bytes >= self._queue_size
+
+    @property
+    def idle(self) -> bool:
+        return not (self._holds or self._cursors or self._appender or self._in_flight)
+
+    def hold(self) -> None:
+        """Keep the stream open until the matching `release`."""
+        self._holds += 1
+
+    def release(self) -> None:
+        self._holds -= 1
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        if self.idle:
+            self._on_idle(self)
+
+    def close(self) -> Deferred[None]:
+        """Close the file.  Only the registry calls this, once idle."""
+        return self._file.close()
+
+    # -- the appender -------------------------------------------------------
+
+    def begin_session(self, appender: AppenderObserver) -> None:
+        """Give the appender slot to ``appender``."""
+        if self._appender is not None:
+            raise RuntimeError(f"{self!r} already has an appender")
+        self._appender = appender
+        self._failure = None
+
+    def check_append(self, nbytes: int) -> None:
+        """
+        Raise what `append` would raise for ``nbytes`` bytes, without
+        appending anything.
+        """
+        if self._failure is not None:
+            raise WriteFailed(self._failure.getErrorMessage())
+        queued = self.size + self._in_flight + self._pending_bytes
+        if self._max_size and queued + nbytes > self._max_size:
+            raise ResourceFull(
+                f"the resource would pass its maximum size of {self._max_size} bytes"
+            )
+
+    def append(self, data: bytes) -> None:
+        """
+        Queue ``data`` to be appended.  Bytes that arrive while a write is in
+        flight are joined into the next write.
+
+        :raises ResourceFull: the resource would pass its maximum size;
+            nothing of ``data`` is appended.
+        :raises WriteFailed: an earlier write of this session failed.
+        """
+        self.check_append(len(data))
+        if not data:
+            return
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        self._write_next()
+
+    def flush(self) -> Deferred[int]:
+        """
+        Fire with the persisted size once every byte queued so far is
+        persisted; fail with `WriteFailed` if a write fails first.
+        """
+        if self._failure is not None:
+            return _failed(WriteFailed(self._failure.getErrorMessage()))
+        target = self.size + self._in_flight + self._pending_bytes
+        if target == self.size:
+            return succeed(self.size)
+        d: Deferred[int] = Deferred()
+        self._flush_waiters.append((target, d))
+        return d
+
+    def _write_next(self) -> None:
+        if self._in_flight or not self._pending:
+            return
+        batch = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending = []
+        self._pending_bytes = 0
+        self._in_flight = len(batch)
+        d = self._file.write(batch, self._fsync is FsyncPolicy.ALWAYS)
+        d.addCallbacks(self._written, self._write_failed, callbackArgs=(batch,))
+
+    def _written(self, _: None, batch: bytes) -> None:
+        self._in_flight = 0
+        self.size += len(batch)
+        self._tail += batch
+        excess = len(self._tail) - self._tail_size
+        if excess > 0:
+            del self._tail[:excess]
+            self._tail_start += excess
+        waiters = [w for w in self._flush_waiters if w[0] <= self.size]
+        self._flush_waiters = [w for w in self._flush_waiters if w[0] > self.size]
+        self._write_next()
+        if self._appender is not None:
+            self._appender.persisted(self.size)
+        for cursor in list(self._cursors):
+            cursor.wake()
+        for _target, d in waiters:
+            d.callback(self.size)
+        self._check_idle()
+
+    def _write_failed(self, reason: Failure) -> None:
+        _log.failure(
+            "writing {name} failed at {size} bytes",
+            reason,
+            name="/".join(self.name),
+            size=self.size,
+        )
+        self._in_flight = 0
+        self._pending = []
+        self._pending_bytes = 0
+        self._failure = reason
+        waiters, self._flush_waiters = self._flush_waiters, []
+        for _target, d in waiters:
+            d.errback(WriteFailed(reason.getErrorMessage()))
+        if self._appender is not None:
+            self._appender.failed(reason)
+        self._check_idle()
+
+    def end_session(self, follower_code: int, reason: str = "") -> Deferred[int]:
+        """
+        The appender is done.  Persist everything it sent (and sync, unless
+        the policy is never), then release the slot and let every live
+        cursor finish at the final size with ``follower_code``.
+
+        Fires with the final persisted size.
+        """
+        return Deferred.fromCoroutine(self._end_session(follower_code, reason))
+
+    async def _end_session(self, follower_code: int, reason: str) -> int:
+        appender = self._appender
+        with contextlib.suppress(WriteFailed):
+            # A failed write was reported to the appender; what is
+            # persisted stays.
+            await self.flush()
+        if self._fsync is not FsyncPolicy.NEVER and self._failure is None:
+            try:
+                await self._file.sync()
+            except Exception:
+                _log.failure("syncing {name} failed", name="/".join(self.name))
+        if appender is not None and self._appender is appender:
+            self._appender = None
+            self._on_session_end(self)
+            for cursor in list(self._cursors):
+                cursor.end_at(self.size, follower_code, reason)
+        self._check_idle()
+        return self.size
+
+    def shutdown(self) -> None:
+        """
+        The server is stopping: close every cursor with `GOING_AWAY` now and
+        ask the appender to end its session.
+        """
+        for cursor in list(self._cursors):
+            cursor.abort(GOING_AWAY, "server shutting down")
+        if self._appender is not None:
+            self._appender.shutdown()
+
+    # -- readers ------------------------------------------------------------
+
+    def follow(self, sink: IFollowerSink, offset: int) -> Cursor:
+        """
+        Start a cursor at ``offset`` that follows the stream while it has an
+        appender, then ends with the session's code; on a stream with no
+        appender it sends what there is and ends with `COMPLETE`.
+
+        The cursor sends nothing until its first `Cursor.wake`: register it
+        as the producer of the sink's transport first.
+        """
+        end = None if self.active else self.size
+        return self._start(Cursor(self, sink, offset, end, COMPLETE))
+
+    def snapshot(self, sink: IFollowerSink, start: int, stop: int) -> Cursor:
+        """
+        A cursor that sends bytes ``start`` to ``stop`` and ends; like
+        `follow`, it starts at its first `Cursor.wake`.
+        """
+        return self._start(Cursor(self, sink, start, stop, COMPLETE))
+
+    def _start(self, cursor: Cursor) -> Cursor:
+        self._cursors.add(cursor)
+        return cursor
+
+    def _detach(self, cursor: Cursor) -> None:
+        self._cursors.discard(cursor)
+        self._check_idle()
+
+    def recent(self, offset: int, length: int) -> bytes | None:
+        """
+        The persisted bytes at ``offset`` (at most ``length``) if they are
+        still in the in-memory tail, else ``None``.
+        """
+        if offset < self._tail_start:
+            return None
+        start = offset - self._tail_start
+        return bytes(self._tail[start : start + length])
+
+    def read_file(self, offset: int, length: int) -> Deferred[bytes]:
+        """Read persisted bytes from the file."""
+        return self._file.read(offset, min(length, self.size - offset))
+
+
+def _failed(exc: Exception) -> Deferred[int]:
+    d: Deferred[int] = Deferred()
+    d.errback(exc)
+    return d

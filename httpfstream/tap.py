@@ -1,0 +1,176 @@
+"""
+``twistd httpfstream``: command-line options and the service they build.
+
+`makeService` builds exactly what an embedder would: a `StreamRegistry`,
+a `StreamResource` as the root of a `Site`, and a listening endpoint.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.python import usage
+from twisted.web.server import Site
+
+from .registry import StreamRegistry
+from .resource import StreamResource
+from .stream import FsyncPolicy
+
+__all__ = ["Options", "makeService"]
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """
+    ``"16M"`` → 16777216.  A whole number of bytes, optionally with a
+    binary suffix K, M, G or T (KiB, MiB...); 0 means no limit.
+    """
+    match = re.fullmatch(r"\s*([0-9]+)\s*([kmgt]?)(i?b)?\s*", text, re.IGNORECASE)
+    if match is None:
+        raise usage.UsageError(
+            f"{text!r} is not a size: give bytes, optionally with K, M, G or T"
+        )
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def _seconds(text: str) -> int:
+    if not text.isdigit():
+        raise usage.UsageError(f"{text!r} is not a whole number of seconds")
+    return int(text)
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Serve resources under --root: one appender per resource writes over"
+        " a WebSocket (or POST), any number of followers read live over a"
+        " WebSocket or HTTP."
+    )
+
+    optParameters: ClassVar[list[list[Any]]] = [
+        [
+            "root",
+            "r",
+            "httpfstream-data",
+            "Storage root directory (created if missing).",
+        ],
+        [
+            "port",
+            "p",
+            "tcp:8080",
+            "Endpoint to listen on: a Twisted server endpoint string such as"
+            " tcp:8080, tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem"
+            ":certKey=cert.pem or unix:/run/httpfstream.sock; a bare number means"
+            " TCP.",
+        ],
+        [
+            "max-message-size",
+            None,
+            "16M",
+            "Largest WebSocket message (or POST body) an appender may send;"
+            " larger closes it with 1009 (POST: 413). Suffixes K, M, G; 0: no limit.",
+            parse_size,
+        ],
+        [
+            "max-resource-size",
+            None,
+            "64G",
+            "Most bytes one resource may hold; an append that would pass it closes"
+            " the appender with 1009 (POST: 413). 0: no limit.",
+            parse_size,
+        ],
+        [
+            "fsync",
+            None,
+            "close",
+            "When appended bytes are synced to disk: never, close (when the"
+            " appender ends) or always (before each write counts as persisted).",
+        ],
+        [
+            "ping-interval",
+            None,
+            "30",
+            "Seconds between keep-alive pings on WebSocket connections (0: off).",
+            _seconds,
+        ],
+        [
+            "ping-timeout",
+            None,
+            "30",
+            "Seconds a peer has to answer a ping before it is dropped.",
+            _seconds,
+        ],
+        [
+            "handshake-timeout",
+            None,
+            "10",
+            "Seconds a WebSocket opening handshake may take.",
+            _seconds,
+        ],
+        [
+            "idle-timeout",
+            None,
+            "60",
+            "Seconds an idle plain-HTTP connection is kept open.",
+            _seconds,
+        ],
+    ]
+
+    _conversions: ClassVar[dict[str, Callable[[str], int]]] = {
+        "max-message-size": parse_size,
+        "max-resource-size": parse_size,
+        "ping-interval": _seconds,
+        "ping-timeout": _seconds,
+        "handshake-timeout": _seconds,
+        "idle-timeout": _seconds,
+    }
+
+    def postOptions(self) -> None:
+        # usage.Options does not pass defaults through their coerce function.
+        for key, convert in self._conversions.items():
+            if isinstance(self[key], str):
+                self[key] = convert(self[key])
+        port = self["port"]
+        if port.isdigit():
+            self["port"] = f"tcp:{port}"
+        try:
+            self["fsync"] = FsyncPolicy(self["fsync"].lower())
+        except ValueError:
+            raise usage.UsageError(
+                f"--fsync must be never, close or always, not {self['fsync']!r}"
+            ) from None
+        for key in ("ping-timeout", "handshake-timeout"):
+            if self[key] == 0:
+                raise usage.UsageError(f"--{key} must be at least 1")
+
+
+def makeService(options: Options, reactor: Any = None) -> MultiService:
+    """Build the registry, the site and the listening port."""
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    top = MultiService()
+    registry = StreamRegistry(
+        options["root"],
+        max_message_size=options["max-message-size"],
+        max_resource_size=options["max-resource-size"],
+        fsync=options["fsync"],
+        ping_interval=options["ping-interval"],
+        ping_timeout=options["ping-timeout"],
+        handshake_timeout=options["handshake-timeout"],
+        reactor=reactor,
+    )
+    # The registry first, the port last: services stop in reverse order, so
+    # the port closes before followers are told the server is going away.
+    registry.setServiceParent(top)
+    site = Site(StreamResource(registry), timeout=options["idle-timeout"] or None)
+    endpoint = serverFromString(reactor, options["port"])
+    StreamServerEndpointService(endpoint, site).setServiceParent(top)
+    return top

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred
+from twisted.python.filepath import FilePath
+
+from helpers import Server, start_server
+
+
+@pytest.fixture
+def make_server(tmp_path: Any) -> Iterator[Callable[..., Server]]:
+    """Start servers with given registry options; all stopped afterwards."""
+    servers: list[Server] = []
+
+    def make(root: FilePath[str] | None = None, **options: Any) -> Server:
+        server = start_server(root or FilePath(str(tmp_path)).child("root"), **options)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        pytest_twisted.blockon(Deferred.fromCoroutine(server.stop()))
+
+
+@pytest.fixture
+def server(make_server: Callable[..., Server]) -> Server:
+    return make_server()

@@ -1,0 +1,17 @@
+from helpers import appender, close, get, ws, wait_for
+
+
+async def test_append_then_follow_then_snapshot(server):
+    a = await appender(server, "build.log", ack=1)
+    assert a.headers["httpfstream-active"] == "1"
+    a.sendMessage(b"hello ", isBinary=True)
+    f = await ws(server.ws_url("build.log"))
+    assert f.status == 101, f.headers
+    a.sendMessage(b"world\n", isBinary=False)
+    await wait_for(lambda: bytes(f.received) == b"hello world\n")
+    assert await close(a) == 1000
+    assert await f.done == 1000
+    assert a.acks[-1] == 12
+    status, headers, body = await get(server.url("build.log"))
+    assert (status, body) == (200, b"hello world\n")
+    assert headers["httpfstream-active"] == "0"
