@@ -382,6 +382,8 @@ def follow(
                 result = await _follow_once(
                     reactor, url, on_data, position, text_frames, tls, timeout
                 )
+            except _AppenderAppeared:
+                continue
             except _Progress as p:
                 position = p.offset
                 if not retry or not _retryable(p.error):
@@ -393,6 +395,10 @@ def follow(
             return result
 
     return Deferred.fromCoroutine(run())
+
+
+class _AppenderAppeared(Exception):
+    """Between a refused WebSocket and the plain GET, an appender arrived."""
 
 
 class _Progress(Exception):
@@ -466,7 +472,7 @@ async def _finished(
         # An appender arrived since the WebSocket was refused: follow it
         # over a WebSocket instead, from where this response would start.
         response.original.deliverBody(_Discard())
-        raise _Progress(ConnectionLost(1001, "appender appeared"), position, True)
+        raise _AppenderAppeared()
 
     def received(data: bytes) -> None:
         nonlocal position
@@ -531,7 +537,8 @@ class Appender:
         self._producer: IPushProducer | None = None
         self._transport_paused = False
         self._waiters: list[Deferred[None]] = []
-        self._done: Deferred[int] = Deferred()
+        self._result: int | Failure | None = None
+        self._observers: list[Deferred[int]] = []
         self._error: BaseException | None = None
 
     async def _open(self, offset: int | None) -> None:
@@ -604,7 +611,26 @@ class Appender:
             self._closing = True
             if self._proto is not None and self._proto.state == self._proto.STATE_OPEN:
                 self._proto.sendClose(1000)
-        return self._done
+        return self.wait()
+
+    @property
+    def done(self) -> bool:
+        """Whether the session has ended (closed, failed or lost)."""
+        return self._result is not None
+
+    def wait(self) -> Deferred[int]:
+        """
+        Fire like `close` once the session ends, without ending it: with
+        the final size, or the error that ended it.
+        """
+        d: Deferred[int] = Deferred()
+        if self._result is None:
+            self._observers.append(d)
+        elif isinstance(self._result, Failure):
+            d.errback(self._result)
+        else:
+            d.callback(self._result)
+        return d
 
     # IPushProducer, registered on the WebSocket's transport.
 
@@ -683,7 +709,7 @@ class Appender:
         self._update_flow()
 
     def _finish(self, size: int | None, error: BaseException | None) -> None:
-        if self._done.called:
+        if self._result is not None:
             return
         self._error = error
         waiters, self._waiters = self._waiters, []
@@ -692,10 +718,16 @@ class Appender:
         if error is not None:
             if self._producer is not None:
                 self._producer.stopProducing()
-            self._done.errback(error)
+            self._result = Failure(error)
         else:
             assert size is not None
-            self._done.callback(size)
+            self._result = size
+        observers, self._observers = self._observers, []
+        for observer in observers:
+            if isinstance(self._result, Failure):
+                observer.errback(self._result)
+            else:
+                observer.callback(self._result)
 
 
 def open_append(

@@ -1,0 +1,271 @@
+"""
+The command-line clients, ``httpfstream-append`` and ``httpfstream-follow``.
+
+Both print nothing but errors unless given ``-v``, and exit with a status
+that says how things ended (see `EXIT_CODES`, also in the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn
+
+from twisted.internet import error as net_error
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Protocol
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from . import client
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # anything else: an unexpected status, a refused write...
+EXIT_USAGE = 2  # bad arguments (argparse)
+EXIT_NOT_FOUND = 3  # 404
+EXIT_CONFLICT = 4  # 409: another appender holds the resource
+EXIT_OFFSET = 5  # 412: the resource does not hold --offset bytes
+EXIT_LOST = 6  # the appender was lost (4000), or our connection was
+EXIT_UNREACHABLE = 7  # could not connect to the server
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+EXIT_CODES = {
+    EXIT_OK: "done: the appender finished / every byte was persisted",
+    EXIT_ERROR: "another error (the message says which)",
+    EXIT_USAGE: "bad arguments",
+    EXIT_NOT_FOUND: "404: no such resource",
+    EXIT_CONFLICT: "409: another appender holds the resource",
+    EXIT_OFFSET: "412: the resource does not hold --offset bytes",
+    EXIT_LOST: "the appender (or the connection) was lost",
+    EXIT_UNREACHABLE: "the server could not be reached",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+
+class _Exit(Exception):
+    def __init__(self, status: int, message: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _explain(e: BaseException) -> _Exit:
+    """The exit status and message for an error from the client API."""
+    if isinstance(e, _Exit):
+        return e
+    if isinstance(e, client.NotFound):
+        return _Exit(EXIT_NOT_FOUND, "no such resource (404)")
+    if isinstance(e, client.AppenderConflict):
+        return _Exit(EXIT_CONFLICT, "another appender holds the resource (409)")
+    if isinstance(e, client.OffsetMismatch):
+        size = "" if e.size is None else f": it holds {e.size} bytes"
+        return _Exit(EXIT_OFFSET, f"offset does not match the resource (412){size}")
+    if isinstance(e, client.HTTPError):
+        return _Exit(EXIT_ERROR, f"the server refused: {e}")
+    if isinstance(e, client.AppendFailed):
+        return _Exit(EXIT_ERROR, f"the server ended the append: {e}")
+    if isinstance(e, client.ConnectionLost):
+        return _Exit(EXIT_LOST, f"connection lost: {e}")
+    if isinstance(e, net_error.ConnectError | net_error.DNSLookupError):
+        return _Exit(EXIT_UNREACHABLE, f"cannot reach the server: {e}")
+    if isinstance(e, ValueError):
+        return _Exit(EXIT_USAGE, str(e))
+    return _Exit(EXIT_ERROR, f"{type(e).__name__}: {e}")
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog="exit status: "
+        + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items()),
+    )
+    parser.add_argument("url", help="the resource, e.g. http://localhost:8080/a.log")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    return parser
+
+
+def _run(
+    prog: str,
+    verbose: bool,
+    main: Callable[[Any, Callable[[int], None]], Awaitable[int]],
+) -> NoReturn:
+    """
+    Run ``main(reactor, stop)`` and exit with the status it returns, or
+    the one it passes to ``stop``.  If the reactor stops first (Ctrl-C,
+    SIGTERM), the shutdown triggers `main` registered have run and the
+    status is `EXIT_INTERRUPTED`.
+    """
+    from twisted.internet import reactor
+
+    if verbose:
+        observer = FilteringLogObserver(
+            textFileLogObserver(sys.stderr),
+            [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)],
+        )
+        globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    status = [EXIT_INTERRUPTED]
+
+    def stop(code: int) -> None:
+        status[0] = code
+        with contextlib.suppress(net_error.ReactorNotRunning):
+            reactor.stop()
+
+    async def body() -> None:
+        try:
+            status[0] = await main(reactor, stop)
+        except Exception as e:
+            if not isinstance(e, _Exit) or e.status != EXIT_INTERRUPTED:
+                failure = _explain(e)
+                status[0] = failure.status
+                if failure.message:
+                    print(f"{prog}: {failure.message}", file=sys.stderr)
+        finally:
+            with contextlib.suppress(net_error.ReactorNotRunning):
+                reactor.stop()
+
+    reactor.callWhenRunning(lambda: Deferred.fromCoroutine(body()))
+    reactor.run()
+    sys.stdout.flush()
+    sys.exit(status[0])
+
+
+# -- httpfstream-append -----------------------------------------------------
+
+
+@implementer(IHalfCloseableProtocol)
+class _StdinToAppender(Protocol):
+    """Standard input into an `client.Appender`, paused while it is full."""
+
+    def __init__(self, appender: client.Appender) -> None:
+        self.appender = appender
+        self.ended: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.appender.register_producer(self.transport)  # type: ignore[arg-type]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.appender.write(data)
+
+    def readConnectionLost(self) -> None:
+        if not self.ended.called:
+            self.ended.callback(None)
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = net_error.ConnectionDone) -> None:  # type: ignore[assignment]
+        self.readConnectionLost()
+
+
+def append_main(argv: list[str] | None = None) -> NoReturn:
+    """``httpfstream-append [-v] [--offset N] [--retry] URL`` < data"""
+    parser = _parser(
+        "httpfstream-append",
+        "Append standard input to a resource as it is read; exit once every"
+        " byte is persisted.",
+    )
+    parser.add_argument(
+        "--offset",
+        type=int,
+        help="require the resource to hold exactly N bytes now (resuming)",
+    )
+    parser.add_argument(
+        "--retry",
+        action="store_true",
+        help="reconnect and resume after a dropped connection or a server restart",
+    )
+    args = parser.parse_args(argv)
+    if args.offset is not None and args.offset < 0:
+        parser.error("--offset must not be negative")
+
+    async def main(reactor: Any, stop: Callable[[int], None]) -> int:
+        from twisted.internet.stdio import StandardIO
+
+        appender = await client.open_append(
+            args.url, args.offset, retry=args.retry, reactor=reactor
+        )
+        stdin = _StdinToAppender(appender)
+        interrupted = []
+
+        def on_shutdown() -> Deferred[object] | None:
+            # Ctrl-C: end the session cleanly, so what was sent persists.
+            if appender.done:
+                return None
+            interrupted.append(True)
+            return appender.close().addErrback(lambda f: None)
+
+        reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
+        StandardIO(stdin, reactor=reactor)
+        # Until standard input ends, or the session does (an error).
+        ends: list[Deferred[Any]] = [stdin.ended, appender.wait()]
+        await DeferredList(
+            ends, fireOnOneCallback=True, fireOnOneErrback=True, consumeErrors=True
+        )
+        size = await appender.close()
+        if interrupted:
+            raise _Exit(EXIT_INTERRUPTED)
+        client._log.info("done: {url} holds {size} bytes", url=args.url, size=size)
+        return EXIT_OK
+
+    _run("httpfstream-append", args.verbose, main)
+
+
+# -- httpfstream-follow -----------------------------------------------------
+
+
+def follow_main(argv: list[str] | None = None) -> NoReturn:
+    """``httpfstream-follow [-v] [--offset N] [--retry] URL`` > data"""
+    parser = _parser(
+        "httpfstream-follow",
+        "Write a resource's bytes to standard output as they are appended;"
+        " exit 0 when its appender finishes.",
+    )
+    parser.add_argument(
+        "--offset",
+        type=int,
+        default=0,
+        help="start at byte N (negative: the last -N bytes)",
+    )
+    parser.add_argument(
+        "--retry",
+        action="store_true",
+        help="reconnect and resume after a dropped connection or a server restart",
+    )
+    args = parser.parse_args(argv)
+    out = sys.stdout.buffer
+
+    async def main(reactor: Any, stop: Callable[[int], None]) -> int:
+        def write(data: bytes) -> None:
+            try:
+                out.write(data)
+                out.flush()
+            except BrokenPipeError:
+                # The reader went away (``| head``): nothing left to do.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+                stop(EXIT_OK)
+
+        result = await client.follow(
+            args.url, write, args.offset, retry=args.retry, reactor=reactor
+        )
+        if not result.complete:
+            raise _Exit(
+                EXIT_LOST,
+                f"the appender was lost ({result.code}); you have every"
+                f" persisted byte up to offset {result.offset}",
+            )
+        return EXIT_OK
+
+    _run("httpfstream-follow", args.verbose, main)
