@@ -5,10 +5,9 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from helpers import Server, start_server
 from twisted.internet.defer import Deferred
 from twisted.python.filepath import FilePath
-
-from helpers import Server, start_server
 
 
 @pytest.fixture

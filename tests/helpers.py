@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import os
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -13,7 +16,8 @@ from autobahn.twisted.websocket import (
 )
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
 from twisted.python.filepath import FilePath
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -81,6 +85,7 @@ class Probe(WebSocketClientProtocol):
         self.close_reason: str | None = None
         self.is_opened = False
         self.on_message: Any = None
+        self._waiting: list[tuple[Any, Deferred[None]]] = []
 
     def onConnect(self, response: Any) -> None:
         self.status = 101
@@ -96,6 +101,33 @@ class Probe(WebSocketClientProtocol):
             self.received += payload
         if self.on_message is not None:
             self.on_message(payload, isBinary)
+        self._check()
+
+    def _check(self) -> None:
+        still = []
+        for predicate, d in self._waiting:
+            if predicate():
+                d.callback(None)
+            else:
+                still.append((predicate, d))
+        self._waiting = still
+
+    def until(self, predicate: Any, timeout: float = 10) -> Deferred[None]:
+        """Fire once ``predicate()`` holds, checked after each message."""
+        d: Deferred[None] = Deferred()
+        if predicate():
+            d.callback(None)
+            return d
+        self._waiting.append((predicate, d))
+        return d.addTimeout(timeout, reactor)
+
+    def until_bytes(self, n: int, timeout: float = 10) -> Deferred[None]:
+        """Fire once at least ``n`` bytes have arrived."""
+        return self.until(lambda: len(self.received) >= n, timeout)
+
+    def until_ack(self, size: int, timeout: float = 10) -> Deferred[None]:
+        """Fire once the server has acknowledged ``size`` bytes."""
+        return self.until(lambda: bool(self.acks) and self.acks[-1] >= size, timeout)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.close_code, self.close_reason = code, reason
@@ -106,6 +138,9 @@ class Probe(WebSocketClientProtocol):
                 self.status = int(parts[1])
                 self.headers = dict(getattr(self, "http_headers", {}) or {})
             self.ready.callback(self)
+        for _, d in self._waiting:
+            d.errback(AssertionError(f"closed ({code} {reason}) while waiting"))
+        self._waiting = []
         self.done.callback(code)
 
     @property
@@ -158,17 +193,115 @@ async def appender(server: Server, name: str, **query: object) -> Probe:
     return probe
 
 
-async def wait_for(predicate: Any, timeout: float = 10) -> None:
-    """Poll ``predicate`` each reactor turn (for in-process server state)."""
-    from twisted.internet.task import deferLater
-
-    deadline = reactor.seconds() + timeout
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise TimeoutError("condition not reached")
-        await deferLater(reactor, 0.005, lambda: None)
-
-
 async def close(probe: Probe, code: int = 1000) -> int | None:
     probe.sendClose(code)
     return await probe.done.addTimeout(10, reactor)
+
+
+async def finished(probe: Probe, timeout: float = 10) -> int | None:
+    """The close code, once the server has closed ``probe``."""
+    return await probe.done.addTimeout(timeout, reactor)
+
+
+class Raw(Protocol):
+    """A plain TCP client for bytes no well-behaved client would send."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.closed: Deferred[None] = Deferred()
+        self._waiting: list[tuple[Any, Deferred[None]]] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        still = []
+        for predicate, d in self._waiting:
+            if predicate(bytes(self.received)):
+                d.callback(None)
+            else:
+                still.append((predicate, d))
+        self._waiting = still
+
+    def connectionLost(self, reason: Any = None) -> None:
+        for _, d in self._waiting:
+            d.errback(
+                AssertionError(f"connection closed; got {bytes(self.received)!r}")
+            )
+        self._waiting = []
+        self.closed.callback(None)
+
+    def send(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def until(self, predicate: Any, timeout: float = 10) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if predicate(bytes(self.received)):
+            d.callback(None)
+            return d
+        self._waiting.append((predicate, d))
+        return d.addTimeout(timeout, reactor)
+
+    async def response_head(self) -> tuple[int, dict[str, str]]:
+        """Wait for an HTTP response head; its status and headers."""
+        await self.until(lambda b: b"\r\n\r\n" in b)
+        head = bytes(self.received).split(b"\r\n\r\n", 1)[0].decode("latin-1")
+        lines = head.split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+        return int(lines[0].split()[1]), headers
+
+    def body(self) -> bytes:
+        return bytes(self.received).split(b"\r\n\r\n", 1)[1]
+
+
+async def raw(server: Server) -> Raw:
+    """Connect a `Raw` client to ``server``."""
+    host, port = server.address
+    proto: Raw = await connectProtocol(TCP4ClientEndpoint(reactor, host, port), Raw())
+    return proto
+
+
+def upgrade_request(path: str, **headers: str) -> bytes:
+    """A WebSocket opening handshake for ``path``, written by hand."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [
+        f"GET {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+        *(f"{k.replace('_', '-')}: {v}" for k, v in headers.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def client_frame(payload: bytes, opcode: int = 2, fin: bool = True) -> bytes:
+    """A masked client frame (mask of zeros, so the payload reads as is)."""
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 1 << 16:
+        head += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    return head + b"\0\0\0\0" + payload
+
+
+async def raw_request(
+    server: Server, method: str, path: str, **headers: str
+) -> tuple[int, dict[str, str], bytes]:
+    """
+    One request over a raw socket, answered and closed: the exact status,
+    headers (treq's Agent hides Content-Length) and undecoded body.
+    """
+    client = await raw(server)
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    lines += [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
+    client.send(("\r\n".join(lines) + "\r\n\r\n").encode())
+    await client.closed.addTimeout(10, reactor)
+    status, head = await client.response_head()
+    return status, head, client.body()

@@ -1,4 +1,4 @@
-from helpers import appender, close, get, ws, wait_for
+from helpers import appender, close, finished, get, ws
 
 
 async def test_append_then_follow_then_snapshot(server):
@@ -8,9 +8,10 @@ async def test_append_then_follow_then_snapshot(server):
     f = await ws(server.ws_url("build.log"))
     assert f.status == 101, f.headers
     a.sendMessage(b"world\n", isBinary=False)
-    await wait_for(lambda: bytes(f.received) == b"hello world\n")
+    await f.until_bytes(12)
+    assert bytes(f.received) == b"hello world\n"
     assert await close(a) == 1000
-    assert await f.done == 1000
+    assert await finished(f) == 1000
     assert a.acks[-1] == 12
     status, headers, body = await get(server.url("build.log"))
     assert (status, body) == (200, b"hello world\n")
