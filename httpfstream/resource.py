@@ -186,6 +186,7 @@ class StreamResource(Resource):
         self._handoff = Handoff(
             registry.reactor,
             max_message_size=registry.max_message_size,
+            read_size=registry.read_size,
             ping_interval=registry.ping_interval,
             ping_timeout=registry.ping_timeout,
             handshake_timeout=registry.handshake_timeout,

@@ -117,6 +117,7 @@ class Handoff:
 
     :param clock: the reactor, for session timing.
     :param max_message_size: the appender's message limit (0: none).
+    :param read_size: the largest message sent to a follower.
     :param ping_interval: keep-alive ping interval, whole seconds (0: off).
     :param ping_timeout: seconds to answer a ping.
     :param handshake_timeout: seconds for the opening handshake.
@@ -127,6 +128,7 @@ class Handoff:
         clock: Any,
         *,
         max_message_size: int,
+        read_size: int,
         ping_interval: int,
         ping_timeout: int,
         handshake_timeout: int,
@@ -155,10 +157,12 @@ class Handoff:
         self._followers = _HandoffFactory()
         self._followers.protocol = FollowerProtocol
         self._followers.clock = clock
+        # Followers have nothing to say; bound what they can make us hold.
+        # Autobahn applies the same limit to what we send them.
+        follower_limit = max(64 << 10, read_size)
         self._followers.setProtocolOptions(
-            # Followers have nothing to say; bound what they can make us hold.
-            maxMessagePayloadSize=64 << 10,
-            maxFramePayloadSize=64 << 10,
+            maxMessagePayloadSize=follower_limit,
+            maxFramePayloadSize=follower_limit,
             **common,
         )
         self._appender_resource = WebSocketResource(self._appenders)
@@ -385,7 +389,12 @@ class FollowerProtocol(_Base):
         if self.state == self.STATE_OPEN:
             assert self.session is not None
             self._sent += len(data)
-            self.sendMessage(data, isBinary=not self.session.text)
+            try:
+                self.sendMessage(data, isBinary=not self.session.text)
+            except Exception:
+                # Never let the follower believe it has every byte.
+                self._log.failure("sending to follower {peer}", peer=self.peer)
+                self.dropConnection(abort=True)
 
     def finish(self, code: int, reason: str) -> None:
         if self.state == self.STATE_OPEN:
