@@ -51,7 +51,8 @@ class Server:
         return self.root.preauthChild(name)
 
     async def stop(self) -> None:
-        await self.port.stopListening()
+        if self.port.connected:
+            await self.port.stopListening()
         if self.registry.running:
             await self.registry.stopService()
 
