@@ -342,6 +342,8 @@ class StreamResource(Resource):
             request.setHeader(b"Cache-Control", b"no-store")
             if not stream.active:
                 request.setHeader(b"Content-Length", b"%d" % (stream.size - start))
+            # Send the headers now: a live follow may wait long for a byte.
+            request.write(b"")
             sink = _ResponseSink(request)
             sink.start(stream.follow(sink, start))
         finally:
