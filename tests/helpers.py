@@ -170,6 +170,10 @@ async def ws(
     factory = WebSocketClientFactory(url, headers=all_headers)
     factory.protocol = Probe
     factory.collect_text = collect_text
+    # The server answers an appender's Close only once every byte is
+    # persisted and synced; Autobahn's default 1 s close timeout, rounded
+    # down to whole seconds (STACK_NOTES.md 5.5), can be nearly nothing.
+    options.setdefault("closeHandshakeTimeout", 5)
     factory.setProtocolOptions(utf8validateIncoming=False, **options)
     host, port = factory.host, factory.port
     proto: Probe = await TCP4ClientEndpoint(reactor, host, port).connect(factory)
