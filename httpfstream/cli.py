@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from twisted.logger import (
     FilteringLogObserver,
+    Logger,
     LogLevel,
     LogLevelFilterPredicate,
     globalLogBeginner,
@@ -29,6 +30,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import client
+
+_log = Logger()
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # anything else: an unexpected status, a refused write...
@@ -116,17 +119,24 @@ def _run(
         )
         globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     status = [EXIT_INTERRUPTED]
+    # Set once the reactor begins to stop; if that happens before `main`
+    # ends, we were interrupted, whatever `main` then says.
+    stopping: list[bool] = []
+    reactor.addSystemEventTrigger("before", "shutdown", stopping.append, True)
 
     def stop(code: int) -> None:
-        status[0] = code
+        if not stopping:
+            status[0] = code
         with contextlib.suppress(net_error.ReactorNotRunning):
             reactor.stop()
 
     async def body() -> None:
         try:
-            status[0] = await main(reactor, stop)
+            code = await main(reactor, stop)
+            if not stopping:
+                status[0] = code
         except Exception as e:
-            if not isinstance(e, _Exit) or e.status != EXIT_INTERRUPTED:
+            if not stopping:
                 failure = _explain(e)
                 status[0] = failure.status
                 if failure.message:
@@ -197,14 +207,17 @@ def append_main(argv: list[str] | None = None) -> NoReturn:
         appender = await client.open_append(
             args.url, args.offset, retry=args.retry, reactor=reactor
         )
+        _log.info(
+            "appending to {url}, which holds {size} bytes",
+            url=args.url,
+            size=appender.size,
+        )
         stdin = _StdinToAppender(appender)
-        interrupted = []
 
         def on_shutdown() -> Deferred[object] | None:
             # Ctrl-C: end the session cleanly, so what was sent persists.
             if appender.done:
                 return None
-            interrupted.append(True)
             return appender.close().addErrback(lambda f: None)
 
         reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
@@ -215,9 +228,7 @@ def append_main(argv: list[str] | None = None) -> NoReturn:
             ends, fireOnOneCallback=True, fireOnOneErrback=True, consumeErrors=True
         )
         size = await appender.close()
-        if interrupted:
-            raise _Exit(EXIT_INTERRUPTED)
-        client._log.info("done: {url} holds {size} bytes", url=args.url, size=size)
+        _log.info("done: {url} holds {size} bytes", url=args.url, size=size)
         return EXIT_OK
 
     _run("httpfstream-append", args.verbose, main)

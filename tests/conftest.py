@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from helpers import Server, start_server
+from helpers import Server, Twistd, start_server
 from twisted.internet.defer import Deferred
 from twisted.python.filepath import FilePath
 
@@ -28,3 +28,11 @@ def make_server(tmp_path: Any) -> Iterator[Callable[..., Server]]:
 @pytest.fixture
 def server(make_server: Callable[..., Server]) -> Server:
     return make_server()
+
+
+@pytest.fixture(scope="module")
+def twistd(tmp_path_factory: Any) -> Iterator[Twistd]:
+    """``twistd -n httpfstream`` as a user runs it, on an ephemeral port."""
+    server = Twistd.start(tmp_path_factory.mktemp("twistd-root"))
+    yield server
+    server.stop()

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import base64
 import os
+import re
+import select
+import signal
 import struct
+import subprocess
+import sys
+import threading
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 from urllib.parse import quote, urlencode
 
 import treq
@@ -310,3 +318,91 @@ async def raw_request(
     await client.closed.addTimeout(10, reactor)
     status, head = await client.response_head()
     return status, head, client.body()
+
+
+BIN = Path(sys.executable).parent
+
+
+def read_line(stream: IO[bytes], timeout: float = 15) -> bytes:
+    """One line from a subprocess pipe, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([stream], [], [], left)[0]:
+            raise TimeoutError(f"no complete line within {timeout}s: {line!r}")
+        byte = os.read(stream.fileno(), 1)
+        if not byte:
+            return line
+        line += byte
+    return line
+
+
+@dataclass
+class Twistd:
+    """A ``twistd -n httpfstream`` subprocess on 127.0.0.1, port 0."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    root: Path
+
+    log: list[bytes] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, root: Path, *options: str) -> Twistd:
+        process = subprocess.Popen(
+            [
+                str(BIN / "twistd"),
+                "--nodaemon",
+                "--pidfile=",
+                "httpfstream",
+                f"--root={root}",
+                "--port=tcp:0:interface=127.0.0.1",
+                *options,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        assert process.stdout is not None
+        log: list[bytes] = []
+        port: list[int] = []
+        started = threading.Event()
+
+        def drain() -> None:
+            # Read the log for as long as the server runs, so a full pipe
+            # never blocks it.
+            assert process.stdout is not None
+            for line in process.stdout:
+                log.append(line)
+                found = re.search(rb"Site starting on (\d+)", line)
+                if found:
+                    port.append(int(found.group(1)))
+                    started.set()
+            started.set()
+            process.stdout.close()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not started.wait(30) or not port:
+            process.kill()
+            raise RuntimeError(b"twistd did not start:\n" + b"".join(log))
+        return cls(process, port[0], root, log)
+
+    def url(self, name: str, **query: object) -> str:
+        qs = ("?" + urlencode(query)) if query else ""
+        return f"http://127.0.0.1:{self.port}/{quote(name)}{qs}"
+
+    def rss(self) -> int:
+        """The server's resident memory, in bytes."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        kib = re.search(r"VmRSS:\s+(\d+) kB", status)
+        assert kib is not None
+        return int(kib.group(1)) * 1024
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait(10)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import errno
 
-from twisted.internet.defer import Deferred, DeferredList, fail
-from zope.interface import implementer
-
 from helpers import (
     appender,
     client_frame,
@@ -17,6 +14,9 @@ from helpers import (
     upgrade_request,
     ws,
 )
+from twisted.internet.defer import Deferred, DeferredList, fail
+from zope.interface import implementer
+
 from httpfstream.store import FileStore, IStoreFile
 
 
@@ -196,9 +196,7 @@ class _FlakyStore(FileStore):
 
     def open(self, name, create, expected_size):
         return (
-            super()
-            .open(name, create, expected_size)
-            .addCallback(_FlakyFile, self.disk)
+            super().open(name, create, expected_size).addCallback(_FlakyFile, self.disk)
         )
 
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import struct
 
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-
 from helpers import (
     appender,
     close,
@@ -16,6 +13,8 @@ from helpers import (
     upgrade_request,
     ws,
 )
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 
 
 async def test_follow_never_written_is_404(server):

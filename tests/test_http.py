@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from twisted.internet.defer import Deferred, DeferredList
-
 from helpers import appender, close, finished, get, raw, raw_request, ws
+from twisted.internet.defer import Deferred, DeferredList
 
 # -- 1. names ------------------------------------------------------------------
 
@@ -39,7 +38,9 @@ async def test_invalid_names_are_400_for_writes_and_404_for_reads(server, path):
 async def test_raw_dot_dot_in_the_request_line_is_refused(server):
     # treq would normalise '..' away; a raw client can send it.
     client = await raw(server)
-    client.send(b"POST /logs/../../escape HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
+    client.send(
+        b"POST /logs/../../escape HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx"
+    )
     status, _ = await client.response_head()
     assert status == 400
     assert not server.root.parent().child("escape").exists()
@@ -269,7 +270,9 @@ async def test_post_is_seen_whole_or_not_at_all(server):
     post = Deferred.fromCoroutine(
         get(server.url("atomic.bin"), method="POST", data=body)
     )
-    snapshots = [Deferred.fromCoroutine(get(server.url("atomic.bin"))) for _ in range(10)]
+    snapshots = [
+        Deferred.fromCoroutine(get(server.url("atomic.bin"))) for _ in range(10)
+    ]
     results = await DeferredList([post, *snapshots], consumeErrors=False)
     for ok, (status, _, got) in results[1:]:
         assert ok and status == 200

@@ -11,12 +11,11 @@ import random
 import pytest
 import pytest_twisted
 import treq
+from helpers import appender, close, finished, ws
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-
-from helpers import appender, close, finished, ws
 
 _names = itertools.count()
 

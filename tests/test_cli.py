@@ -1,0 +1,212 @@
+"""
+The twistd plugin and the command-line clients, run as subprocesses of the
+installed package, the way a user runs them.
+
+These tests block on subprocess pipes; the server is another process, so
+nothing here needs the reactor to turn.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from helpers import BIN, Twistd, read_line
+
+APPEND = str(BIN / "httpfstream-append")
+FOLLOW = str(BIN / "httpfstream-follow")
+
+
+_spawned: list[subprocess.Popen[bytes]] = []
+
+
+def spawn(*argv: str, **kwargs: object) -> subprocess.Popen[bytes]:
+    """A client subprocess; killed (if need be) and reaped after the test."""
+    process = subprocess.Popen(argv, **kwargs)  # type: ignore[call-overload]
+    _spawned.append(process)
+    return process
+
+
+@pytest.fixture(autouse=True)
+def _reap() -> Iterator[None]:
+    yield
+    while _spawned:
+        process = _spawned.pop()
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def fetch(url: str, data: bytes | None = None) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, data=data, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def start_append(url: str, *args: str) -> subprocess.Popen[bytes]:
+    """An appender, returned once it holds the resource."""
+    process = spawn(
+        APPEND,
+        "-v",
+        *args,
+        url,
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    while b"appending to" not in (line := read_line(process.stderr)):
+        assert line, "the appender ended before it began"
+    return process
+
+
+def run(*argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(argv, input=stdin, capture_output=True, timeout=60)
+
+
+def test_twistd_help_documents_every_option():
+    out = run(str(BIN / "twistd"), "httpfstream", "--help").stdout.decode()
+    for option in (
+        "--root",
+        "--port",
+        "--max-message-size",
+        "--max-resource-size",
+        "--fsync",
+        "--ping-interval",
+        "--ping-timeout",
+        "--handshake-timeout",
+    ):
+        assert option in out
+    assert "tcp:8080" in out
+
+
+def test_twistd_refuses_bad_options(tmp_path):
+    result = run(
+        str(BIN / "twistd"), "-n", "--pidfile=", "httpfstream", "--fsync=sometimes"
+    )
+    assert result.returncode != 0
+    assert b"fsync" in result.stdout + result.stderr
+
+
+def test_walkthrough_follow_sees_each_line_as_it_is_typed(twistd: Twistd):
+    url = twistd.url("walk/build.log")
+    appender = start_append(url)
+    assert appender.stdin is not None
+    appender.stdin.write(b"compiling...\n")
+    appender.stdin.flush()
+    follower = spawn(FOLLOW, url, stdout=subprocess.PIPE)
+    assert follower.stdout is not None
+    assert read_line(follower.stdout) == b"compiling...\n"
+    # Typed later, seen at once: the appender's stdin stays open.
+    appender.stdin.write(b"linking...\n")
+    appender.stdin.flush()
+    assert read_line(follower.stdout) == b"linking...\n"
+    appender.stdin.close()
+    assert appender.wait(30) == 0
+    assert follower.wait(30) == 0
+    assert follower.stdout.read() == b""
+    assert fetch(url) == (200, b"compiling...\nlinking...\n")
+
+
+def test_binary_exact_through_both_clients(twistd: Twistd):
+    data = os.urandom(3 << 20) + b"\x00\xff\r\n"
+    url = twistd.url("bin/blob.bin")
+    assert run(APPEND, url, stdin=data).returncode == 0
+    result = run(FOLLOW, url)
+    assert (result.returncode, result.stdout == data) == (0, True)
+    result = run(FOLLOW, "--offset", "-4", url)
+    assert result.stdout == b"\x00\xff\r\n"
+    # Resume an append at the right offset, refuse the wrong one.
+    assert run(APPEND, "--offset", str(len(data)), url, stdin=b"+").returncode == 0
+    wrong = run(APPEND, "--offset", "5", url, stdin=b"x")
+    assert wrong.returncode == 5
+    assert b"412" in wrong.stderr
+    assert fetch(url)[1] == data + b"+"
+
+
+def test_follow_not_found_exits_3(twistd: Twistd):
+    result = run(FOLLOW, twistd.url("never-written.log"))
+    assert result.returncode == 3
+    assert b"no such resource" in result.stderr
+
+
+def test_second_appender_exits_4(twistd: Twistd):
+    url = twistd.url("busy.log")
+    first = start_append(url)
+    result = run(APPEND, url, stdin=b"x")
+    assert result.returncode == 4
+    assert b"409" in result.stderr
+    first.stdin.close()
+    assert first.wait(30) == 0
+
+
+def test_unreachable_server_exits_7():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for tool in (APPEND, FOLLOW):
+        result = run(tool, f"http://127.0.0.1:{port}/x.log")
+        assert result.returncode == 7
+        assert b"cannot reach" in result.stderr
+
+
+def test_lost_appender_makes_follow_exit_6(twistd: Twistd):
+    url = twistd.url("lost.log")
+    appender = start_append(url)
+    appender.stdin.write(b"partial output\n")
+    appender.stdin.flush()
+    follower = spawn(FOLLOW, url, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert read_line(follower.stdout) == b"partial output\n"
+    appender.kill()
+    appender.wait(10)
+    assert follower.wait(30) == 6
+    assert b"appender was lost" in follower.stderr.read()
+
+
+def test_ctrl_c_ends_an_append_cleanly(twistd: Twistd):
+    url = twistd.url("interrupted.log")
+    appender = start_append(url)
+    appender.stdin.write(b"kept\n")
+    appender.stdin.flush()
+    follower = spawn(FOLLOW, url, stdout=subprocess.PIPE)
+    assert read_line(follower.stdout) == b"kept\n"
+    appender.send_signal(signal.SIGINT)
+    assert appender.wait(30) == 130
+    # A clean end: the follower is told the appender finished.
+    assert follower.wait(30) == 0
+    assert fetch(url) == (200, b"kept\n")
+
+
+def test_ctrl_c_ends_a_follow(twistd: Twistd):
+    url = twistd.url("watched.log")
+    appender = start_append(url)
+    appender.stdin.write(b"line\n")
+    appender.stdin.flush()
+    follower = spawn(FOLLOW, url, stdout=subprocess.PIPE)
+    assert read_line(follower.stdout) == b"line\n"
+    follower.send_signal(signal.SIGINT)
+    assert follower.wait(30) == 130
+    appender.stdin.close()
+    assert appender.wait(30) == 0
+
+
+@pytest.mark.parametrize("tool", [APPEND, FOLLOW])
+def test_help_lists_exit_codes(tool):
+    out = run(tool, "--help").stdout
+    assert b"exit status" in out and b"409" in out
+
+
+def test_make_run_serves_curl_style_requests(twistd: Twistd):
+    assert fetch(twistd.url("curl.log"), data=b"posted\n")[0] == 200
+    assert fetch(twistd.url("curl.log")) == (200, b"posted\n")
+    assert fetch(twistd.url("curl.log", follow=1)) == (200, b"posted\n")
