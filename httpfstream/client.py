@@ -671,7 +671,18 @@ class Appender:
         code, reason = result
         self._proto = None
         if code == 1000 and self._closing:
-            self._finish(self.size, None)
+            if self.size == self._sent:
+                self._finish(self.size, None)
+            else:
+                # Never report success for bytes the server did not confirm.
+                self._finish(
+                    None,
+                    AppendFailed(
+                        code,
+                        f"the server acknowledged {self.size} bytes,"
+                        f" expected {self._sent}",
+                    ),
+                )
         elif self._retry and code in _RESUMABLE:
             Deferred.fromCoroutine(self._resume(ConnectionLost(code, reason)))
         elif code in (1009, 1011, 1001):

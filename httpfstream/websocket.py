@@ -38,6 +38,7 @@ from autobahn.twisted.websocket import (
     WebSocketServerFactory,
     WebSocketServerProtocol,
 )
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
@@ -250,6 +251,8 @@ class AppenderProtocol(_Base):
     _ending = False
     _paused = False
     _received = 0
+    #: Fires once a session we end with an error code has ended.
+    _ended: Deferred[Any] | None = None
 
     def onOpen(self) -> None:
         session = self.session
@@ -297,8 +300,15 @@ class AppenderProtocol(_Base):
             self.sendMessage(b"%d" % size, isBinary=False)
 
     def onCloseFrame(self, code: int, reasonRaw: bytes) -> Any:
-        if self.state != self.STATE_OPEN or self._ending:
+        if self.state != self.STATE_OPEN:
             return super().onCloseFrame(code, reasonRaw)
+        if self._ended is not None:
+            # We are already ending the session with an error (1009, 1011,
+            # 1001): the peer's Close crossed ours.  Ours goes out once the
+            # session has ended, so the peer learns why; the peer's Close
+            # then answers it.
+            self._ended.addCallback(self._crossed_close, code, reasonRaw)
+            return None
         # The appender is done.  Every byte it sent before this Close is
         # persisted and the slot released before we answer.
         self._ending = True
@@ -314,6 +324,16 @@ class AppenderProtocol(_Base):
 
         self._stream.end_session(COMPLETE).addCallback(answer)
         return None
+
+    def _crossed_close(self, _: object, code: int, reasonRaw: bytes) -> None:
+        if self.state == self.STATE_CLOSING:
+            # Autobahn would abort the connection here (a server closes TCP
+            # on the answer to its Close), discarding our unsent Close;
+            # close gracefully so it is delivered.
+            self.wasClean = True
+            self.dropConnection(abort=False)
+        elif self.state == self.STATE_OPEN:
+            WebSocketServerProtocol.onCloseFrame(self, code, reasonRaw)
 
     def _end(self, code: int, reason: str, follower_code: int = APPENDER_LOST) -> None:
         """End the session from our side, then close with ``code``."""
@@ -335,7 +355,8 @@ class AppenderProtocol(_Base):
         if self._paused:
             self._paused = False
             self._socket.resumeProducing()
-        self._stream.end_session(follower_code, reason).addCallback(close)
+        ended: Deferred[Any] = self._stream.end_session(follower_code, reason)
+        self._ended = ended.addCallback(close)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.session is None or not hasattr(self, "_stream"):

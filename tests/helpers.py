@@ -26,6 +26,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
+from twisted.protocols import portforward
 from twisted.python.filepath import FilePath
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -65,13 +66,19 @@ class Server:
             await self.registry.stopService()
 
 
-def start_server(root: FilePath[str], **options: Any) -> Server:
+def start_server(
+    root: FilePath[str], port: int = 0, tls: Any = None, **options: Any
+) -> Server:
+    """A registry under ``root`` and a Site on 127.0.0.1 (TLS if given)."""
     registry = StreamRegistry(root, **options)
     registry.startService()
     top = Resource()
     top.putChild(MOUNT.encode(), StreamResource(registry))
-    port = reactor.listenTCP(0, Site(top), interface="127.0.0.1")
-    return Server(registry, port, root)
+    if tls is not None:
+        listening = reactor.listenSSL(port, Site(top), tls, interface="127.0.0.1")
+    else:
+        listening = reactor.listenTCP(port, Site(top), interface="127.0.0.1")
+    return Server(registry, listening, root)
 
 
 class Probe(WebSocketClientProtocol):
@@ -406,3 +413,36 @@ class Twistd:
             if self.process.poll() is None:
                 self.process.kill()
                 self.process.wait(10)
+
+
+class _RecordingProxyFactory(portforward.ProxyFactory):
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self.connections: list[portforward.ProxyServer] = []
+
+    def buildProtocol(self, addr: Any) -> Any:
+        proto = super().buildProtocol(addr)
+        self.connections.append(proto)
+        return proto
+
+
+class Proxy:
+    """A TCP forwarder in front of ``server`` whose connections we can cut."""
+
+    def __init__(self, server: Server) -> None:
+        self._factory = _RecordingProxyFactory(*server.address)
+        self._port = reactor.listenTCP(0, self._factory, interface="127.0.0.1")
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self._port.getHost().port}/{MOUNT}/{quote(name)}"
+
+    def cut(self) -> None:
+        """Drop every connection through the proxy, as a network fault would."""
+        for proto in self._factory.connections:
+            if proto.transport is not None:
+                proto.transport.abortConnection()
+        self._factory.connections.clear()
+
+    async def stop(self) -> None:
+        self.cut()
+        await self._port.stopListening()

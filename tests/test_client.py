@@ -1,0 +1,243 @@
+"""The client API (`httpfstream.client`) against a real server."""
+
+from __future__ import annotations
+
+import datetime
+import io
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from helpers import Proxy, appender, close
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import (
+    Certificate,
+    PrivateCertificate,
+    optionsForClientTLS,
+)
+
+from httpfstream import client
+
+
+async def test_append_read_and_follow_a_finished_resource(server):
+    url = server.url("c/done.log")
+    assert await client.append(url, b"hello\n" * 1000) == 6000
+    assert await client.read(url) == b"hello\n" * 1000
+    chunks: list[bytes] = []
+    result = await client.follow(url, chunks.append)
+    assert (result.complete, result.code, result.offset) == (True, 1000, 6000)
+    assert b"".join(chunks) == b"hello\n" * 1000
+    chunks.clear()
+    result = await client.follow(url, chunks.append, offset=-6)
+    assert b"".join(chunks) == b"hello\n"
+
+
+async def test_append_takes_files_and_iterables(server):
+    url = server.url("c/sources.bin")
+    assert await client.append(url, io.BytesIO(b"x" * 200_000)) == 200_000
+    assert await client.append(url, (b"%d," % i for i in range(5))) == 200_010
+    assert server.file("c/sources.bin").getContent().endswith(b"0,1,2,3,4,")
+
+
+async def test_follow_live_with_open_append(server):
+    url = server.url("c/live.log")
+    writer = await client.open_append(url)
+    writer.write(b"one ")
+    chunks: list[bytes] = []
+    following = client.follow(url, chunks.append)
+    writer.write(b"two ")
+    await writer.drained()
+    writer.write(b"three")
+    assert await writer.close() == 13
+    result = await following.addTimeout(10, reactor)
+    assert result.complete and result.code == 1000
+    assert b"".join(chunks) == b"one two three"
+
+
+async def test_errors_by_kind(server):
+    url = server.url("c/held.log")
+    with pytest.raises(client.NotFound):
+        await client.read(server.url("c/never.log"))
+    with pytest.raises(client.NotFound):
+        await client.follow(server.url("c/never.log"), lambda data: None)
+    held = await client.open_append(url)
+    held.write(b"abc")
+    await held.drained()
+    with pytest.raises(client.AppenderConflict) as conflict:
+        await client.open_append(url)
+    assert conflict.value.status == 409 and conflict.value.active
+    assert await held.close() == 3
+    with pytest.raises(client.OffsetMismatch) as mismatch:
+        await client.open_append(url, offset=1)
+    assert mismatch.value.size == 3
+    with pytest.raises(client.HTTPError) as bad:
+        await client.open_append(server.url("c/dir/"))
+    assert bad.value.status == 400
+
+
+async def test_follow_reports_a_lost_appender(server):
+    url = server.url("c/lost.log")
+    a = await appender(server, "c/lost.log", ack=1)
+    a.sendMessage(b"some")
+    await a.until_ack(4)
+    got = _Collector()
+    following = client.follow(url, got)
+    await got.until(4)
+    a.transport.abortConnection()
+    result = await following.addTimeout(10, reactor)
+    assert (result.complete, result.code) == (False, 4000)
+    assert bytes(got.data) == b"some"
+
+
+async def test_server_limits_fail_the_append(make_server):
+    server = make_server(max_resource_size=10)
+    writer = await client.open_append(server.url("small.log"))
+    writer.write(b"x" * 11)
+    with pytest.raises(client.AppendFailed) as failed:
+        await writer.close()
+    assert failed.value.code == 1009
+
+
+async def test_handshake_times_out_instead_of_hanging():
+    # A server that accepts connections and never answers.
+    port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+    try:
+        url = f"http://127.0.0.1:{port.getHost().port}/x.log"
+        with pytest.raises(client.ConnectionLost, match="handshake"):
+            await client.follow(url, lambda data: None, timeout=1)
+        with pytest.raises(client.ConnectionLost, match="handshake"):
+            await client.open_append(url, timeout=1)
+    finally:
+        await port.stopListening()
+
+
+class _Collector:
+    """``on_data`` for `client.follow`, with a Deferred for "got this much"."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self._want: tuple[int, Deferred[None]] | None = None
+
+    def __call__(self, data: bytes) -> None:
+        self.data += data
+        if self._want and len(self.data) >= self._want[0]:
+            d, self._want = self._want[1], None
+            d.callback(None)
+
+    def until(self, n: int) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if len(self.data) >= n:
+            d.callback(None)
+        else:
+            self._want = (n, d)
+        return d.addTimeout(10, reactor)
+
+
+async def test_follow_resumes_after_a_dropped_connection(server):
+    proxy = Proxy(server)
+    try:
+        a = await appender(server, "resume.log")
+        a.sendMessage(b"before ")
+        got = _Collector()
+        following = client.follow(proxy.url("resume.log"), got, retry=True)
+        await got.until(7)
+        proxy.cut()  # the follower sees 1006 and reconnects from offset 7
+        a.sendMessage(b"after")
+        assert await close(a) == 1000
+        result = await following.addTimeout(30, reactor)
+        assert result.complete and result.offset == 12
+        assert bytes(got.data) == b"before after"
+    finally:
+        await proxy.stop()
+
+
+async def test_follow_without_retry_reports_the_drop(server):
+    proxy = Proxy(server)
+    try:
+        a = await appender(server, "noretry.log")
+        a.sendMessage(b"x")
+        got = _Collector()
+        following = client.follow(proxy.url("noretry.log"), got)
+        await got.until(1)
+        proxy.cut()
+        with pytest.raises(client.ConnectionLost) as lost:
+            await following.addTimeout(10, reactor)
+        assert lost.value.code == 1006
+        await close(a)
+    finally:
+        await proxy.stop()
+
+
+async def test_append_resumes_after_a_dropped_connection(server):
+    proxy = Proxy(server)
+    try:
+        writer = await client.open_append(proxy.url("resume.bin"), retry=True)
+        writer.write(b"a" * 100_000)
+        await writer.drained()
+        proxy.cut()  # unacknowledged bytes are sent again after reconnecting
+        writer.write(b"b" * 100_000)
+        assert await writer.close() == 200_000
+        assert server.file("resume.bin").getContent() == b"a" * 100_000 + b"b" * 100_000
+    finally:
+        await proxy.stop()
+
+
+async def test_append_resumes_across_a_server_restart(make_server):
+    first = make_server()
+    port = first.address[1]
+    writer = await client.open_append(first.url("restart.log"), retry=True)
+    writer.write(b"before ")
+    await first.stop()  # the server persists it all and closes with 1001
+    make_server(first.root, port=port)
+    writer.write(b"after")
+    assert await writer.close() == 12
+    assert first.file("restart.log").getContent() == b"before after"
+
+
+def _certificate() -> tuple[bytes, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return (
+        cert.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+async def test_https_and_wss(make_server):
+    cert_pem, key_pem = _certificate()
+    server_tls = PrivateCertificate.loadPEM(cert_pem + key_pem).options()
+    server = make_server(tls=server_tls)
+    tls = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(cert_pem))
+    url = f"https://localhost:{server.address[1]}/logs/secure.log"
+    writer = await client.open_append(url, tls=tls)
+    chunks: list[bytes] = []
+    writer.write(b"encrypted ")
+    await writer.drained()
+    following = client.follow(url, chunks.append, tls=tls)
+    writer.write(b"bytes")
+    assert await writer.close() == 15
+    assert (await following.addTimeout(10, reactor)).complete
+    assert b"".join(chunks) == b"encrypted bytes"
+    assert await client.read(url, tls=tls) == b"encrypted bytes"
