@@ -200,7 +200,9 @@ class Cursor:
                 stream.read_file(self.offset, want).addCallbacks(
                     self._read_done, self._read_failed
                 )
-                return
+                if self._reading:
+                    return  # _read_done carries on
+                continue  # the read completed at once
             self.offset += len(data)
             self._sink.send(data)
 
