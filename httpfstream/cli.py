@@ -96,6 +96,11 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("url", help="the resource, e.g. http://localhost:8080/a.log")
     parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    parser.add_argument(
+        "--retry",
+        action="store_true",
+        help="reconnect and resume after a dropped connection or a server restart",
+    )
     return parser
 
 
@@ -192,11 +197,6 @@ def append_main(argv: list[str] | None = None) -> NoReturn:
         type=int,
         help="require the resource to hold exactly N bytes now (resuming)",
     )
-    parser.add_argument(
-        "--retry",
-        action="store_true",
-        help="reconnect and resume after a dropped connection or a server restart",
-    )
     args = parser.parse_args(argv)
     if args.offset is not None and args.offset < 0:
         parser.error("--offset must not be negative")
@@ -249,11 +249,6 @@ def follow_main(argv: list[str] | None = None) -> NoReturn:
         type=int,
         default=0,
         help="start at byte N (negative: the last -N bytes)",
-    )
-    parser.add_argument(
-        "--retry",
-        action="store_true",
-        help="reconnect and resume after a dropped connection or a server restart",
     )
     args = parser.parse_args(argv)
     out = sys.stdout.buffer
