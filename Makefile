@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8080
 ROOT ?= data
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-quick clean
 
 # A compat-mode editable install: twistd finds plugins by scanning sys.path
 # directories, which the default (PEP 660) editable mode hides
@@ -29,6 +29,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check httpfstream
 	$(BIN)/ruff format --check httpfstream
 	$(BIN)/mypy httpfstream
+
+# The benchmark suite (docs/PERFORMANCE.md): a table, and bench/results.json.
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+# Small sizes, for CI: fails only when a follower is not byte-exact.
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info

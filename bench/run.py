@@ -1,0 +1,376 @@
+"""
+The benchmark suite: ``make bench`` (or ``python bench/run.py [--quick]``).
+
+Each scenario starts a fresh ``twistd httpfstream`` (or a baseline server)
+and drives it from a separate load-generator process (`loadgen.py`); with
+two CPUs or more they are pinned to different ones.  Prints a table and
+writes ``bench/results.json``.  Exits 1 if any follower was not
+byte-exact; never on a timing (the machines are shared and noisy: read the
+ratios against the baselines measured in the same run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+PIN = (os.cpu_count() or 1) >= 2
+
+
+def pinned(cpu: int, argv: list[str]) -> list[str]:
+    if PIN and shutil.which("taskset"):
+        return ["taskset", "-c", str(cpu), *argv]
+    return argv
+
+
+class Server:
+    """A server subprocess on 127.0.0.1, its CPU time and peak memory."""
+
+    def __init__(self, kind: str, *options: str) -> None:
+        self.root = tempfile.mkdtemp(prefix="httpfstream-bench-")
+        if kind == "httpfstream":
+            argv = [
+                str(BIN / "twistd"),
+                "--nodaemon",
+                "--pidfile=",
+                "httpfstream",
+                f"--root={self.root}",
+                "--port=tcp:0:interface=127.0.0.1",
+                *options,
+            ]
+            pattern = rb"Site starting on (\d+)"
+        else:
+            argv = [sys.executable, str(HERE / "relay.py"), kind]
+            pattern = rb"PORT (\d+)"
+        self.process = subprocess.Popen(
+            pinned(0, argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        assert self.process.stdout is not None
+        while True:
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{kind} did not start")
+            found = re.search(pattern, line)
+            if found:
+                self.port = int(found.group(1))
+                break
+        # Keep draining its output so it never blocks on a full pipe.
+        threading.Thread(target=self.process.stdout.read, daemon=True).start()
+        self.peak_rss = self.rss()
+        self.baseline_rss = self.peak_rss
+        self._sampling = True
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+        self.cpu_start = self.cpu()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def _stat(self) -> list[str]:
+        return (
+            Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        )
+
+    def cpu(self) -> float:
+        fields = self._stat()
+        return (int(fields[11]) + int(fields[12])) / TICK
+
+    def rss(self) -> int:
+        return int(self._stat()[21]) * PAGE
+
+    def _sample(self) -> None:
+        while self._sampling and self.process.poll() is None:
+            try:
+                self.peak_rss = max(self.peak_rss, self.rss())
+            except (FileNotFoundError, ProcessLookupError):
+                return
+            time.sleep(0.02)
+
+    def stop(self) -> dict[str, float]:
+        self._sampling = False
+        self._sampler.join()
+        cpu = self.cpu() - self.cpu_start
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+        return {
+            "server_cpu_s": cpu,
+            "server_rss_MB": self.baseline_rss / 1e6,
+            "server_rss_growth_MB": (self.peak_rss - self.baseline_rss) / 1e6,
+        }
+
+
+def loadgen(args: dict[str, Any]) -> dict[str, Any]:
+    started = time.monotonic()
+    out = subprocess.run(
+        pinned(1, [sys.executable, str(HERE / "loadgen.py"), json.dumps(args)]),
+        capture_output=True,
+        timeout=args.get("timeout", 300) + 60,
+    )
+    lines = out.stdout.decode().strip().splitlines()
+    if not lines:
+        return {"byte_exact": False, "errors": [out.stderr.decode()[-2000:]]}
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["wall_s"] = time.monotonic() - started
+    return result
+
+
+def run(name: str, kind: str, args: dict[str, Any], *options: str) -> dict[str, Any]:
+    server = Server(kind, *options)
+    try:
+        if kind == "sink":
+            args = {**args, "port": server.port}
+        else:
+            slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
+            args = {**args, "url": server.url(f"bench/{slug}.bin")}
+        result = loadgen(args)
+    finally:
+        result_server = server.stop()
+    result.update(result_server)
+    seconds = result.get("seconds") or result.get("wall_s") or 1
+    result["server_cpu"] = result_server["server_cpu_s"] / seconds
+    result["scenario"], result["server"] = name, kind
+    status = "ok" if result.get("byte_exact", True) else "NOT BYTE-EXACT"
+    print(f"  {name:<22} {kind:<12} {status}", file=sys.stderr, flush=True)
+    return result
+
+
+def scenarios(quick: bool) -> list[tuple[str, str, dict[str, Any], tuple[str, ...]]]:
+    q = quick
+    stream = {"scenario": "stream", "timeout": 60 if q else 240}
+    both = ("httpfstream", "relay")
+    plan: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = []
+    plan.append(
+        ("tcp", "sink", {"scenario": "tcp", "total": (64 if q else 1024) << 20}, ())
+    )
+    for kind in both:
+        plan += [
+            (
+                "1x1 64KiB",
+                kind,
+                {**stream, "followers": 1, "size": 65536, "count": 200 if q else 8000},
+                (),
+            ),
+            (
+                "1x10 64KiB",
+                kind,
+                {**stream, "followers": 10, "size": 65536, "count": 50 if q else 2000},
+                (),
+            ),
+            (
+                "1x1 100B",
+                kind,
+                {
+                    **stream,
+                    "followers": 1,
+                    "size": 100,
+                    "count": 5000 if q else 300_000,
+                },
+                (),
+            ),
+            (
+                "1x100 1KiB@1000/s",
+                kind,
+                {
+                    **stream,
+                    "followers": 20 if q else 100,
+                    "size": 1024,
+                    "rate": 1000,
+                    "count": 300 if q else 10_000,
+                },
+                (),
+            ),
+            (
+                "1x1000 1KiB@100/s",
+                kind,
+                {
+                    **stream,
+                    "followers": 50 if q else 1000,
+                    "size": 1024,
+                    "rate": 100,
+                    "count": 50 if q else 1000,
+                },
+                (),
+            ),
+        ]
+        if not q:
+            plan.append(
+                (
+                    "1x1000 1KiB@1000/s",
+                    kind,
+                    {
+                        **stream,
+                        "followers": 1000,
+                        "size": 1024,
+                        "rate": 1000,
+                        "count": 5000,
+                    },
+                    (),
+                )
+            )
+    big = (64 if q else 1024) << 20
+    plan += [
+        (
+            "append alone",
+            "httpfstream",
+            {**stream, "followers": 0, "size": 65536, "count": big // 65536},
+            (),
+        ),
+        (
+            "append + 1 stalled",
+            "httpfstream",
+            {
+                **stream,
+                "followers": 0,
+                "stalled": 1,
+                "size": 65536,
+                "count": big // 65536,
+            },
+            ("--ping-interval=0",),
+        ),
+        (
+            "catch-up finished",
+            "httpfstream",
+            {
+                "scenario": "catchup",
+                "live": False,
+                "size": 65536,
+                "count": big // 65536,
+            },
+            (),
+        ),
+        (
+            "catch-up live",
+            "httpfstream",
+            {"scenario": "catchup", "live": True, "size": 65536, "count": big // 65536},
+            (),
+        ),
+        (
+            "POST 1KiB x50",
+            "httpfstream",
+            {"scenario": "post", "clients": 50, "size": 1024, "seconds": 1 if q else 5},
+            (),
+        ),
+    ]
+    return plan
+
+
+COLUMNS = [
+    ("scenario", "scenario", "{}"),
+    ("server", "server", "{}"),
+    ("MB/s in", "append_MBps", "{:.0f}"),
+    ("MB/s out", "delivered_MBps", "{:.0f}"),
+    ("msg/s", "messages_per_s", "{:.0f}"),
+    ("p50 ms", "p50_ms", "{:.1f}"),
+    ("p99 ms", "p99_ms", "{:.1f}"),
+    ("max ms", "max_ms", "{:.0f}"),
+    ("other", "other", "{}"),
+    ("srv CPU", "server_cpu", "{:.0%}"),
+    ("gen CPU", "loadgen_cpu", "{:.0%}"),
+    ("RSS +MB", "server_rss_growth_MB", "{:.0f}"),
+    ("exact", "byte_exact", "{}"),
+]
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    rows = []
+    for r in results:
+        other = ""
+        if "MBps" in r:
+            other = f"{r['MBps']:.0f} MB/s"
+        elif "catchup_MBps" in r:
+            other = f"{r['catchup_MBps']:.0f} MB/s"
+        elif "requests_per_s" in r:
+            other = f"{r['requests_per_s']:.0f} req/s"
+        if r.get("loadgen_cpu", 0) > 0.9:
+            other += " (load generator saturated)"
+        r = {**r, "other": other}
+        rows.append(
+            [
+                fmt.format(r[key]) if r.get(key) is not None else ""
+                for _, key, fmt in COLUMNS
+            ]
+        )
+    head = [title for title, _, _ in COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def ratios(results: list[dict[str, Any]]) -> dict[str, float]:
+    by = {(r["scenario"], r["server"]): r for r in results}
+    out = {}
+    for name in ("1x1 64KiB", "1x10 64KiB", "1x1 100B"):
+        ours, relay = by.get((name, "httpfstream")), by.get((name, "relay"))
+        if ours and relay and relay.get("delivered_MBps"):
+            out[f"{name}: httpfstream / relay"] = (
+                ours["delivered_MBps"] / relay["delivered_MBps"]
+            )
+    alone, stalled = (
+        by.get(("append alone", "httpfstream")),
+        by.get(("append + 1 stalled", "httpfstream")),
+    )
+    if alone and stalled and alone.get("append_MBps"):
+        out["append with a stalled follower / alone"] = (
+            stalled["append_MBps"] / alone["append_MBps"]
+        )
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for CI")
+    parser.add_argument("--only", help="run the scenarios whose name contains this")
+    parser.add_argument("--out", default=str(HERE / "results.json"))
+    args = parser.parse_args()
+    results = []
+    started = time.monotonic()
+    for name, kind, params, options in scenarios(args.quick):
+        if args.only and args.only not in name:
+            continue
+        results.append(run(name, kind, params, *options))
+    machine = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "pinned": PIN,
+        "quick": args.quick,
+        "seconds": time.monotonic() - started,
+    }
+    Path(args.out).write_text(
+        json.dumps(
+            {"machine": machine, "results": results, "ratios": ratios(results)},
+            indent=2,
+        )
+    )
+    print(table(results))
+    for key, value in ratios(results).items():
+        print(f"{key}: {value:.2f}")
+    print(f"({machine['seconds']:.0f} s, {machine['cpus']} CPUs, pinned={PIN})")
+    bad = [r for r in results if not r.get("byte_exact", True)]
+    for r in bad:
+        print(f"NOT BYTE-EXACT: {r['scenario']} on {r['server']}: {r.get('errors')}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
