@@ -375,7 +375,62 @@ async def tcp(args: dict[str, Any]) -> dict[str, Any]:
     return {"bytes": total, "seconds": elapsed, "MBps": total / elapsed / 1e6}
 
 
-SCENARIOS = {"stream": stream, "catchup": catchup, "post": post, "tcp": tcp}
+async def many(args: dict[str, Any]) -> dict[str, Any]:
+    """``resources`` resources, each with one appender and ``followers``."""
+    base, size, count = args["url"], args["size"], args["count"]
+    rate, n, r = args["rate"], args["followers"], args["resources"]
+    urls = [f"{base}-{i}" for i in range(r)]
+    appenders = [await connect(url, Appender, "APPEND") for url in urls]
+    followers: list[Any] = []
+    pending = [url for url in urls for _ in range(n)]
+    for i in range(0, len(pending), 200):
+        batch = await DeferredList(
+            [
+                Deferred.fromCoroutine(connect(url, Follower, "FOLLOW"))
+                for url in pending[i : i + 200]
+            ],
+            fireOnOneErrback=True,
+        )
+        followers += [f for _, f in batch]
+    for f in followers:
+        f.checker = Checker(size, sample=max(1, count // 20))
+    started = time.monotonic()
+    cpu0 = os.times()
+    await DeferredList([a.start(count, size, rate) for a in appenders])
+    for a in appenders:
+        a.sendClose(1000)
+    codes = await DeferredList([f.factory.closed for f in followers])
+    elapsed = time.monotonic() - started
+    cpu1 = os.times()
+    errors = []
+    latencies: list[int] = []
+    for f, (_, code) in zip(followers, codes, strict=True):
+        if code != 1000:
+            errors.append(f"follower closed {code}")
+        if f.checker.expected != count or f.checker.buffer:
+            errors.append(f"follower got {f.checker.expected} of {count} messages")
+        errors += f.checker.errors
+        latencies += f.checker.latencies
+    return {
+        "followers_total": len(followers),
+        "seconds": elapsed,
+        "delivered_MBps": size * count * len(followers) / elapsed / 1e6,
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "max_ms": percentile(latencies, 1.0),
+        "byte_exact": not errors,
+        "errors": errors[:10],
+        "loadgen_cpu": (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed,
+    }
+
+
+SCENARIOS = {
+    "many": many,
+    "stream": stream,
+    "catchup": catchup,
+    "post": post,
+    "tcp": tcp,
+}
 
 
 def main() -> None:

@@ -116,6 +116,7 @@ class Server:
             "server_cpu_s": cpu,
             "server_rss_MB": self.baseline_rss / 1e6,
             "server_rss_growth_MB": (self.peak_rss - self.baseline_rss) / 1e6,
+            "server_peak_rss_MB": self.peak_rss / 1e6,
         }
 
 
@@ -265,6 +266,20 @@ def scenarios(quick: bool) -> list[tuple[str, str, dict[str, Any], tuple[str, ..
             (),
         ),
         (
+            "10k followers (100x100)" if not q else "many followers (5x20)",
+            "httpfstream",
+            {
+                "scenario": "many",
+                "resources": 5 if q else 100,
+                "followers": 20 if q else 100,
+                "size": 1024,
+                "rate": 10,
+                "count": 20 if q else 100,
+                "timeout": 60 if q else 300,
+            },
+            (),
+        ),
+        (
             "POST 1KiB x50",
             "httpfstream",
             {"scenario": "post", "clients": 50, "size": 1024, "seconds": 1 if q else 5},
@@ -287,6 +302,7 @@ COLUMNS = [
     ("srv CPU", "server_cpu", "{:.0%}"),
     ("gen CPU", "loadgen_cpu", "{:.0%}"),
     ("RSS +MB", "server_rss_growth_MB", "{:.0f}"),
+    ("RSS peak MB", "server_peak_rss_MB", "{:.0f}"),
     ("exact", "byte_exact", "{}"),
 ]
 
