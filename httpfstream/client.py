@@ -46,6 +46,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 __all__ = [
+    "AccessDenied",
     "AppendFailed",
     "Appender",
     "AppenderConflict",
@@ -89,6 +90,10 @@ class HTTPError(Exception):
         self.active = headers.get("httpfstream-active") == "1"
 
 
+class AccessDenied(HTTPError):
+    """401 (no valid token) or 403 (the token does not grant this)."""
+
+
 class NotFound(HTTPError):
     """404: the resource was never written (or its name is not valid)."""
 
@@ -118,9 +123,13 @@ class AppendFailed(ConnectionLost):
 
 
 def _http_error(status: int, message: str, headers: dict[str, str]) -> HTTPError:
-    kind = {404: NotFound, 409: AppenderConflict, 412: OffsetMismatch}.get(
-        status, HTTPError
-    )
+    kind = {
+        401: AccessDenied,
+        403: AccessDenied,
+        404: NotFound,
+        409: AppenderConflict,
+        412: OffsetMismatch,
+    }.get(status, HTTPError)
     return kind(status, message, headers)
 
 
@@ -153,6 +162,22 @@ class _Target:
     host: str
     port: int
     secure: bool
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    """How to reach the server: a TLS context and a bearer token."""
+
+    tls: CertificateOptions | None = None
+    token: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def http_headers(self, **extra: str) -> Headers:
+        """For treq: ours, and ``extra`` (``X_Verb`` becomes ``X-Verb``)."""
+        named = {k.replace("_", "-"): v for k, v in extra.items()}
+        return Headers({k: [v] for k, v in {**self.headers(), **named}.items()})
 
 
 def _target(url: str, **params: object) -> _Target:
@@ -232,12 +257,11 @@ async def _connect(
     target: _Target,
     verb: str,
     timeout: float,
-    tls: CertificateOptions | None,
-    headers: dict[str, str] | None = None,
+    creds: _Credentials,
 ) -> _ClientProtocol:
     """Open a WebSocket; fail with `HTTPError` if the server answers non-101."""
     factory = WebSocketClientFactory(
-        target.ws_url, headers={"X-Verb": verb, **(headers or {})}
+        target.ws_url, headers={"X-Verb": verb, **creds.headers()}
     )
     factory.protocol = _ClientProtocol
     factory.setProtocolOptions(
@@ -248,7 +272,7 @@ async def _connect(
     )
     endpoint: Any = HostnameEndpoint(reactor, target.host, target.port, timeout=timeout)
     if target.secure:
-        endpoint = wrapClientTLS(_tls(target, tls), endpoint)
+        endpoint = wrapClientTLS(_tls(target, creds.tls), endpoint)
     proto: _ClientProtocol = await endpoint.connect(factory)
     opened = proto.opened
     # Autobahn's own timer rounds to whole seconds (STACK_NOTES.md 5.5);
@@ -305,6 +329,7 @@ def read(
     *,
     reactor: Any = None,
     tls: CertificateOptions | None = None,
+    token: str | None = None,
     timeout: float = 30,
 ) -> Deferred[bytes]:
     """
@@ -318,7 +343,10 @@ def read(
     async def get() -> bytes:
         target = _target(url)
         response = await treq.get(
-            target.http_url, timeout=timeout, **_treq_options(reactor, tls)
+            target.http_url,
+            headers=_Credentials(tls, token).http_headers(),
+            timeout=timeout,
+            **_treq_options(reactor, tls),
         )
         body: bytes = await treq.content(response)
         if response.code != 200:
@@ -353,6 +381,7 @@ def follow(
     text_frames: bool = False,
     reactor: Any = None,
     tls: CertificateOptions | None = None,
+    token: str | None = None,
     timeout: float = 10,
 ) -> Deferred[FollowResult]:
     """
@@ -363,6 +392,7 @@ def follow(
     or is lost (``complete`` false), or at once after the whole content of
     a finished resource.
 
+    :param token: a bearer token, for a server with access control.
     :param retry: after a dropped connection (1006), a server restart
         (1001) or a refused connection, reconnect from the bytes already
         received, with backoff, so ``on_data`` sees every byte exactly once.
@@ -373,6 +403,7 @@ def follow(
         ``retry``, or after ``give_up_after``).
     """
     reactor = _reactor(reactor)
+    creds = _Credentials(tls, token)
 
     async def run() -> FollowResult:
         position = offset
@@ -380,7 +411,7 @@ def follow(
         while True:
             try:
                 result = await _follow_once(
-                    reactor, url, on_data, position, text_frames, tls, timeout
+                    reactor, url, on_data, position, text_frames, creds, timeout
                 )
             except _AppenderAppeared:
                 continue
@@ -414,16 +445,16 @@ async def _follow_once(
     on_data: Callable[[bytes], object],
     offset: int,
     text_frames: bool,
-    tls: CertificateOptions | None,
+    creds: _Credentials,
     timeout: float,
 ) -> FollowResult:
     frames = "text" if text_frames else None
     target = _target(url, offset=offset or None, frames=frames)
     try:
-        proto = await _connect(reactor, target, "FOLLOW", timeout, tls)
+        proto = await _connect(reactor, target, "FOLLOW", timeout, creds)
     except HTTPError as e:
         if e.status == 200:
-            return await _finished(reactor, url, on_data, offset, tls, timeout)
+            return await _finished(reactor, url, on_data, offset, creds, timeout)
         raise _Progress(e, offset, False) from None
     except Exception as e:
         raise _Progress(e, offset, False) from None
@@ -449,17 +480,17 @@ async def _finished(
     url: str,
     on_data: Callable[[bytes], object],
     offset: int,
-    tls: CertificateOptions | None,
+    creds: _Credentials,
     timeout: float,
 ) -> FollowResult:
     """The resource has no appender: fetch its content from ``offset``."""
     target = _target(url, follow=1, offset=offset or None)
     response = await treq.get(
         target.http_url,
-        headers=Headers({b"X-Verb": [b"FOLLOW"]}),
+        headers=creds.http_headers(X_Verb="FOLLOW"),
         timeout=timeout,
         unbuffered=True,
-        **_treq_options(reactor, tls),
+        **_treq_options(reactor, creds.tls),
     )
     headers = _headers(response)
     if response.code != 200:
@@ -515,7 +546,7 @@ class Appender:
         self,
         reactor: Any,
         url: str,
-        tls: CertificateOptions | None,
+        creds: _Credentials,
         timeout: float,
         retry: bool,
         give_up_after: float,
@@ -523,7 +554,7 @@ class Appender:
     ) -> None:
         self._reactor = reactor
         self._url = url
-        self._tls = tls
+        self._creds = creds
         self._timeout = timeout
         self._retry = retry
         self._give_up_after = give_up_after
@@ -544,7 +575,7 @@ class Appender:
     async def _open(self, offset: int | None) -> None:
         target = _target(self._url, ack=1, offset=offset)
         proto = await _connect(
-            self._reactor, target, "APPEND", self._timeout, self._tls
+            self._reactor, target, "APPEND", self._timeout, self._creds
         )
         self.size = int(proto.response_headers.get("httpfstream-size", "0"))
         self._sent = self.size
@@ -709,7 +740,7 @@ class Appender:
     async def _reconnect(self) -> None:
         target = _target(self._url, ack=1, offset=self.size)
         proto = await _connect(
-            self._reactor, target, "APPEND", self._timeout, self._tls
+            self._reactor, target, "APPEND", self._timeout, self._creds
         )
         self._attach(proto)
         for _end, data in self._unacked:
@@ -750,6 +781,7 @@ def open_append(
     buffer_limit: int = 8 << 20,
     reactor: Any = None,
     tls: CertificateOptions | None = None,
+    token: str | None = None,
     timeout: float = 10,
 ) -> Deferred[Appender]:
     """
@@ -757,6 +789,7 @@ def open_append(
 
     :param offset: expect the resource to hold exactly this many bytes
         (`OffsetMismatch` otherwise).
+    :param token: a bearer token, for a server with access control.
     :param retry: after a dropped connection (1006) or a server restart
         (1001), reconnect with ``offset=`` the acknowledged size and send
         the unacknowledged bytes again, with backoff.  Keeps up to
@@ -764,7 +797,15 @@ def open_append(
     :raises AppenderConflict: another appender holds the resource.
     """
     reactor = _reactor(reactor)
-    appender = Appender(reactor, url, tls, timeout, retry, give_up_after, buffer_limit)
+    appender = Appender(
+        reactor,
+        url,
+        _Credentials(tls, token),
+        timeout,
+        retry,
+        give_up_after,
+        buffer_limit,
+    )
 
     async def run() -> Appender:
         await appender._open(offset)

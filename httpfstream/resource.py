@@ -25,6 +25,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from .auth import Access, Right, Tokens, mask_token
 from .names import InvalidName, Name, parse_name
 from .registry import AppenderConflict, ShuttingDown, StreamRegistry
 from .store import NotAResource, NotFound, SizeMismatch
@@ -176,13 +177,16 @@ class StreamResource(Resource):
     serves ``/logs/build.log`` from ``build.log`` under the registry's root.
 
     :param registry: the running registry that owns the streams.
+    :param tokens: if given, every request needs a token granting its verb
+        on its name (PROTOCOL.md section 8); otherwise all are allowed.
     """
 
     isLeaf = True
 
-    def __init__(self, registry: StreamRegistry) -> None:
+    def __init__(self, registry: StreamRegistry, tokens: Tokens | None = None) -> None:
         super().__init__()
         self._registry = registry
+        self._tokens = tokens
         self._handoff = Handoff(
             registry.reactor,
             max_message_size=registry.max_message_size,
@@ -198,7 +202,7 @@ class StreamResource(Resource):
         return NOT_DONE_YET
 
     def _crashed(self, reason: Failure, request: Request) -> None:
-        _log.failure("serving {uri}", reason, uri=request.uri)
+        _log.failure("serving {uri}", reason, uri=mask_token(request.uri))
         if not request.finished and not request.startedWriting:
             request.setResponseCode(500)
             request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
@@ -208,6 +212,8 @@ class StreamResource(Resource):
 
     async def _serve(self, request: Request) -> None:
         name: Name | None = None
+        if self._tokens is not None and not self._allowed(request, self._tokens):
+            return
         try:
             method = request.method
             if method not in (b"GET", b"HEAD", b"POST"):
@@ -254,6 +260,48 @@ class StreamResource(Resource):
                 None,
                 _Refusal(503, "server shutting down", {b"Retry-After": b"5"}),
             )
+
+    # -- access control -----------------------------------------------------
+
+    @staticmethod
+    def _allowed(request: Request, tokens: Tokens) -> bool:
+        """
+        Check the request's token before anything else; refuse it with 401
+        or 403 and no ``Httpfstream-*`` headers, so a refused client learns
+        nothing about the resource.
+        """
+        raw_verb = request.getHeader(b"x-verb") or _arg(request, b"verb") or b""
+        appending = request.method == b"POST" or raw_verb.upper() == b"APPEND"
+        right = Right.APPEND if appending else Right.FOLLOW
+        try:
+            name: Name | None = parse_name(request.postpath or [])
+        except InvalidName:
+            name = None
+        token: bytes | None = None
+        authorization = request.getHeader(b"authorization") or b""
+        scheme, _, credentials = authorization.strip().partition(b" ")
+        if scheme.lower() == b"bearer":
+            token = credentials.strip()
+        else:
+            token = _arg(request, b"access_token")
+        access = tokens.check(token, right, name)
+        if access is Access.ALLOWED:
+            return True
+        if access is Access.UNAUTHORIZED:
+            request.setResponseCode(401)
+            challenge = b'Bearer realm="httpfstream"'
+            if token:
+                challenge += b', error="invalid_token"'
+            request.setHeader(b"WWW-Authenticate", challenge)
+            body = b"a valid token is needed (Authorization: Bearer TOKEN)\n"
+        else:
+            request.setResponseCode(403)
+            body = b"this token does not allow %s here\n" % right.value.encode()
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
+        return False
 
     # -- refusals -----------------------------------------------------------
 

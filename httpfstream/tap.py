@@ -15,8 +15,10 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
+from twisted.web.http import combinedLogFormatter
 from twisted.web.server import Site
 
+from .auth import TokenError, Tokens, mask_token
 from .registry import StreamRegistry
 from .resource import StreamResource
 from .stream import FsyncPolicy
@@ -120,6 +122,14 @@ class Options(usage.Options):
             "Seconds an idle plain-HTTP connection is kept open.",
             _seconds,
         ],
+        [
+            "auth",
+            None,
+            None,
+            "Token file: every request then needs a token that grants its verb"
+            " (lines of TOKEN append|follow|append,follow [PATH-PREFIX]; see the"
+            " README). Without it, every request is allowed.",
+        ],
     ]
 
     _conversions: ClassVar[dict[str, Callable[[str], int]]] = {
@@ -145,9 +155,31 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--fsync must be never, close or always, not {self['fsync']!r}"
             ) from None
+        if self["auth"]:
+            try:
+                Tokens.load(self["auth"])
+            except (OSError, TokenError) as e:
+                raise usage.UsageError(f"--auth {self['auth']}: {e}") from None
         for key in ("ping-timeout", "handshake-timeout"):
             if self[key] == 0:
                 raise usage.UsageError(f"--{key} must be at least 1")
+
+
+class _MaskedRequest:
+    """A request as the access log sees it: its token parameter hidden."""
+
+    def __init__(self, request: Any) -> None:
+        self._request = request
+        self.uri = mask_token(request.uri)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+
+def masked_log_formatter(timestamp: str, request: Any) -> str:
+    """The combined log format, never showing an ``access_token``."""
+    line: str = combinedLogFormatter(timestamp, _MaskedRequest(request))
+    return line
 
 
 def makeService(options: Options, reactor: Any = None) -> MultiService:
@@ -170,7 +202,12 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     # The registry first, the port last: services stop in reverse order, so
     # the port closes before followers are told the server is going away.
     registry.setServiceParent(top)
-    site = Site(StreamResource(registry), timeout=options["idle-timeout"] or None)
+    tokens = Tokens.load(options["auth"]) if options["auth"] else None
+    site = Site(
+        StreamResource(registry, tokens),
+        timeout=options["idle-timeout"] or None,
+        logFormatter=masked_log_formatter,
+    )
     endpoint = serverFromString(reactor, options["port"])
     StreamServerEndpointService(endpoint, site).setServiceParent(top)
     return top
