@@ -41,6 +41,7 @@ EXIT_CONFLICT = 4  # 409: another appender holds the resource
 EXIT_OFFSET = 5  # 412: the resource does not hold --offset bytes
 EXIT_LOST = 6  # the appender was lost (4000), or our connection was
 EXIT_UNREACHABLE = 7  # could not connect to the server
+EXIT_DENIED = 8  # 401 or 403: no valid token, or not one for this
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 EXIT_CODES = {
@@ -52,6 +53,7 @@ EXIT_CODES = {
     EXIT_OFFSET: "412: the resource does not hold --offset bytes",
     EXIT_LOST: "the appender (or the connection) was lost",
     EXIT_UNREACHABLE: "the server could not be reached",
+    EXIT_DENIED: "401/403: no valid token (--token), or not one for this",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
@@ -67,6 +69,10 @@ def _explain(e: BaseException) -> _Exit:
     """The exit status and message for an error from the client API."""
     if isinstance(e, _Exit):
         return e
+    if isinstance(e, client.AccessDenied):
+        return _Exit(
+            EXIT_DENIED, f"access denied ({e.status}): give a --token that allows it"
+        )
     if isinstance(e, client.NotFound):
         return _Exit(EXIT_NOT_FOUND, "no such resource (404)")
     if isinstance(e, client.AppenderConflict):
@@ -97,11 +103,36 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("url", help="the resource, e.g. http://localhost:8080/a.log")
     parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     parser.add_argument(
+        "--token",
+        default=os.environ.get("HTTPFSTREAM_TOKEN"),
+        help="bearer token for a server with access control"
+        " (default: $HTTPFSTREAM_TOKEN)",
+    )
+    parser.add_argument(
+        "--cafile",
+        help="PEM file of the certificate authority to trust for https:// URLs",
+    )
+    parser.add_argument(
         "--retry",
         action="store_true",
         help="reconnect and resume after a dropped connection or a server restart",
     )
     return parser
+
+
+def _connection(args: argparse.Namespace) -> dict[str, Any]:
+    """The client API's ``token`` and ``tls`` keywords from the arguments."""
+    options: dict[str, Any] = {"token": args.token}
+    if args.cafile:
+        from urllib.parse import urlsplit
+
+        from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+        with open(args.cafile, "rb") as f:
+            authority = Certificate.loadPEM(f.read())
+        host = urlsplit(args.url).hostname or "localhost"
+        options["tls"] = optionsForClientTLS(host, trustRoot=authority)
+    return options
 
 
 def _run(
@@ -205,7 +236,11 @@ def append_main(argv: list[str] | None = None) -> NoReturn:
         from twisted.internet.stdio import StandardIO
 
         appender = await client.open_append(
-            args.url, args.offset, retry=args.retry, reactor=reactor
+            args.url,
+            args.offset,
+            retry=args.retry,
+            reactor=reactor,
+            **_connection(args),
         )
         _log.info(
             "appending to {url}, which holds {size} bytes",
@@ -264,7 +299,12 @@ def follow_main(argv: list[str] | None = None) -> NoReturn:
                 stop(EXIT_OK)
 
         result = await client.follow(
-            args.url, write, args.offset, retry=args.retry, reactor=reactor
+            args.url,
+            write,
+            args.offset,
+            retry=args.retry,
+            reactor=reactor,
+            **_connection(args),
         )
         if not result.complete:
             raise _Exit(

@@ -67,13 +67,17 @@ class Server:
 
 
 def start_server(
-    root: FilePath[str], port: int = 0, tls: Any = None, **options: Any
+    root: FilePath[str],
+    port: int = 0,
+    tls: Any = None,
+    tokens: Any = None,
+    **options: Any,
 ) -> Server:
     """A registry under ``root`` and a Site on 127.0.0.1 (TLS if given)."""
     registry = StreamRegistry(root, **options)
     registry.startService()
     top = Resource()
-    top.putChild(MOUNT.encode(), StreamResource(registry))
+    top.putChild(MOUNT.encode(), StreamResource(registry, tokens))
     if tls is not None:
         listening = reactor.listenSSL(port, Site(top), tls, interface="127.0.0.1")
     else:
