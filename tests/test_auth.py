@@ -5,12 +5,11 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from helpers import BIN, Twistd, close, get, ws
 
 from httpfstream import client
 from httpfstream.auth import Access, Right, TokenError, Tokens, mask_token
 from httpfstream.tap import masked_log_formatter
-
-from helpers import BIN, Twistd, close, get, ws
 
 WRITER = "writer-token-0123456789"
 READER = "reader-token-0123456789"

@@ -1,0 +1,90 @@
+"""
+Faults that kill or break the real server process: nothing acknowledged is
+ever lost.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from helpers import Twistd, close, finished, ws
+
+
+async def test_sigkill_keeps_every_acknowledged_byte_and_allows_resume(tmp_path):
+    root = tmp_path / "root"
+    server = Twistd.start(root)
+    sent = bytearray()
+    try:
+        a = await ws(
+            server.url("kill.log").replace("http", "ws", 1) + "?ack=1", "APPEND"
+        )
+        assert a.status == 101
+        for i in range(200):
+            chunk = b"%06d " % i * 100
+            a.sendMessage(chunk)
+            sent += chunk
+        await a.until_ack(len(sent) // 2)
+        acked = a.acks[-1]
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(10)
+        await finished(a)
+        acked = a.acks[-1]
+    finally:
+        server.stop()
+    content = (root / "kill.log").read_bytes()
+    assert len(content) >= acked
+    assert bytes(sent).startswith(content)
+    # A new server on the same root; the appender resumes where the file ends.
+    server = Twistd.start(root)
+    try:
+        url = server.url("kill.log").replace("http", "ws", 1)
+        b = await ws(url + f"?offset={len(content)}", "APPEND")
+        assert b.status == 101
+        b.sendMessage(bytes(sent[len(content) :]))
+        assert await close(b) == 1000
+    finally:
+        server.stop()
+    assert (root / "kill.log").read_bytes() == bytes(sent)
+
+
+async def test_sigterm_persists_closes_with_1001_and_exits(tmp_path):
+    root = tmp_path / "root"
+    server = Twistd.start(root)
+    try:
+        url = server.url("term.log").replace("http", "ws", 1)
+        a = await ws(url + "?ack=1", "APPEND")
+        f = await ws(url)
+        a.sendMessage(b"x" * 100_000)
+        await f.until_bytes(50_000)
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert await finished(f) == 1001
+        assert await finished(a) == 1001
+        code = server.process.wait(10)
+        assert time.monotonic() - started < 10
+        assert code in (0, -signal.SIGTERM)
+        assert a.acks[-1] == 100_000
+    finally:
+        server.stop()
+    assert (root / "term.log").read_bytes() == b"x" * 100_000
+
+
+async def test_file_truncated_behind_the_servers_back(make_server):
+    server = make_server(tail_size=1024, read_size=4096)
+    a = await ws(server.ws_url("cut.log", ack=1), "APPEND")
+    a.sendMessage(b"y" * 100_000)
+    await a.until_ack(100_000)
+    with open(server.file("cut.log").path, "r+b") as f:
+        f.truncate(10)
+    # A follower from offset 0 must read the file, which is now too short.
+    f = await ws(server.ws_url("cut.log"))
+    assert f.status == 101
+    assert await finished(f) == 1011
+    assert f.close_reason == "resource file shrank on disk"
+    # The server is still serving.
+    assert await close(a) == 1000
+    g = await ws(server.ws_url("other.log"), "APPEND")
+    assert g.status == 101
+    await close(g)
