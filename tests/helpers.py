@@ -359,8 +359,10 @@ class Twistd:
 
     log: list[bytes] = field(default_factory=list)
 
+    scheme: str = "http"
+
     @classmethod
-    def start(cls, root: Path, *options: str) -> Twistd:
+    def start(cls, root: Path, *options: str, port: str = "tcp:0") -> Twistd:
         process = subprocess.Popen(
             [
                 str(BIN / "twistd"),
@@ -368,7 +370,7 @@ class Twistd:
                 "--pidfile=",
                 "httpfstream",
                 f"--root={root}",
-                "--port=tcp:0:interface=127.0.0.1",
+                f"--port={port}:interface=127.0.0.1",
                 *options,
             ],
             stdout=subprocess.PIPE,
@@ -376,7 +378,7 @@ class Twistd:
         )
         assert process.stdout is not None
         log: list[bytes] = []
-        port: list[int] = []
+        found_port: list[int] = []
         started = threading.Event()
 
         def drain() -> None:
@@ -385,22 +387,24 @@ class Twistd:
             assert process.stdout is not None
             for line in process.stdout:
                 log.append(line)
-                found = re.search(rb"Site starting on (\d+)", line)
+                found = re.search(rb"Site (?:\(TLS\) )?starting on (\d+)", line)
                 if found:
-                    port.append(int(found.group(1)))
+                    found_port.append(int(found.group(1)))
                     started.set()
             started.set()
             process.stdout.close()
 
         threading.Thread(target=drain, daemon=True).start()
-        if not started.wait(30) or not port:
+        if not started.wait(30) or not found_port:
             process.kill()
             raise RuntimeError(b"twistd did not start:\n" + b"".join(log))
-        return cls(process, port[0], root, log)
+        scheme = "https" if port.startswith("ssl:") else "http"
+        return cls(process, found_port[0], root, log, scheme)
 
     def url(self, name: str, **query: object) -> str:
         qs = ("?" + urlencode(query)) if query else ""
-        return f"http://127.0.0.1:{self.port}/{quote(name)}{qs}"
+        host = "localhost" if self.scheme == "https" else "127.0.0.1"
+        return f"{self.scheme}://{host}:{self.port}/{quote(name)}{qs}"
 
     def rss(self) -> int:
         """The server's resident memory, in bytes."""

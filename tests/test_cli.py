@@ -210,3 +210,30 @@ def test_make_run_serves_curl_style_requests(twistd: Twistd):
     assert fetch(twistd.url("curl.log"), data=b"posted\n")[0] == 200
     assert fetch(twistd.url("curl.log")) == (200, b"posted\n")
     assert fetch(twistd.url("curl.log", follow=1)) == (200, b"posted\n")
+
+
+def test_tls_endpoint_and_cafile(tmp_path):
+    import trustme
+
+    authority = trustme.CA()
+    cert = authority.issue_cert("localhost")
+    key_pem, cert_pem = tmp_path / "key.pem", tmp_path / "cert.pem"
+    cert.private_key_pem.write_to_path(str(key_pem))
+    cert.cert_chain_pems[0].write_to_path(str(cert_pem))
+    ca = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca))
+    server = Twistd.start(
+        tmp_path / "root", port=f"ssl:0:privateKey={key_pem}:certKey={cert_pem}"
+    )
+    try:
+        url = server.url("secure.log")
+        assert url.startswith("https://localhost:")
+        ok = run(APPEND, "--cafile", str(ca), url, stdin=b"over tls\n")
+        assert ok.returncode == 0, ok.stderr
+        got = run(FOLLOW, "--cafile", str(ca), url)
+        assert (got.returncode, got.stdout) == (0, b"over tls\n")
+        # Without the authority the certificate is not trusted.
+        untrusted = run(FOLLOW, url)
+        assert untrusted.returncode != 0
+    finally:
+        server.stop()
