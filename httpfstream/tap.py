@@ -20,7 +20,7 @@ from twisted.web.server import Site
 
 from .auth import TokenError, Tokens, mask_token
 from .registry import StreamRegistry
-from .resource import StreamResource
+from .resource import StreamResource, body_limited
 from .stream import FsyncPolicy
 
 __all__ = ["Options", "makeService"]
@@ -208,6 +208,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         timeout=options["idle-timeout"] or None,
         logFormatter=masked_log_formatter,
     )
+    site.requestFactory = body_limited(options["max-message-size"])
     endpoint = serverFromString(reactor, options["port"])
     StreamServerEndpointService(endpoint, site).setServiceParent(top)
     return top

@@ -237,3 +237,33 @@ def test_tls_endpoint_and_cafile(tmp_path):
         assert untrusted.returncode != 0
     finally:
         server.stop()
+
+
+def _post_head(port: int, headers: str, body: bytes = b"") -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"POST /big.bin HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode() + body)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+        return answer
+
+
+def test_post_over_the_limit_is_refused_before_the_body_is_read(tmp_path):
+    server = Twistd.start(tmp_path / "root", "--max-message-size=1K")
+    try:
+        # Announced too large: refused without sending a byte of the body.
+        answer = _post_head(server.port, "Content-Length: 10000000\r\n")
+        assert answer.startswith(b"HTTP/1.1 413")
+        # Chunked: refused once it passes the limit.
+        chunks = b"".join(b"200\r\n" + b"x" * 512 + b"\r\n" for _ in range(3))
+        answer = _post_head(server.port, "Transfer-Encoding: chunked\r\n", chunks)
+        assert answer.startswith(b"HTTP/1.1 413")
+        assert not (tmp_path / "root" / "big.bin").exists()
+        # Within the limit, POST works as before.
+        ok = _post_head(
+            server.port, "Content-Length: 5\r\nConnection: close\r\n", b"hello"
+        )
+        assert ok.startswith(b"HTTP/1.1 200")
+        assert (tmp_path / "root" / "big.bin").read_bytes() == b"hello"
+    finally:
+        server.stop()
