@@ -60,6 +60,10 @@ class StreamRegistry(Service):
         round down.
     :param ping_timeout: seconds a peer has to answer a ping.
     :param handshake_timeout: seconds a WebSocket opening handshake may take.
+    :param max_followers: the most readers (followers, snapshots in
+        progress) at once over all resources; more get ``503`` (0: no
+        limit).
+    :param max_followers_per_resource: the same, per resource.
     :param reactor: the reactor (default: the global one).
     :param store: where files live (default: a `FileStore` on ``root``).
     """
@@ -79,6 +83,8 @@ class StreamRegistry(Service):
         ping_interval: int = 30,
         ping_timeout: int = 30,
         handshake_timeout: int = 10,
+        max_followers: int = 20_000,
+        max_followers_per_resource: int = 5_000,
         reactor: Any = None,
         store: IStore | None = None,
     ) -> None:
@@ -97,6 +103,8 @@ class StreamRegistry(Service):
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.handshake_timeout = handshake_timeout
+        self.max_followers = max_followers
+        self.max_followers_per_resource = max_followers_per_resource
         self._store: IStore = store or FileStore(self.root, reactor)
         self._streams: dict[Name, Stream] = {}
         self._opening: dict[Name, Deferred[None]] = {}
@@ -138,6 +146,14 @@ class StreamRegistry(Service):
             self._idle(stream)
 
     # -- what the resource and protocols use --------------------------------
+
+    def room_for_follower(self, stream: Stream) -> bool:
+        """Whether one more reader of ``stream`` stays within the limits."""
+        per = self.max_followers_per_resource
+        if per and stream.followers >= per:
+            return False
+        total = self.max_followers
+        return not total or sum(s.followers for s in self._streams.values()) < total
 
     def active(self, name: Name) -> bool:
         """Whether an appender holds (or is being given) the resource."""

@@ -344,6 +344,10 @@ class StreamResource(Resource):
         """A plain GET or HEAD: the persisted bytes now, with Range."""
         stream = await self._open(name)
         try:
+            if not head and not self._registry.room_for_follower(stream):
+                raise _Refusal(
+                    503, "too many readers; try again later", {b"Retry-After": b"5"}
+                )
             size = stream.size
             byte_range = _byte_range(request.getHeader(b"range"), size)
             start, stop = byte_range or (0, size)
@@ -374,6 +378,10 @@ class StreamResource(Resource):
         stream = await self._open(name)
         handed = False
         try:
+            if not self._registry.room_for_follower(stream):
+                raise _Refusal(
+                    503, "too many followers; try again later", {b"Retry-After": b"5"}
+                )
             start = _start_offset(offset, stream.size)
             if websocket and stream.active:
                 headers = {

@@ -47,6 +47,12 @@ def _seconds(text: str) -> int:
     return int(text)
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise usage.UsageError(f"{text!r} is not a whole number")
+    return int(text)
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
@@ -123,6 +129,20 @@ class Options(usage.Options):
             _seconds,
         ],
         [
+            "max-followers",
+            None,
+            "20000",
+            "Most readers at once over all resources; more get 503 (0: no limit).",
+            _count,
+        ],
+        [
+            "max-followers-per-resource",
+            None,
+            "5000",
+            "Most readers of one resource at once; more get 503 (0: no limit).",
+            _count,
+        ],
+        [
             "auth",
             None,
             None,
@@ -139,6 +159,8 @@ class Options(usage.Options):
         "ping-timeout": _seconds,
         "handshake-timeout": _seconds,
         "idle-timeout": _seconds,
+        "max-followers": _count,
+        "max-followers-per-resource": _count,
     }
 
     def postOptions(self) -> None:
@@ -197,6 +219,8 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         ping_interval=options["ping-interval"],
         ping_timeout=options["ping-timeout"],
         handshake_timeout=options["handshake-timeout"],
+        max_followers=options["max-followers"],
+        max_followers_per_resource=options["max-followers-per-resource"],
         reactor=reactor,
     )
     # The registry first, the port last: services stop in reverse order, so

@@ -162,3 +162,21 @@ async def test_unanswered_pings_drop_the_follower(make_server):
     # The appender, which answers its pings, is still there.
     assert a.state == a.STATE_OPEN
     assert await close(a) == 1000
+
+
+async def test_follower_limits_answer_503_with_retry_after(make_server):
+    server = make_server(max_followers_per_resource=2, max_followers=3)
+    appenders = [await appender(server, name) for name in ("a.log", "b.log", "c.log")]
+    first = [await ws(server.ws_url("a.log")) for _ in range(2)]
+    assert [f.status for f in first] == [101, 101]
+    refused = await ws(server.ws_url("a.log"))
+    assert refused.status == 503
+    assert refused.headers["retry-after"] == "5"
+    status, headers, _ = await get(server.url("a.log", follow=1))
+    assert (status, headers["retry-after"]) == (503, "5")
+    assert (await ws(server.ws_url("b.log"))).status == 101  # 3 in total
+    assert (await ws(server.ws_url("c.log"))).status == 503  # over the total
+    # HEAD reads nothing and is never refused.
+    assert (await get(server.url("c.log"), method="HEAD"))[0] == 200
+    for a in appenders:
+        await close(a)
