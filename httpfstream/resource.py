@@ -15,6 +15,7 @@ never send more than the persisted size they announced (unlike
 
 from __future__ import annotations
 
+import errno
 import mimetypes
 import re
 
@@ -57,6 +58,15 @@ class _Refusal(Exception):
         self.code = code
         self.message = message
         self.headers = headers or {}
+
+
+def _busy(error: OSError) -> Exception:
+    """503 for running out of file descriptors; anything else stays an error."""
+    if error.errno in (errno.EMFILE, errno.ENFILE):
+        return _Refusal(
+            503, "the server is out of file descriptors", {b"Retry-After": b"5"}
+        )
+    return error
 
 
 def _arg(request: Request, key: bytes) -> bytes | None:
@@ -339,6 +349,8 @@ class StreamResource(Resource):
             return await self._registry.open(name)
         except (NotFound, NotAResource):
             raise _Refusal(404, "no such resource") from None
+        except OSError as e:
+            raise _busy(e) from None
 
     async def _snapshot(self, request: Request, name: Name, head: bool) -> None:
         """A plain GET or HEAD: the persisted bytes now, with Range."""
@@ -423,6 +435,8 @@ class StreamResource(Resource):
             ) from None
         except NotAResource as e:
             raise _Refusal(400, f"cannot append here: {e}") from None
+        except OSError as e:
+            raise _busy(e) from None
 
     async def _append(self, request: Request, name: Name) -> None:
         """A WebSocket APPEND: take the slot, then upgrade."""

@@ -288,3 +288,26 @@ async def test_follower_sees_a_post_made_during_a_ws_session_end(server):
     assert await finished(f) == 1000
     await get(server.url("mix.log"), method="POST", data=b"post")
     assert (await get(server.url("mix.log")))[2] == b"ws post"
+
+
+async def test_out_of_file_descriptors_is_503(make_server, tmp_path):
+    import errno
+
+    from twisted.internet import reactor
+    from twisted.internet.defer import fail
+    from twisted.python.filepath import FilePath
+
+    from httpfstream.store import FileStore
+
+    class Exhausted(FileStore):
+        def open(self, name, create, expected_size):
+            return fail(OSError(errno.EMFILE, "Too many open files"))
+
+    root = FilePath(str(tmp_path)).child("fds")
+    server = make_server(root, store=Exhausted(root, reactor))
+    root.child("there.log").setContent(b"x")
+    for method, kwargs in (("GET", {}), ("POST", {"data": b"x"})):
+        status, headers, _ = await get(server.url("there.log"), method=method, **kwargs)
+        assert (status, headers["retry-after"]) == (503, "5")
+    probe = await ws(server.ws_url("there.log"), "APPEND")
+    assert probe.status == 503
