@@ -21,6 +21,8 @@ from twisted.internet.defer import Deferred, DeferredList
         "/logs/a//b",  # an empty segment
         "/logs/a%00b",  # NUL
         "/logs/a/..%2F..%2Fetc%2Fpasswd",  # %2F makes '..' a segment
+        "/logs/%c0%ae%c0%ae/x",  # overlong UTF-8 for '.': not UTF-8
+        "/logs/%2e%2e%2f%2e%2e%2fx",  # all encoded
     ],
 )
 async def test_invalid_names_are_400_for_writes_and_404_for_reads(server, path):
@@ -311,3 +313,10 @@ async def test_out_of_file_descriptors_is_503(make_server, tmp_path):
         assert (status, headers["retry-after"]) == (503, "5")
     probe = await ws(server.ws_url("there.log"), "APPEND")
     assert probe.status == 503
+
+
+async def test_backslashes_are_ordinary_characters_inside_the_root(server):
+    url = f"http://127.0.0.1:{server.address[1]}/logs/a%5C..%5C..%5Cx"
+    assert (await get(url, method="POST", data=b"x"))[0] == 200
+    assert [p.basename() for p in server.root.children()] == ["a\\..\\..\\x"]
+    assert [p.basename() for p in server.root.parent().children()] == ["root"]
