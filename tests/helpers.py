@@ -71,6 +71,7 @@ def start_server(
     port: int = 0,
     tls: Any = None,
     tokens: Any = None,
+    site_timeout: float | None = None,
     **options: Any,
 ) -> Server:
     """A registry under ``root`` and a Site on 127.0.0.1 (TLS if given)."""
@@ -78,10 +79,11 @@ def start_server(
     registry.startService()
     top = Resource()
     top.putChild(MOUNT.encode(), StreamResource(registry, tokens))
+    site = Site(top, timeout=site_timeout)
     if tls is not None:
-        listening = reactor.listenSSL(port, Site(top), tls, interface="127.0.0.1")
+        listening = reactor.listenSSL(port, site, tls, interface="127.0.0.1")
     else:
-        listening = reactor.listenTCP(port, Site(top), interface="127.0.0.1")
+        listening = reactor.listenTCP(port, site, interface="127.0.0.1")
     return Server(registry, listening, root)
 
 

@@ -162,20 +162,23 @@ async def test_resource_over_its_limit_closes_with_1009_appending_none_of_it(
 
 
 class _DiskFull:
-    """A `FileStore` whose writes fail with ENOSPC once ``full`` is set."""
+    """Names whose writes fail with ENOSPC while ``full`` is set."""
 
-    full = False
+    def __init__(self, *names: str) -> None:
+        self.names = set(names)
+        self.full = False
 
 
 @implementer(IStoreFile)
 class _FlakyFile:
-    def __init__(self, real: IStoreFile, disk: _DiskFull) -> None:
+    def __init__(self, real: IStoreFile, disk: _DiskFull, name: str) -> None:
         self._real = real
         self._disk = disk
+        self._name = name
         self.size = real.size
 
     def write(self, data: bytes, sync: bool) -> Deferred[None]:
-        if self._disk.full:
+        if self._disk.full and self._name in self._disk.names:
             return fail(OSError(errno.ENOSPC, "No space left on device"))
         return self._real.write(data, sync)
 
@@ -196,7 +199,9 @@ class _FlakyStore(FileStore):
 
     def open(self, name, create, expected_size):
         return (
-            super().open(name, create, expected_size).addCallback(_FlakyFile, self.disk)
+            super()
+            .open(name, create, expected_size)
+            .addCallback(_FlakyFile, self.disk, "/".join(name))
         )
 
 
@@ -206,7 +211,7 @@ async def test_failed_write_closes_with_1011_keeping_acknowledged_bytes(
     from twisted.internet import reactor
     from twisted.python.filepath import FilePath
 
-    disk = _DiskFull()
+    disk = _DiskFull("disk.log")
     root = FilePath(str(tmp_path)).child("flaky")
     server = make_server(root, store=_FlakyStore(root, reactor, disk=disk))
     a = await appender(server, "disk.log", ack=1)
@@ -220,6 +225,11 @@ async def test_failed_write_closes_with_1011_keeping_acknowledged_bytes(
     assert await finished(f) == 4000
     assert bytes(f.received) == b"kept"
     assert root.child("disk.log").getContent() == b"kept"
+    # Other resources keep working meanwhile.
+    other = await appender(server, "other.log", ack=1)
+    other.sendMessage(b"fine")
+    assert await close(other) == 1000
+    assert root.child("other.log").getContent() == b"fine"
     disk.full = False
     b = await appender(server, "disk.log", offset=4)
     await close(b)

@@ -160,3 +160,36 @@ async def test_garbage_between_appends_leaves_the_stream_exact(stream):
     assert await close(a) == 1000
     assert await finished(f) == 1000
     assert bytes(f.received) == server.file("canary.log").getContent()
+
+
+async def test_slow_clients_are_timed_out_without_starving_others(make_server):
+    from twisted.internet import reactor
+    from twisted.internet.defer import DeferredList
+
+    server = make_server(site_timeout=2, handshake_timeout=2)
+    await get(server.url("slow.log"), method="POST", data=b"seed")
+    stalled = []
+    for i in range(60):
+        client = await raw(server)
+        if i % 3 == 0:  # a request head that never ends
+            client.send(b"GET /logs/slow.log HTTP/1.1\r\nHost: x\r\n")
+        elif i % 3 == 1:  # a WebSocket handshake cut short
+            client.send(b"GET /logs/slow.log HTTP/1.1\r\nUpgrade: websocket\r\n")
+        else:  # a POST body that stalls
+            client.send(
+                b"POST /logs/slow.log HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: 1000\r\n\r\npartial"
+            )
+        stalled.append(client)
+    # Everyone else is served meanwhile.
+    a = await appender(server, "busy.log")
+    f = await ws(server.ws_url("busy.log"))
+    a.sendMessage(b"not starved")
+    await f.until_bytes(11)
+    assert (await get(server.url("slow.log")))[2] == b"seed"
+    await close(a)
+    # And every stalled connection is closed by the server.
+    await DeferredList(
+        [c.closed.addTimeout(10, reactor) for c in stalled], fireOnOneErrback=True
+    )
+    assert server.file("slow.log").getContent() == b"seed"
