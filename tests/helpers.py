@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import resource
 import select
 import signal
 import struct
@@ -364,7 +365,24 @@ class Twistd:
     scheme: str = "http"
 
     @classmethod
-    def start(cls, root: Path, *options: str, port: str = "tcp:0") -> Twistd:
+    def start(
+        cls,
+        root: Path,
+        *options: str,
+        port: str = "tcp:0",
+        max_file_size: int | None = None,
+    ) -> Twistd:
+        """
+        Start it; ``max_file_size`` sets RLIMIT_FSIZE, so writes past it
+        fail in the kernel as on a full disk (CPython ignores SIGXFSZ).
+        """
+
+        def limit() -> None:
+            if max_file_size is not None:
+                resource.setrlimit(
+                    resource.RLIMIT_FSIZE, (max_file_size, max_file_size)
+                )
+
         process = subprocess.Popen(
             [
                 str(BIN / "twistd"),
@@ -377,6 +395,7 @@ class Twistd:
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            preexec_fn=limit,
         )
         assert process.stdout is not None
         log: list[bytes] = []

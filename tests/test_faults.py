@@ -88,3 +88,29 @@ async def test_file_truncated_behind_the_servers_back(make_server):
     g = await ws(server.ws_url("other.log"), "APPEND")
     assert g.status == 101
     await close(g)
+
+
+async def test_a_full_disk_ends_the_appender_with_1011_and_nothing_else(tmp_path):
+    root = tmp_path / "root"
+    server = Twistd.start(root, max_file_size=1 << 20)
+    try:
+        url = server.url("full.log").replace("http", "ws", 1)
+        a = await ws(url + "?ack=1", "APPEND")
+        f = await ws(url)
+        a.sendMessage(b"a" * 600_000)
+        await a.until_ack(600_000)
+        a.sendMessage(b"b" * 600_000)  # crosses the 1 MiB the kernel allows
+        assert await finished(a) == 1011
+        assert "write failed" in a.close_reason
+        assert await finished(f) == 4000
+        assert bytes(f.received) == b"a" * 600_000
+        # Nothing half-written stays: the file is what was acknowledged.
+        assert (root / "full.log").read_bytes() == b"a" * 600_000
+        # The server keeps serving other resources.
+        other = await ws(server.url("other.log").replace("http", "ws", 1), "APPEND")
+        other.sendMessage(b"still here")
+        assert await close(other) == 1000
+        assert (root / "other.log").read_bytes() == b"still here"
+        assert server.process.poll() is None
+    finally:
+        server.stop()
