@@ -371,6 +371,7 @@ class Twistd:
         *options: str,
         port: str = "tcp:0",
         max_file_size: int | None = None,
+        max_open_files: int | None = None,
     ) -> Twistd:
         """
         Start it; ``max_file_size`` sets RLIMIT_FSIZE, so writes past it
@@ -381,6 +382,10 @@ class Twistd:
             if max_file_size is not None:
                 resource.setrlimit(
                     resource.RLIMIT_FSIZE, (max_file_size, max_file_size)
+                )
+            if max_open_files is not None:
+                resource.setrlimit(
+                    resource.RLIMIT_NOFILE, (max_open_files, max_open_files)
                 )
 
         process = subprocess.Popen(
