@@ -9,7 +9,7 @@ import os
 import signal
 import time
 
-from helpers import Twistd, close, finished, ws
+from helpers import Twistd, close, finished, get, ws
 
 
 async def test_sigkill_keeps_every_acknowledged_byte_and_allows_resume(tmp_path):
@@ -162,3 +162,21 @@ def test_running_out_of_file_descriptors_is_survived(tmp_path):
         assert server.process.poll() is None
     finally:
         server.stop()
+
+
+async def test_file_removed_behind_the_servers_back(make_server):
+    server = make_server()
+    a = await ws(server.ws_url("gone.log", ack=1), "APPEND")
+    f = await ws(server.ws_url("gone.log"))
+    a.sendMessage(b"before ")
+    await a.until_ack(7)
+    os.remove(server.file("gone.log").path)
+    # The open stream carries on with the file it has open...
+    a.sendMessage(b"after")
+    await f.until_bytes(12)
+    assert (await get(server.url("gone.log")))[2] == b"before after"
+    assert await close(a) == 1000
+    assert await finished(f) == 1000
+    assert bytes(f.received) == b"before after"
+    # ...and once nobody uses it, the resource is gone, as its file is.
+    assert (await get(server.url("gone.log")))[0] == 404
