@@ -186,23 +186,57 @@ def percentile(values: list[int], p: float) -> float:
     return values[min(len(values) - 1, int(len(values) * p))] / 1e6
 
 
+async def connect_followers(urls: list[str]) -> list[Any]:
+    """One follower per URL, connected 200 at a time."""
+    followers: list[Any] = []
+    for i in range(0, len(urls), 200):
+        batch = await DeferredList(
+            [
+                Deferred.fromCoroutine(connect(url, Follower, "FOLLOW"))
+                for url in urls[i : i + 200]
+            ],
+            fireOnOneErrback=True,
+        )
+        followers += [f for _, f in batch]
+    return followers
+
+
+def verdict(
+    followers: list[Any], codes: list[Any], count: int
+) -> tuple[list[str], list[int]]:
+    """Every follower's errors (closed badly, missing or bad records) and latencies."""
+    errors: list[str] = []
+    latencies: list[int] = []
+    for f, (_, code) in zip(followers, codes, strict=True):
+        if code != 1000:
+            errors.append(f"follower closed {code}")
+        if f.checker.expected != count or f.checker.buffer:
+            errors.append(f"follower got {f.checker.expected} of {count} messages")
+        errors += f.checker.errors
+        latencies += f.checker.latencies
+    return errors, latencies
+
+
+def summary(
+    latencies: list[int], errors: list[str], cpu0: Any, cpu1: Any, elapsed: float
+) -> dict[str, Any]:
+    return {
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "max_ms": percentile(latencies, 1.0),
+        "byte_exact": not errors,
+        "errors": errors[:10],
+        "loadgen_cpu": (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed,
+    }
+
+
 async def stream(args: dict[str, Any]) -> dict[str, Any]:
     """One appender, N followers, live."""
     url, size, count = args["url"], args["size"], args["count"]
     rate, n = args.get("rate", 0), args["followers"]
     stalled = args.get("stalled", 0)
     appender = await connect(url, Appender, "APPEND")
-    followers = []
-    batch = 200
-    for i in range(0, n, batch):
-        followers += await DeferredList(
-            [
-                Deferred.fromCoroutine(connect(url, Follower, "FOLLOW"))
-                for _ in range(min(batch, n - i))
-            ],
-            fireOnOneErrback=True,
-        )
-    followers = [f for _, f in followers]
+    followers = await connect_followers([url] * n)
     sample = max(1, count * n // 200_000)
     for f in followers:
         f.checker = Checker(size, sample=sample)
@@ -220,16 +254,7 @@ async def stream(args: dict[str, Any]) -> dict[str, Any]:
     cpu1 = os.times()
     for s in stalls:
         s.transport.abortConnection()
-    errors = []
-    latencies: list[int] = []
-    for f, (_, code) in zip(followers, codes, strict=True):
-        c = f.checker
-        if code != 1000:
-            errors.append(f"follower closed {code}")
-        if c.expected != count or c.buffer:
-            errors.append(f"follower got {c.expected} of {count} messages")
-        errors += c.errors
-        latencies += c.latencies
+    errors, latencies = verdict(followers, codes, count)
     total = size * count
     return {
         "messages": count,
@@ -240,12 +265,7 @@ async def stream(args: dict[str, Any]) -> dict[str, Any]:
         "append_MBps": total / append_seconds / 1e6,
         "delivered_MBps": total * n / elapsed / 1e6,
         "messages_per_s": count / elapsed,
-        "p50_ms": percentile(latencies, 0.50),
-        "p99_ms": percentile(latencies, 0.99),
-        "max_ms": percentile(latencies, 1.0),
-        "byte_exact": not errors,
-        "errors": errors[:10],
-        "loadgen_cpu": (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed,
+        **summary(latencies, errors, cpu0, cpu1, elapsed),
     }
 
 
@@ -381,17 +401,7 @@ async def many(args: dict[str, Any]) -> dict[str, Any]:
     rate, n, r = args["rate"], args["followers"], args["resources"]
     urls = [f"{base}-{i}" for i in range(r)]
     appenders = [await connect(url, Appender, "APPEND") for url in urls]
-    followers: list[Any] = []
-    pending = [url for url in urls for _ in range(n)]
-    for i in range(0, len(pending), 200):
-        batch = await DeferredList(
-            [
-                Deferred.fromCoroutine(connect(url, Follower, "FOLLOW"))
-                for url in pending[i : i + 200]
-            ],
-            fireOnOneErrback=True,
-        )
-        followers += [f for _, f in batch]
+    followers = await connect_followers([url for url in urls for _ in range(n)])
     for f in followers:
         f.checker = Checker(size, sample=max(1, count // 20))
     started = time.monotonic()
@@ -402,25 +412,12 @@ async def many(args: dict[str, Any]) -> dict[str, Any]:
     codes = await DeferredList([f.factory.closed for f in followers])
     elapsed = time.monotonic() - started
     cpu1 = os.times()
-    errors = []
-    latencies: list[int] = []
-    for f, (_, code) in zip(followers, codes, strict=True):
-        if code != 1000:
-            errors.append(f"follower closed {code}")
-        if f.checker.expected != count or f.checker.buffer:
-            errors.append(f"follower got {f.checker.expected} of {count} messages")
-        errors += f.checker.errors
-        latencies += f.checker.latencies
+    errors, latencies = verdict(followers, codes, count)
     return {
         "followers_total": len(followers),
         "seconds": elapsed,
         "delivered_MBps": size * count * len(followers) / elapsed / 1e6,
-        "p50_ms": percentile(latencies, 0.50),
-        "p99_ms": percentile(latencies, 0.99),
-        "max_ms": percentile(latencies, 1.0),
-        "byte_exact": not errors,
-        "errors": errors[:10],
-        "loadgen_cpu": (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed,
+        **summary(latencies, errors, cpu0, cpu1, elapsed),
     }
 
 

@@ -12,10 +12,9 @@ import struct
 
 import pytest
 import pytest_twisted
+from helpers import appender, close, finished, get, raw, upgrade_request, ws
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from helpers import appender, close, finished, get, raw, upgrade_request, ws
 
 METHODS = [b"GET", b"POST", b"HEAD", b"PUT", b"G\x00T", b"", b"GET GET"]
 
