@@ -281,7 +281,10 @@ class StreamResource(Resource):
         nothing about the resource.
         """
         raw_verb = request.getHeader(b"x-verb") or _arg(request, b"verb") or b""
-        appending = request.method == b"POST" or raw_verb.upper() == b"APPEND"
+        # HEAD is a snapshot whatever its verb: `follow` covers it.
+        appending = request.method == b"POST" or (
+            request.method == b"GET" and raw_verb.upper() == b"APPEND"
+        )
         right = Right.APPEND if appending else Right.FOLLOW
         try:
             name: Name | None = parse_name(request.postpath or [])

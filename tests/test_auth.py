@@ -64,6 +64,8 @@ async def test_rights_are_checked_per_verb(secured):
     await f.until_bytes(4)
     await close(a)
     assert (await get(url, headers=bearer(READER)))[2] == b"data"
+    head = await get(url, method="HEAD", headers={**bearer(READER), "X-Verb": "APPEND"})
+    assert head[0] == 200
 
 
 async def test_prefix_limits_a_grant(secured):
