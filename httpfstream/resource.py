@@ -2,7 +2,9 @@
 `StreamResource`: the twisted.web resource that serves every resource name
 below its mount point.
 
-It dispatches on method, verb and upgrade (PROTOCOL.md section 2), makes
+With tokens configured it first checks the request's token (section 8:
+401/403, nothing else revealed).  It then dispatches on method, verb and
+upgrade (PROTOCOL.md section 2), makes
 every decision that can refuse a request itself, so refusals are plain HTTP
 responses carrying the ``Httpfstream-*`` headers, and only then hands
 accepted WebSocket handshakes to Autobahn (`websocket.Handoff`).
