@@ -280,6 +280,11 @@ def follow_main(argv: list[str] | None = None) -> NoReturn:
         " exit 0 when its appender finishes.",
     )
     parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="if the resource does not exist yet, wait for it (up to 5 minutes)",
+    )
+    parser.add_argument(
         "--offset",
         type=int,
         default=0,
@@ -303,6 +308,7 @@ def follow_main(argv: list[str] | None = None) -> NoReturn:
             write,
             args.offset,
             retry=args.retry,
+            wait=args.wait,
             reactor=reactor,
             **_connection(args),
         )

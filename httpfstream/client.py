@@ -378,6 +378,7 @@ def follow(
     *,
     retry: bool = False,
     give_up_after: float = 300,
+    wait: bool = False,
     text_frames: bool = False,
     reactor: Any = None,
     tls: CertificateOptions | None = None,
@@ -398,7 +399,10 @@ def follow(
         received, with backoff, so ``on_data`` sees every byte exactly once.
     :param give_up_after: seconds of failed reconnecting before the last
         error is raised.
-    :raises NotFound: the resource was never written.
+    :param wait: if the resource was never written, wait (retrying with
+        backoff, up to ``give_up_after``) for it to be.
+    :raises NotFound: the resource was never written (and ``wait`` is
+        false, or it still was not after ``give_up_after``).
     :raises ConnectionLost: the connection ended otherwise (without
         ``retry``, or after ``give_up_after``).
     """
@@ -417,7 +421,8 @@ def follow(
                 continue
             except _Progress as p:
                 position = p.offset
-                if not retry or not _retryable(p.error):
+                waiting = wait and isinstance(p.error, NotFound)
+                if not waiting and (not retry or not _retryable(p.error)):
                     raise p.error from None
                 if p.moved:
                     backoff.reset()

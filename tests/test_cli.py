@@ -267,3 +267,16 @@ def test_post_over_the_limit_is_refused_before_the_body_is_read(tmp_path):
         assert (tmp_path / "root" / "big.bin").read_bytes() == b"hello"
     finally:
         server.stop()
+
+
+def test_follow_wait_for_a_resource_not_written_yet(twistd: Twistd):
+    url = twistd.url("later.log")
+    follower = spawn(FOLLOW, "--wait", url, stdout=subprocess.PIPE)
+    assert run(FOLLOW, url).returncode == 3  # still nothing there
+    appender = start_append(url)
+    appender.stdin.write(b"arrived\n")
+    appender.stdin.flush()
+    assert read_line(follower.stdout) == b"arrived\n"
+    appender.stdin.close()
+    assert appender.wait(30) == 0
+    assert follower.wait(30) == 0
