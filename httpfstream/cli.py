@@ -26,7 +26,6 @@ from twisted.logger import (
     globalLogBeginner,
     textFileLogObserver,
 )
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import client
@@ -212,7 +211,7 @@ class _StdinToAppender(Protocol):
     def writeConnectionLost(self) -> None:
         pass
 
-    def connectionLost(self, reason: Failure = net_error.ConnectionDone) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: object = None) -> None:
         self.readConnectionLost()
 
 
