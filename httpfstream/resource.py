@@ -223,11 +223,26 @@ class StreamResource(Resource):
             request.finish()
 
     async def _serve(self, request: Request) -> None:
-        name: Name | None = None
-        if self._tokens is not None and not self._allowed(request, self._tokens):
-            return
+        # Read the verb and the name once: the token check needs both
+        # before anything else is decided.
+        method = request.method
+        raw_verb = request.getHeader(b"x-verb") or _arg(request, b"verb")
+        verb = "FOLLOW" if raw_verb is None else raw_verb.decode("latin-1").upper()
+        parsed: Name | None = None
+        invalid: InvalidName | None = None
         try:
-            method = request.method
+            parsed = parse_name(request.postpath or [])
+        except InvalidName as e:
+            invalid = e
+        if self._tokens is not None:
+            # HEAD is a snapshot whatever its verb: `follow` covers it.
+            appending = method == b"POST" or (method == b"GET" and verb == "APPEND")
+            right = Right.APPEND if appending else Right.FOLLOW
+            if not self._allowed(request, self._tokens, right, parsed):
+                return
+        # Set once the checks below pass, for the refusals' state headers.
+        name: Name | None = None
+        try:
             if method not in (b"GET", b"HEAD", b"POST"):
                 raise _Refusal(
                     405,
@@ -235,35 +250,30 @@ class StreamResource(Resource):
                     {b"Allow": _ALLOW},
                 )
             writing = method == b"POST"
-            verb = "FOLLOW"
             if not writing:
-                raw = request.getHeader(b"x-verb") or _arg(request, b"verb")
-                if raw is not None:
-                    verb = raw.decode("latin-1").upper()
                 if verb not in _VERBS:
                     raise _Refusal(400, f"unknown verb {verb!r}")
                 writing = verb == "APPEND" and method == b"GET"
-            try:
-                name = parse_name(request.postpath or [])
-            except InvalidName as e:
-                raise _Refusal(400 if writing else 404, str(e)) from None
+            if parsed is None:
+                raise _Refusal(400 if writing else 404, str(invalid))
+            name = parsed
             if not self._registry.running:
                 raise ShuttingDown()
             upgrade = b"websocket" in (request.getHeader(b"upgrade") or b"").lower()
             if method == b"POST":
-                await self._post(request, name)
+                await self._post(request, parsed)
             elif method == b"HEAD":
-                await self._snapshot(request, name, head=True)
+                await self._snapshot(request, parsed, head=True)
             elif verb == "APPEND":
                 if not upgrade:
                     raise _Refusal(
                         400, "APPEND over GET needs a WebSocket upgrade (or use POST)"
                     )
-                await self._append(request, name)
+                await self._append(request, parsed)
             elif upgrade or _flag(request, b"follow"):
-                await self._follow(request, name, websocket=upgrade)
+                await self._follow(request, parsed, websocket=upgrade)
             else:
-                await self._snapshot(request, name, head=False)
+                await self._snapshot(request, parsed, head=False)
         except _Refusal as refusal:
             await self._refuse(request, name, refusal)
         except ShuttingDown:
@@ -276,22 +286,15 @@ class StreamResource(Resource):
     # -- access control -----------------------------------------------------
 
     @staticmethod
-    def _allowed(request: Request, tokens: Tokens) -> bool:
+    def _allowed(
+        request: Request, tokens: Tokens, right: Right, name: Name | None
+    ) -> bool:
         """
-        Check the request's token before anything else; refuse it with 401
-        or 403 and no ``Httpfstream-*`` headers, so a refused client learns
-        nothing about the resource.
+        Whether the request's token grants ``right`` on ``name`` (``None``:
+        not a valid name); if not, refuse it with 401 or 403 and no
+        ``Httpfstream-*`` headers, so a refused client learns nothing about
+        the resource.
         """
-        raw_verb = request.getHeader(b"x-verb") or _arg(request, b"verb") or b""
-        # HEAD is a snapshot whatever its verb: `follow` covers it.
-        appending = request.method == b"POST" or (
-            request.method == b"GET" and raw_verb.upper() == b"APPEND"
-        )
-        right = Right.APPEND if appending else Right.FOLLOW
-        try:
-            name: Name | None = parse_name(request.postpath or [])
-        except InvalidName:
-            name = None
         token: bytes | None = None
         authorization = request.getHeader(b"authorization") or b""
         scheme, _, credentials = authorization.strip().partition(b" ")
