@@ -432,6 +432,9 @@ class Twistd:
         host = "localhost" if self.scheme == "https" else "127.0.0.1"
         return f"{self.scheme}://{host}:{self.port}/{quote(name)}{qs}"
 
+    def ws_url(self, name: str, **query: object) -> str:
+        return self.url(name, **query).replace("http", "ws", 1)
+
     def rss(self) -> int:
         """The server's resident memory, in bytes."""
         status = Path(f"/proc/{self.process.pid}/status").read_text()

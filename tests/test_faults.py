@@ -17,9 +17,7 @@ async def test_sigkill_keeps_every_acknowledged_byte_and_allows_resume(tmp_path)
     server = Twistd.start(root)
     sent = bytearray()
     try:
-        a = await ws(
-            server.url("kill.log").replace("http", "ws", 1) + "?ack=1", "APPEND"
-        )
+        a = await ws(server.ws_url("kill.log", ack=1), "APPEND")
         assert a.status == 101
         for i in range(200):
             chunk = b"%06d " % i * 100
@@ -39,8 +37,7 @@ async def test_sigkill_keeps_every_acknowledged_byte_and_allows_resume(tmp_path)
     # A new server on the same root; the appender resumes where the file ends.
     server = Twistd.start(root)
     try:
-        url = server.url("kill.log").replace("http", "ws", 1)
-        b = await ws(url + f"?offset={len(content)}", "APPEND")
+        b = await ws(server.ws_url("kill.log", offset=len(content)), "APPEND")
         assert b.status == 101
         b.sendMessage(bytes(sent[len(content) :]))
         assert await close(b) == 1000
@@ -53,9 +50,8 @@ async def test_sigterm_persists_closes_with_1001_and_exits(tmp_path):
     root = tmp_path / "root"
     server = Twistd.start(root)
     try:
-        url = server.url("term.log").replace("http", "ws", 1)
-        a = await ws(url + "?ack=1", "APPEND")
-        f = await ws(url)
+        a = await ws(server.ws_url("term.log", ack=1), "APPEND")
+        f = await ws(server.ws_url("term.log"))
         a.sendMessage(b"x" * 100_000)
         await f.until_bytes(50_000)
         started = time.monotonic()
@@ -94,9 +90,8 @@ async def test_a_full_disk_ends_the_appender_with_1011_and_nothing_else(tmp_path
     root = tmp_path / "root"
     server = Twistd.start(root, max_file_size=1 << 20)
     try:
-        url = server.url("full.log").replace("http", "ws", 1)
-        a = await ws(url + "?ack=1", "APPEND")
-        f = await ws(url)
+        a = await ws(server.ws_url("full.log", ack=1), "APPEND")
+        f = await ws(server.ws_url("full.log"))
         a.sendMessage(b"a" * 600_000)
         await a.until_ack(600_000)
         a.sendMessage(b"b" * 600_000)  # crosses the 1 MiB the kernel allows
@@ -107,7 +102,7 @@ async def test_a_full_disk_ends_the_appender_with_1011_and_nothing_else(tmp_path
         # Nothing half-written stays: the file is what was acknowledged.
         assert (root / "full.log").read_bytes() == b"a" * 600_000
         # The server keeps serving other resources.
-        other = await ws(server.url("other.log").replace("http", "ws", 1), "APPEND")
+        other = await ws(server.ws_url("other.log"), "APPEND")
         other.sendMessage(b"still here")
         assert await close(other) == 1000
         assert (root / "other.log").read_bytes() == b"still here"
