@@ -54,6 +54,13 @@ def fetch(url: str, data: bytes | None = None) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
+def type_line(appender: subprocess.Popen[bytes], line: bytes) -> None:
+    """Write ``line`` to an appender's stdin now, as a user typing it would."""
+    assert appender.stdin is not None
+    appender.stdin.write(line)
+    appender.stdin.flush()
+
+
 def start_append(url: str, *args: str) -> subprocess.Popen[bytes]:
     """An appender, returned once it holds the resource."""
     process = spawn(
@@ -102,14 +109,12 @@ def test_walkthrough_follow_sees_each_line_as_it_is_typed(twistd: Twistd):
     url = twistd.url("walk/build.log")
     appender = start_append(url)
     assert appender.stdin is not None
-    appender.stdin.write(b"compiling...\n")
-    appender.stdin.flush()
+    type_line(appender, b"compiling...\n")
     follower = spawn(FOLLOW, url, stdout=subprocess.PIPE)
     assert follower.stdout is not None
     assert read_line(follower.stdout) == b"compiling...\n"
     # Typed later, seen at once: the appender's stdin stays open.
-    appender.stdin.write(b"linking...\n")
-    appender.stdin.flush()
+    type_line(appender, b"linking...\n")
     assert read_line(follower.stdout) == b"linking...\n"
     appender.stdin.close()
     assert appender.wait(30) == 0
@@ -163,8 +168,7 @@ def test_unreachable_server_exits_7():
 def test_lost_appender_makes_follow_exit_6(twistd: Twistd):
     url = twistd.url("lost.log")
     appender = start_append(url)
-    appender.stdin.write(b"partial output\n")
-    appender.stdin.flush()
+    type_line(appender, b"partial output\n")
     follower = spawn(FOLLOW, url, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert read_line(follower.stdout) == b"partial output\n"
     appender.kill()
@@ -176,8 +180,7 @@ def test_lost_appender_makes_follow_exit_6(twistd: Twistd):
 def test_ctrl_c_ends_an_append_cleanly(twistd: Twistd):
     url = twistd.url("interrupted.log")
     appender = start_append(url)
-    appender.stdin.write(b"kept\n")
-    appender.stdin.flush()
+    type_line(appender, b"kept\n")
     follower = spawn(FOLLOW, url, stdout=subprocess.PIPE)
     assert read_line(follower.stdout) == b"kept\n"
     appender.send_signal(signal.SIGINT)
@@ -190,8 +193,7 @@ def test_ctrl_c_ends_an_append_cleanly(twistd: Twistd):
 def test_ctrl_c_ends_a_follow(twistd: Twistd):
     url = twistd.url("watched.log")
     appender = start_append(url)
-    appender.stdin.write(b"line\n")
-    appender.stdin.flush()
+    type_line(appender, b"line\n")
     follower = spawn(FOLLOW, url, stdout=subprocess.PIPE)
     assert read_line(follower.stdout) == b"line\n"
     follower.send_signal(signal.SIGINT)
@@ -274,8 +276,7 @@ def test_follow_wait_for_a_resource_not_written_yet(twistd: Twistd):
     follower = spawn(FOLLOW, "--wait", url, stdout=subprocess.PIPE)
     assert run(FOLLOW, url).returncode == 3  # still nothing there
     appender = start_append(url)
-    appender.stdin.write(b"arrived\n")
-    appender.stdin.flush()
+    type_line(appender, b"arrived\n")
     assert read_line(follower.stdout) == b"arrived\n"
     appender.stdin.close()
     assert appender.wait(30) == 0
