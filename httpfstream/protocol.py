@@ -1,0 +1,108 @@
+"""
+The wire vocabulary, shared by the server and the client: header names,
+verbs, query parameters and close codes (docs/PROTOCOL.md).
+
+No I/O and no Twisted here: both sides import these names instead of
+retyping the strings, so a rename is one edit.  Header names are given as
+``str`` (Autobahn's header dictionaries and treq take ``str``); use
+`header_bytes` where twisted.web wants bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "ACTIVE",
+    "APPEND",
+    "APPENDER_LOST",
+    "COMPLETE",
+    "FOLLOW",
+    "GOING_AWAY",
+    "OFFSET",
+    "READ_FAILED",
+    "SIZE",
+    "TOO_BIG",
+    "VERBS",
+    "WRITE_FAILED",
+    "X_VERB",
+    "Param",
+    "flag",
+    "header_bytes",
+]
+
+# -- verbs (section 2) ---------------------------------------------------------
+
+FOLLOW = "FOLLOW"
+APPEND = "APPEND"
+VERBS = (FOLLOW, APPEND)
+
+# -- headers (section 2) -------------------------------------------------------
+
+#: The request header naming the verb (else the ``verb`` query parameter).
+X_VERB = "X-Verb"
+#: ``1`` while an appender holds the resource, else ``0``.
+ACTIVE = "Httpfstream-Active"
+#: The number of persisted bytes.
+SIZE = "Httpfstream-Size"
+#: The absolute offset a follow's data starts at.
+OFFSET = "Httpfstream-Offset"
+
+
+def header_bytes(name: str) -> bytes:
+    """A header name as twisted.web's request methods want it."""
+    return name.encode("ascii")
+
+
+# -- query parameters ----------------------------------------------------------
+
+
+class Param(enum.StrEnum):
+    """Query parameters the server reads (never part of a resource name)."""
+
+    VERB = "verb"
+    #: APPEND/POST: the size the resource must hold; FOLLOW: where to start.
+    OFFSET = "offset"
+    #: APPEND: send the persisted size after each batch of writes.
+    ACK = "ack"
+    #: GET: stream live (chunked) instead of a snapshot.
+    FOLLOW = "follow"
+    #: FOLLOW over WebSocket: ``text`` for text frames.
+    FRAMES = "frames"
+    #: The bearer token, for browsers (section 8).
+    ACCESS_TOKEN = "access_token"
+
+    @property
+    def key(self) -> bytes:
+        """The name as a key of twisted.web's ``request.args``."""
+        return self.value.encode("ascii")
+
+
+#: Values of a boolean query parameter that mean "yes".
+_YES = frozenset({"1", "true", "yes"})
+
+
+def flag(value: str | bytes | None) -> bool:
+    """Whether a boolean query parameter's value means "yes"."""
+    if value is None:
+        return False
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return value.lower() in _YES
+
+
+# -- close codes (section 7) ---------------------------------------------------
+
+#: Follower: the appender finished, every byte sent.  Appender: your close
+#: was honoured, every byte persisted.
+COMPLETE = 1000
+#: The server is shutting down.
+GOING_AWAY = 1001
+#: A message, or the resource, over the configured limit.
+TOO_BIG = 1009
+#: A write failed on the server.
+WRITE_FAILED = 1011
+#: Reading the resource failed (a follower).
+READ_FAILED = 1011
+#: Follower: the appender was lost; you have every persisted byte.
+APPENDER_LOST = 4000
