@@ -11,6 +11,7 @@ retyping the strings, so a rename is one edit.  Header names are given as
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 __all__ = [
     "ACTIVE",
@@ -27,6 +28,7 @@ __all__ = [
     "WRITE_FAILED",
     "X_VERB",
     "Param",
+    "ResourceState",
     "flag",
     "header_bytes",
 ]
@@ -106,3 +108,26 @@ WRITE_FAILED = 1011
 READ_FAILED = 1011
 #: Follower: the appender was lost; you have every persisted byte.
 APPENDER_LOST = 4000
+
+
+# -- the state every response reports (section 2) ------------------------------
+
+
+@dataclass(frozen=True)
+class ResourceState:
+    """
+    What every response says about a resource.
+
+    :ivar active: whether an appender holds it.
+    :ivar size: its persisted size; ``None`` when it has no file.
+    """
+
+    active: bool
+    size: int | None
+
+    def headers(self) -> dict[str, str]:
+        """``Httpfstream-Active`` and, if there is a file, ``-Size``."""
+        headers = {ACTIVE: "1" if self.active else "0"}
+        if self.size is not None:
+            headers[SIZE] = str(self.size)
+        return headers

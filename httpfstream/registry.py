@@ -1,39 +1,95 @@
 """
 `StreamRegistry`: the service that owns every stream in use, the appender
-slots, the limits, and shutdown.
+slots (through `coordination.IAppenderSlots`), the reader limits, the
+session counters, and shutdown.
+
+What it hands out can be given back early: cancelling the Deferred of
+`StreamRegistry.open` or `StreamRegistry.begin_append` (as the resource does
+when its client goes away) never leaves a hold or a slot behind; whatever
+was being opened is released once it is open.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.application.service import Service
-from twisted.internet.defer import (
-    Deferred,
-    DeferredList,
-    fail,
-    succeed,
-)
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
+from .coordination import (
+    IAppenderSlots,
+    IGrowthFeed,
+    ISlot,
+    LocalFeed,
+    LocalSlots,
+    SlotTaken,
+)
 from .names import Name
+from .protocol import ResourceState
+from .records import Counters, Kind, SessionRecord
+from .session import AppendSession
 from .store import FileStore, IStore, SizeMismatch
-from .stream import AppenderObserver, FsyncPolicy, Stream
+from .stream import FsyncPolicy, Stream
 
-__all__ = ["AppenderConflict", "ShuttingDown", "StreamRegistry"]
+__all__ = [
+    "AppenderConflict",
+    "OffsetMismatch",
+    "ResourceState",
+    "ShuttingDown",
+    "StreamRegistry",
+]
 
 _log = Logger()
+_T = TypeVar("_T")
 
 
-class AppenderConflict(Exception):
+class Refused(Exception):
+    """
+    A request the registry turned down, with the state it decided on, so
+    the response can say it without asking again.
+    """
+
+    def __init__(self, state: ResourceState) -> None:
+        super().__init__(state)
+        self.state = state
+
+
+class AppenderConflict(Refused):
     """Another appender holds the resource."""
+
+
+class OffsetMismatch(Refused):
+    """The resource does not hold the size the appender expected."""
 
 
 class ShuttingDown(Exception):
     """The registry is stopping and takes no new work."""
+
+
+def _cancellable(d: Deferred[_T], undo: Callable[[_T], object]) -> Deferred[_T]:
+    """
+    ``d``'s result, in a Deferred the caller may cancel.  ``d`` itself runs
+    to its end either way (a store open in a thread cannot be stopped);
+    a result nobody will take any more is given to ``undo``.
+    """
+    outer: Deferred[_T] = Deferred(lambda _: None)
+
+    def settle(result: _T | Failure) -> None:
+        if outer.called:  # cancelled
+            if not isinstance(result, Failure):
+                undo(result)
+        elif isinstance(result, Failure):
+            outer.errback(result)
+        else:
+            outer.callback(result)
+
+    d.addBoth(settle)
+    return outer
 
 
 class StreamRegistry(Service):
@@ -55,17 +111,17 @@ class StreamRegistry(Service):
     :param queue_size: bytes queued for writing past which an appender's
         connection stops being read.
     :param read_size: the most bytes sent to a follower in one message.
-    :param ping_interval: seconds between keep-alive pings on idle
-        WebSocket connections (0: none).  Whole seconds: Autobahn's timers
-        round down.
-    :param ping_timeout: seconds a peer has to answer a ping.
-    :param handshake_timeout: seconds a WebSocket opening handshake may take.
     :param max_followers: the most readers (followers, snapshots in
         progress) at once over all resources; more get ``503`` (0: no
         limit).
     :param max_followers_per_resource: the same, per resource.
+    :param shutdown_timeout: seconds `stopService` waits for sessions to
+        end before it closes the files anyway.
     :param reactor: the reactor (default: the global one).
     :param store: where files live (default: a `FileStore` on ``root``).
+    :param slots: who holds appender slots (default: this process alone).
+    :param feed: growth written by other processes (default: none).
+    :ivar counters: the sessions' running totals (`records.Counters`).
     """
 
     name = "httpfstream-registry"
@@ -80,13 +136,13 @@ class StreamRegistry(Service):
         tail_size: int = 1 << 20,
         queue_size: int = 4 << 20,
         read_size: int = 256 << 10,
-        ping_interval: int = 30,
-        ping_timeout: int = 30,
-        handshake_timeout: int = 10,
         max_followers: int = 20_000,
         max_followers_per_resource: int = 5_000,
+        shutdown_timeout: float = 15,
         reactor: Any = None,
         store: IStore | None = None,
+        slots: IAppenderSlots | None = None,
+        feed: IGrowthFeed | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
@@ -100,17 +156,19 @@ class StreamRegistry(Service):
         self.tail_size = tail_size
         self.queue_size = queue_size
         self.read_size = read_size
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.handshake_timeout = handshake_timeout
         self.max_followers = max_followers
         self.max_followers_per_resource = max_followers_per_resource
+        self.shutdown_timeout = shutdown_timeout
+        self.counters = Counters()
         self._store: IStore = store or FileStore(self.root, reactor)
+        self._slots: IAppenderSlots = slots or LocalSlots()
+        self._feed: IGrowthFeed = feed or LocalFeed()
         self._streams: dict[Name, Stream] = {}
         self._opening: dict[Name, Deferred[None]] = {}
-        self._claimed: set[Name] = set()
-        self._closing: list[Deferred[None]] = []
-        self._all_idle: Deferred[None] | None = None
+        self._held_slots: dict[Name, ISlot] = {}
+        self._unwatch: dict[Stream, Callable[[], None]] = {}
+        self._closing: set[Deferred[None]] = set()
+        self._idle_waiters: list[Deferred[None]] = []
 
     # -- service ------------------------------------------------------------
 
@@ -122,21 +180,12 @@ class StreamRegistry(Service):
         super().stopService()
         for stream in list(self._streams.values()):
             stream.shutdown()
-        d: Deferred[None]
-        if self._streams or self._opening:
-            self._all_idle = d = Deferred()
-            d.addTimeout(15, self.reactor, onTimeoutCancel=self._force_close)
-        else:
-            d = succeed(None)
-
-        def close_files(_: object) -> Deferred[Any]:
-            return DeferredList(self._closing, consumeErrors=True)
-
-        d.addCallback(close_files)
+        d = self.when_idle()
+        d.addTimeout(self.shutdown_timeout, self.reactor, onTimeoutCancel=self._forced)
         d.addBoth(lambda _: self._store.stop())
         return d
 
-    def _force_close(self, result: object, timeout: float) -> None:
+    def _forced(self, result: object, timeout: float) -> None:
         _log.warn(
             "{count} streams still in use after {timeout}s; closing them",
             count=len(self._streams),
@@ -145,53 +194,105 @@ class StreamRegistry(Service):
         for stream in list(self._streams.values()):
             self._idle(stream)
 
+    def when_idle(self) -> Deferred[None]:
+        """
+        Fire once no stream is open or opening and every file is closed
+        (at once if that is so now).
+        """
+        d: Deferred[None] = Deferred(self._idle_waiters.remove)
+        self._idle_waiters.append(d)
+        self._check_all_idle()
+        return d
+
+    def _check_all_idle(self) -> None:
+        if self._streams or self._opening or self._closing:
+            return
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for d in waiters:
+            d.callback(None)
+
     # -- what the resource and protocols use --------------------------------
 
-    def room_for_follower(self, stream: Stream) -> bool:
+    @property
+    def streams(self) -> int:
+        """How many streams are open now."""
+        return len(self._streams)
+
+    def room_for_reader(self, stream: Stream) -> bool:
         """Whether one more reader of ``stream`` stays within the limits."""
         per = self.max_followers_per_resource
         if per and stream.followers >= per:
             return False
         total = self.max_followers
-        return not total or sum(s.followers for s in self._streams.values()) < total
+        return not total or self.counters.readers < total
+
+    def record(
+        self, kind: Kind, name: Name, peer: str, offset: int = 0
+    ) -> SessionRecord:
+        """A new session's record, counted in `counters`."""
+        return SessionRecord(self.counters, self.reactor, kind, name, peer, offset)
 
     def active(self, name: Name) -> bool:
         """Whether an appender holds (or is being given) the resource."""
-        return name in self._claimed
+        return self._slots.held(name)
 
-    def acquire(
+    def begin_append(
         self,
         name: Name,
-        appender: AppenderObserver,
         expected_size: int | None = None,
-    ) -> Deferred[Stream]:
+        *,
+        kind: Kind = Kind.APPEND,
+        peer: str = "",
+    ) -> Deferred[AppendSession]:
         """
-        Give ``appender`` the resource's appender slot, creating the file if
-        needed.  The slot is taken at once, so of racing callers exactly one
-        wins; it is released by `Stream.end_session`.
+        Take the resource's appender slot, creating its file if needed, and
+        begin a session on it.  The slot is claimed before anything waits,
+        so of racing callers exactly one wins; `AppendSession.end` gives it
+        back.
 
+        :param kind: `Kind.APPEND` or `Kind.POST`, for the record.
+        :param peer: who appends, for the log.
         :raises AppenderConflict: another appender holds it.
-        :raises store.SizeMismatch: ``expected_size`` is not its size.
+        :raises OffsetMismatch: ``expected_size`` is not its size.
         :raises store.NotAResource: the name cannot hold a resource.
         """
         if not self.running:
             return fail(ShuttingDown())
-        if name in self._claimed:
-            return fail(AppenderConflict())
-        self._claimed.add(name)
+        claim = self._slots.claim(name)
+        begun = Deferred.fromCoroutine(
+            self._begin(name, claim, expected_size, kind, peer)
+        )
+        return _cancellable(begun, lambda s: s.end(None, "the requester went away"))
 
-        async def claim() -> Stream:
-            try:
-                stream = await self._get(
-                    name, True, expected_size, lambda s: s.begin_session(appender)
-                )
-            except BaseException:
-                self._claimed.discard(name)
-                raise
-            stream.release()
-            return stream
+    async def _begin(
+        self,
+        name: Name,
+        claim: Deferred[ISlot],
+        expected_size: int | None,
+        kind: Kind,
+        peer: str,
+    ) -> AppendSession:
+        try:
+            slot = await claim
+        except SlotTaken:
+            raise AppenderConflict(await self.describe(name)) from None
+        sessions: list[AppendSession] = []
 
-        return Deferred.fromCoroutine(claim())
+        def begin(stream: Stream) -> None:
+            self._held_slots[name] = slot
+            record = self.record(kind, name, peer, stream.size)
+            sessions.append(AppendSession(stream, record, self._feed))
+
+        try:
+            stream = await self._get(name, True, expected_size, begin)
+        except SizeMismatch as e:
+            slot.release()
+            raise OffsetMismatch(ResourceState(False, e.size)) from None
+        except BaseException:
+            slot.release()
+            raise
+        stream.release()  # the session keeps it open
+        return sessions[0]
 
     def open(self, name: Name) -> Deferred[Stream]:
         """
@@ -203,22 +304,20 @@ class StreamRegistry(Service):
         """
         if not self.running:
             return fail(ShuttingDown())
-        return Deferred.fromCoroutine(self._get(name, False, None, None))
+        opened = Deferred.fromCoroutine(self._get(name, False, None, None))
+        return _cancellable(opened, Stream.release)
 
-    def describe(self, name: Name) -> Deferred[tuple[bool, int | None]]:
-        """
-        ``(active, size)`` for the response headers: whether an appender
-        holds the resource, and its persisted size (``None``: no file).
-        """
+    def describe(self, name: Name) -> Deferred[ResourceState]:
+        """The resource's state now, for the response headers."""
 
-        async def look() -> tuple[bool, int | None]:
+        async def look() -> ResourceState:
             while name in self._opening:
                 await self._opening[name]
             stream = self._streams.get(name)
             if stream is not None:
-                return stream.active, stream.size
+                return ResourceState(stream.active, stream.size)
             size = await self._store.stat(name)
-            return name in self._claimed, size
+            return ResourceState(self.active(name), size)
 
         return Deferred.fromCoroutine(look())
 
@@ -255,6 +354,7 @@ class StreamRegistry(Service):
         except BaseException:
             del self._opening[name]
             done.callback(None)
+            self._check_all_idle()
             raise
         stream = Stream(
             name,
@@ -268,6 +368,7 @@ class StreamRegistry(Service):
             on_idle=self._idle,
         )
         self._streams[name] = stream
+        self._unwatch[stream] = self._feed.watch(name, stream)
         if then is not None:
             then(stream)
         stream.hold()
@@ -276,18 +377,23 @@ class StreamRegistry(Service):
         return stream
 
     def _session_ended(self, stream: Stream) -> None:
-        self._claimed.discard(stream.name)
+        slot = self._held_slots.pop(stream.name, None)
+        if slot is not None:
+            slot.release()
 
     def _idle(self, stream: Stream) -> None:
         if self._streams.get(stream.name) is not stream:
             return
         del self._streams[stream.name]
+        self._unwatch.pop(stream)()
         d = stream.close()
         d.addErrback(
             lambda f: _log.failure("closing {name}", f, name="/".join(stream.name))
         )
-        if not self.running:
-            self._closing.append(d)
-            if not self._streams and self._all_idle is not None:
-                all_idle, self._all_idle = self._all_idle, None
-                all_idle.callback(None)
+        self._closing.add(d)
+
+        def closed(_: object) -> None:
+            self._closing.discard(d)
+            self._check_all_idle()
+
+        d.addBoth(closed)

@@ -2,17 +2,25 @@
 `StreamResource`: the twisted.web resource that serves every resource name
 below its mount point.
 
-With tokens configured it first checks the request's token (section 8:
-401/403, nothing else revealed).  It then dispatches on method, verb and
-upgrade (PROTOCOL.md section 2), makes
-every decision that can refuse a request itself, so refusals are plain HTTP
-responses carrying the ``Httpfstream-*`` headers, and only then hands
-accepted WebSocket handshakes to Autobahn (`websocket.Handoff`).
+A request goes through four steps:
+
+1. `decide.decide`: from method, verb, upgrade and ``follow=1`` alone, the
+   action and the right it needs (or a refusal);
+2. with tokens configured, the token check (section 8: 401/403, nothing
+   else revealed);
+3. the name (section 1);
+4. the action, which makes every decision that can refuse the request
+   itself (404, 409, 412, 416, 503...), so refusals are plain HTTP
+   responses carrying the ``Httpfstream-*`` headers, and only then hands
+   accepted WebSocket handshakes to Autobahn (`handoff.Handoff`).
+
+If the client goes away while an action waits (for a file to open, say),
+the action is cancelled, and the registry gives back what it was opening.
 
 Every byte sent to a reader, WebSocket or HTTP, snapshot or live, goes
 through a `stream.Cursor`; snapshots are cursors with a fixed end, so they
 never send more than the persisted size they announced (unlike
-``static.File`` on a growing file, STACK_NOTES.md 8.5).
+``static.File`` on a growing file).
 """
 
 from __future__ import annotations
@@ -20,52 +28,83 @@ from __future__ import annotations
 import errno
 import mimetypes
 import re
+from collections.abc import Awaitable, Callable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from zope.interface import implementer
 
+from .appender import AppenderProtocol, Appending
 from .auth import Access, Right, Tokens, mask_token
+from .decide import Action, Refusal, decide
+from .followers import FollowerProtocol, Following, ResponseSink
+from .handoff import Handoff, WebSocketOptions
 from .names import InvalidName, Name, parse_name
-from .registry import AppenderConflict, ShuttingDown, StreamRegistry
-from .store import NotAResource, NotFound, SizeMismatch
-from .stream import (
-    APPENDER_LOST,
+from .protocol import (
     COMPLETE,
-    Cursor,
-    IFollowerSink,
-    ResourceFull,
-    Stream,
+    FOLLOW,
+    OFFSET,
+    X_VERB,
+    Param,
+    ResourceState,
+    flag,
+    header_bytes,
 )
-from .websocket import AppenderRelay, Handoff
+from .records import Kind
+from .registry import (
+    AppenderConflict,
+    OffsetMismatch,
+    ShuttingDown,
+    StreamRegistry,
+)
+from .session import AppendSession
+from .store import NotAResource, NotFound
+from .stream import ResourceFull, Stream
 
-__all__ = ["StreamResource"]
+__all__ = ["StreamResource", "body_limited"]
 
 _log = Logger()
-
-_VERBS = ("FOLLOW", "APPEND")
-_ALLOW = b"GET, HEAD, POST"
+_X_VERB = header_bytes(X_VERB)
 
 
-class _Refusal(Exception):
-    """An error response: status, a message for the body, extra headers."""
+def write_text(
+    request: Request,
+    code: int,
+    message: str,
+    headers: dict[bytes, bytes] | None = None,
+) -> None:
+    """
+    The one way to answer with a short text/plain body: ``message`` and a
+    newline, with ``code`` and ``headers``.  Does nothing if the client has
+    gone.
+    """
+    if request.finished or request.channel is None:
+        return
+    body = message.encode() + b"\n"
+    request.setResponseCode(code)
+    for key, value in (headers or {}).items():
+        request.setHeader(key, value)
+    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    request.write(body)
+    request.finish()
 
-    def __init__(
-        self, code: int, message: str, headers: dict[bytes, bytes] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
+
+def _state_headers(request: Request, state: ResourceState) -> None:
+    for key, value in state.headers().items():
+        request.setHeader(header_bytes(key), value.encode())
+
+
+def _peer(request: Request) -> str:
+    return str(request.getClientAddress())
 
 
 def _busy(error: OSError) -> Exception:
     """503 for running out of file descriptors; anything else stays an error."""
     if error.errno in (errno.EMFILE, errno.ENFILE):
-        return _Refusal(
+        return Refusal(
             503, "the server is out of file descriptors", {b"Retry-After": b"5"}
         )
     return error
@@ -81,12 +120,8 @@ def _int_arg(request: Request, key: bytes) -> int | None:
     if raw is None:
         return None
     if not re.fullmatch(rb"-?[0-9]{1,19}", raw):
-        raise _Refusal(400, f"{key.decode()} must be an integer")
+        raise Refusal(400, f"{key.decode()} must be an integer")
     return int(raw)
-
-
-def _flag(request: Request, key: bytes) -> bool:
-    return (_arg(request, key) or b"").lower() in (b"1", b"true", b"yes")
 
 
 def _start_offset(offset: int | None, size: int) -> int:
@@ -96,7 +131,7 @@ def _start_offset(offset: int | None, size: int) -> int:
     if offset < 0:
         return max(0, size + offset)
     if offset > size:
-        raise _Refusal(
+        raise Refusal(
             416,
             f"offset {offset} is past the end of the resource ({size} bytes)",
             {b"Content-Range": b"bytes */%d" % size},
@@ -129,7 +164,7 @@ def _byte_range(header: bytes | None, size: int) -> tuple[int, int] | None:
         if last != b"" and int(last) < start:
             return None
     if start >= size:
-        raise _Refusal(
+        raise Refusal(
             416,
             f"range not satisfiable: the resource holds {size} bytes",
             {b"Content-Range": b"bytes */%d" % size},
@@ -152,36 +187,6 @@ def _content_type(name: Name) -> bytes:
     return b"application/octet-stream"
 
 
-@implementer(IFollowerSink)
-class _ResponseSink:
-    """Sends a cursor's bytes as an HTTP response body."""
-
-    def __init__(self, request: Request) -> None:
-        self._request = request
-        self._cursor: Cursor | None = None
-        self._gone = False
-        request.notifyFinish().addErrback(self._lost)
-
-    def start(self, cursor: Cursor) -> None:
-        """Send ``cursor``'s bytes as the transport takes them."""
-        self._cursor = cursor
-        self._request.registerProducer(cursor, True)
-        cursor.wake()
-
-    def _lost(self, reason: Failure) -> None:
-        self._gone = True
-        if self._cursor is not None:
-            self._cursor.stop()
-
-    def send(self, data: bytes) -> None:
-        self._request.write(data)
-
-    def finish(self, code: int, reason: str) -> None:
-        if not self._gone:
-            self._request.unregisterProducer()
-            self._request.finish()
-
-
 class StreamResource(Resource):
     """
     Serves the resources of a `StreamRegistry` below wherever it is put in
@@ -191,97 +196,98 @@ class StreamResource(Resource):
     :param registry: the running registry that owns the streams.
     :param tokens: if given, every request needs a token granting its verb
         on its name (PROTOCOL.md section 8); otherwise all are allowed.
+    :param websocket: pings and timeouts for WebSocket connections.
     """
 
     isLeaf = True
 
-    def __init__(self, registry: StreamRegistry, tokens: Tokens | None = None) -> None:
+    def __init__(
+        self,
+        registry: StreamRegistry,
+        tokens: Tokens | None = None,
+        websocket: WebSocketOptions | None = None,
+    ) -> None:
         super().__init__()
         self._registry = registry
         self._tokens = tokens
-        self._handoff = Handoff(
+        options = websocket or WebSocketOptions()
+        self._appenders = Handoff(
+            AppenderProtocol,
             registry.reactor,
-            max_message_size=registry.max_message_size,
-            read_size=registry.read_size,
-            ping_interval=registry.ping_interval,
-            ping_timeout=registry.ping_timeout,
-            handshake_timeout=registry.handshake_timeout,
+            options,
+            # The original clients send arbitrary bytes as text.
+            utf8validateIncoming=False,
+            maxMessagePayloadSize=registry.max_message_size,
+            maxFramePayloadSize=registry.max_message_size,
         )
+        # Followers have nothing to say; bound what they can make us hold.
+        # Autobahn applies the same limit to what we send them.
+        follower_limit = max(64 << 10, registry.read_size)
+        self._followers = Handoff(
+            FollowerProtocol,
+            registry.reactor,
+            options,
+            maxMessagePayloadSize=follower_limit,
+            maxFramePayloadSize=follower_limit,
+        )
+        self._actions: dict[Action, Callable[[Request, Name], Awaitable[None]]] = {
+            Action.SNAPSHOT: self._snapshot,
+            Action.HEAD: self._head,
+            Action.FOLLOW_HTTP: self._follow_http,
+            Action.FOLLOW_WS: self._follow_ws,
+            Action.APPEND_WS: self._append,
+            Action.POST: self._post,
+        }
 
     def render(self, request: Request) -> bytes | int:
         d = Deferred.fromCoroutine(self._serve(request))
+        # The client went away: stop waiting for whatever the action waits
+        # for (the registry gives back what it was opening).
+        request.notifyFinish().addErrback(lambda _: d.cancel())
         d.addErrback(self._crashed, request)
         return NOT_DONE_YET
 
     def _crashed(self, reason: Failure, request: Request) -> None:
+        if reason.check(CancelledError):
+            return
         _log.failure("serving {uri}", reason, uri=mask_token(request.uri))
-        if not request.finished and not request.startedWriting:
-            request.setResponseCode(500)
-            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-            request.write(b"internal server error\n")
-        if not request.finished and request.channel is not None:
+        if not request.startedWriting:
+            write_text(request, 500, "internal server error")
+        elif not request.finished and request.channel is not None:
             request.finish()
 
     async def _serve(self, request: Request) -> None:
-        # Read the verb and the name once: the token check needs both
-        # before anything else is decided.
-        method = request.method
-        raw_verb = request.getHeader(b"x-verb") or _arg(request, b"verb")
-        verb = "FOLLOW" if raw_verb is None else raw_verb.decode("latin-1").upper()
+        raw_verb = request.getHeader(header_bytes(X_VERB)) or _arg(
+            request, Param.VERB.key
+        )
+        verb = FOLLOW if raw_verb is None else raw_verb.decode("latin-1").upper()
+        upgrade = b"websocket" in (request.getHeader(b"upgrade") or b"").lower()
+        decision = decide(
+            request.method, verb, upgrade, flag(_arg(request, Param.FOLLOW.key))
+        )
         parsed: Name | None = None
         invalid: InvalidName | None = None
         try:
             parsed = parse_name(request.postpath or [])
         except InvalidName as e:
             invalid = e
-        if self._tokens is not None:
-            # HEAD is a snapshot whatever its verb: `follow` covers it.
-            appending = method == b"POST" or (method == b"GET" and verb == "APPEND")
-            right = Right.APPEND if appending else Right.FOLLOW
-            if not self._allowed(request, self._tokens, right, parsed):
-                return
-        # Set once the checks below pass, for the refusals' state headers.
-        name: Name | None = None
+        if self._tokens is not None and not self._allowed(
+            request, self._tokens, decision.right, parsed
+        ):
+            return
         try:
-            if method not in (b"GET", b"HEAD", b"POST"):
-                raise _Refusal(
-                    405,
-                    f"method {method.decode('latin-1')} is not allowed",
-                    {b"Allow": _ALLOW},
-                )
-            writing = method == b"POST"
-            if not writing:
-                if verb not in _VERBS:
-                    raise _Refusal(400, f"unknown verb {verb!r}")
-                writing = verb == "APPEND" and method == b"GET"
+            if decision.refusal is not None:
+                raise decision.refusal
             if parsed is None:
-                raise _Refusal(400 if writing else 404, str(invalid))
-            name = parsed
+                raise Refusal(400 if decision.writes else 404, str(invalid))
             if not self._registry.running:
                 raise ShuttingDown()
-            upgrade = b"websocket" in (request.getHeader(b"upgrade") or b"").lower()
-            if method == b"POST":
-                await self._post(request, parsed)
-            elif method == b"HEAD":
-                await self._snapshot(request, parsed, head=True)
-            elif verb == "APPEND":
-                if not upgrade:
-                    raise _Refusal(
-                        400, "APPEND over GET needs a WebSocket upgrade (or use POST)"
-                    )
-                await self._append(request, parsed)
-            elif upgrade or _flag(request, b"follow"):
-                await self._follow(request, parsed, websocket=upgrade)
-            else:
-                await self._snapshot(request, parsed, head=False)
-        except _Refusal as refusal:
-            await self._refuse(request, name, refusal)
+            assert decision.action is not None
+            await self._actions[decision.action](request, parsed)
+        except Refusal as refusal:
+            await self._refuse(request, parsed, refusal)
         except ShuttingDown:
-            await self._refuse(
-                request,
-                None,
-                _Refusal(503, "server shutting down", {b"Retry-After": b"5"}),
-            )
+            write_text(request, 503, "server shutting down", {b"Retry-After": b"5"})
 
     # -- access control -----------------------------------------------------
 
@@ -301,54 +307,38 @@ class StreamResource(Resource):
         if scheme.lower() == b"bearer":
             token = credentials.strip()
         else:
-            token = _arg(request, b"access_token")
+            token = _arg(request, Param.ACCESS_TOKEN.key)
         access = tokens.check(token, right, name)
         if access is Access.ALLOWED:
             return True
         if access is Access.UNAUTHORIZED:
-            request.setResponseCode(401)
             challenge = b'Bearer realm="httpfstream"'
             if token:
                 challenge += b', error="invalid_token"'
-            request.setHeader(b"WWW-Authenticate", challenge)
-            body = b"a valid token is needed (Authorization: Bearer TOKEN)\n"
+            write_text(
+                request,
+                401,
+                "a valid token is needed (Authorization: Bearer TOKEN)",
+                {b"WWW-Authenticate": challenge},
+            )
         else:
-            request.setResponseCode(403)
-            body = b"this token does not allow %s here\n" % right.value.encode()
-        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-        request.setHeader(b"Content-Length", b"%d" % len(body))
-        request.write(body)
-        request.finish()
+            write_text(request, 403, f"this token does not allow {right.value} here")
         return False
 
     # -- refusals -----------------------------------------------------------
 
     async def _refuse(
-        self, request: Request, name: Name | None, refusal: _Refusal
+        self, request: Request, name: Name | None, refusal: Refusal
     ) -> None:
-        active, size = False, None
-        if name is not None:
+        """Answer with ``refusal`` and the resource's true state."""
+        state = refusal.state
+        if state is None and name is not None:
             try:
-                active, size = await self._registry.describe(name)
+                state = await self._registry.describe(name)
             except Exception:
                 _log.failure("describing {name}", name="/".join(name))
-        if request.finished or request.channel is None:
-            return
-        request.setResponseCode(refusal.code)
-        self._state_headers(request, active, size)
-        for key, value in refusal.headers.items():
-            request.setHeader(key, value)
-        body = refusal.message.encode() + b"\n"
-        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-        request.setHeader(b"Content-Length", b"%d" % len(body))
-        request.write(body)
-        request.finish()
-
-    @staticmethod
-    def _state_headers(request: Request, active: bool, size: int | None) -> None:
-        request.setHeader(b"Httpfstream-Active", b"1" if active else b"0")
-        if size is not None:
-            request.setHeader(b"Httpfstream-Size", b"%d" % size)
+        _state_headers(request, state or ResourceState(False, None))
+        write_text(request, refusal.code, refusal.message, refusal.headers)
 
     # -- reading ------------------------------------------------------------
 
@@ -356,146 +346,187 @@ class StreamResource(Resource):
         try:
             return await self._registry.open(name)
         except (NotFound, NotAResource):
-            raise _Refusal(404, "no such resource") from None
+            raise Refusal(
+                404, "no such resource", state=ResourceState(False, None)
+            ) from None
         except OSError as e:
             raise _busy(e) from None
 
-    async def _snapshot(self, request: Request, name: Name, head: bool) -> None:
-        """A plain GET or HEAD: the persisted bytes now, with Range."""
+    def _room(self, stream: Stream, what: str) -> None:
+        if not self._registry.room_for_reader(stream):
+            raise Refusal(
+                503,
+                f"too many {what}; try again later",
+                {b"Retry-After": b"5"},
+                ResourceState(stream.active, stream.size),
+            )
+
+    async def _head(self, request: Request, name: Name) -> None:
+        """HEAD: the snapshot's headers."""
         stream = await self._open(name)
         try:
-            if not head and not self._registry.room_for_follower(stream):
-                raise _Refusal(
-                    503, "too many readers; try again later", {b"Retry-After": b"5"}
-                )
-            size = stream.size
-            byte_range = _byte_range(request.getHeader(b"range"), size)
-            start, stop = byte_range or (0, size)
-            self._state_headers(request, stream.active, size)
-            if byte_range is not None:
-                request.setResponseCode(206)
-                request.setHeader(
-                    b"Content-Range", b"bytes %d-%d/%d" % (start, stop - 1, size)
-                )
-            request.setHeader(b"Accept-Ranges", b"bytes")
-            request.setHeader(b"Content-Type", _content_type(name))
-            request.setHeader(b"Content-Length", b"%d" % (stop - start))
-            if stream.active:
-                request.setHeader(b"Cache-Control", b"no-store")
-            if head or start == stop:
-                request.write(b"")
-                request.finish()
-            else:
-                sink = _ResponseSink(request)
-                sink.start(stream.snapshot(sink, start, stop))
+            self._snapshot_headers(request, name, stream)
+            request.write(b"")
+            request.finish()
         finally:
             stream.release()
 
-    async def _follow(self, request: Request, name: Name, websocket: bool) -> None:
-        """A follow: WebSocket, or a chunked ``follow=1`` response."""
-        offset = _int_arg(request, b"offset")
-        text = (_arg(request, b"frames") or b"").lower() == b"text"
-        stream = await self._open(name)
-        handed = False
+    def _snapshot_headers(
+        self, request: Request, name: Name, stream: Stream
+    ) -> tuple[int, int]:
+        """Set a snapshot's headers (Range, 206); the bytes it will send."""
+        state = ResourceState(stream.active, stream.size)
         try:
-            if not self._registry.room_for_follower(stream):
-                raise _Refusal(
-                    503, "too many followers; try again later", {b"Retry-After": b"5"}
-                )
-            start = _start_offset(offset, stream.size)
-            if websocket and stream.active:
-                headers = {
-                    "Httpfstream-Active": "1",
-                    "Httpfstream-Size": str(stream.size),
-                    "Httpfstream-Offset": str(start),
-                }
-                handed = True
-                self._handoff.follower(request, stream, headers, start, text)
-                return
-            self._state_headers(request, stream.active, stream.size)
-            request.setHeader(b"Httpfstream-Offset", b"%d" % start)
+            byte_range = _byte_range(request.getHeader(b"range"), stream.size)
+        except Refusal as refusal:
+            refusal.state = state
+            raise
+        start, stop = byte_range or (0, stream.size)
+        _state_headers(request, state)
+        if byte_range is not None:
+            request.setResponseCode(206)
+            request.setHeader(
+                b"Content-Range", b"bytes %d-%d/%d" % (start, stop - 1, stream.size)
+            )
+        request.setHeader(b"Accept-Ranges", b"bytes")
+        request.setHeader(b"Content-Type", _content_type(name))
+        request.setHeader(b"Content-Length", b"%d" % (stop - start))
+        if stream.active:
+            request.setHeader(b"Cache-Control", b"no-store")
+        return start, stop
+
+    async def _snapshot(self, request: Request, name: Name) -> None:
+        """A plain GET: the persisted bytes now, with Range."""
+        stream = await self._open(name)
+        try:
+            self._room(stream, "readers")
+            start, stop = self._snapshot_headers(request, name, stream)
+            record = self._registry.record(Kind.SNAPSHOT, name, _peer(request), start)
+            sink = ResponseSink(request, record)
+            sink.start(stream.snapshot(sink, start, stop))
+        finally:
+            stream.release()
+
+    def _start(self, request: Request, stream: Stream) -> int:
+        """Where a follow starts (``offset=``), or a 416 refusal."""
+        try:
+            return _start_offset(_int_arg(request, Param.OFFSET.key), stream.size)
+        except Refusal as refusal:
+            refusal.state = ResourceState(stream.active, stream.size)
+            raise
+
+    async def _follow_http(self, request: Request, name: Name) -> None:
+        """``follow=1``: a chunked response that streams live."""
+        stream = await self._open(name)
+        try:
+            self._room(stream, "followers")
+            start = self._start(request, stream)
+            _state_headers(request, ResourceState(stream.active, stream.size))
+            request.setHeader(header_bytes(OFFSET), b"%d" % start)
             request.setHeader(b"Content-Type", _content_type(name))
             request.setHeader(b"Cache-Control", b"no-store")
             if not stream.active:
                 request.setHeader(b"Content-Length", b"%d" % (stream.size - start))
             # Send the headers now: a live follow may wait long for a byte.
             request.write(b"")
-            sink = _ResponseSink(request)
+            record = self._registry.record(
+                Kind.FOLLOW_HTTP, name, _peer(request), start
+            )
+            sink = ResponseSink(request, record)
             sink.start(stream.follow(sink, start))
+        finally:
+            stream.release()
+
+    async def _follow_ws(self, request: Request, name: Name) -> None:
+        """A WebSocket FOLLOW: 101 while an appender holds it, else 200."""
+        stream = await self._open(name)
+        handed = False
+        try:
+            if not stream.active:
+                # Nothing to follow live: the content, over plain HTTP.
+                await self._follow_http(request, name)
+                return
+            self._room(stream, "followers")
+            start = self._start(request, stream)
+            text = (_arg(request, Param.FRAMES.key) or b"").lower() == b"text"
+            headers = ResourceState(True, stream.size).headers()
+            headers[OFFSET] = str(start)
+            record = self._registry.record(Kind.FOLLOW_WS, name, _peer(request), start)
+            following = Following(stream, start, text, record)
+            handed = self._followers.upgrade(request, following, headers)
+            if not handed:
+                record.end("cut", "the client went away before the upgrade")
         finally:
             if not handed:
                 stream.release()
 
     # -- writing ------------------------------------------------------------
 
-    async def _acquire(
-        self, name: Name, relay: AppenderRelay, expected: int | None
-    ) -> Stream:
+    async def _begin(self, request: Request, name: Name, kind: Kind) -> AppendSession:
+        expected = _int_arg(request, Param.OFFSET.key)
+        if expected is not None and expected < 0:
+            raise Refusal(400, "offset must not be negative when appending")
         try:
-            return await self._registry.acquire(name, relay, expected)
-        except AppenderConflict:
-            raise _Refusal(409, "another appender holds this resource") from None
-        except SizeMismatch as e:
-            raise _Refusal(
+            return await self._registry.begin_append(
+                name, expected, kind=kind, peer=_peer(request)
+            )
+        except AppenderConflict as e:
+            raise Refusal(
+                409, "another appender holds this resource", state=e.state
+            ) from None
+        except OffsetMismatch as e:
+            raise Refusal(
                 412,
                 f"offset {expected} does not match the resource's size"
-                f" ({e.size or 0} bytes)",
+                f" ({e.state.size or 0} bytes)",
+                state=e.state,
             ) from None
         except NotAResource as e:
-            raise _Refusal(400, f"cannot append here: {e}") from None
+            raise Refusal(400, f"cannot append here: {e}") from None
         except OSError as e:
             raise _busy(e) from None
 
     async def _append(self, request: Request, name: Name) -> None:
         """A WebSocket APPEND: take the slot, then upgrade."""
-        expected = _int_arg(request, b"offset")
-        if expected is not None and expected < 0:
-            raise _Refusal(400, "offset must not be negative when appending")
-        ack = _flag(request, b"ack")
-        gone: list[Failure] = []
-        request.notifyFinish().addErrback(gone.append)
-        relay = AppenderRelay()
-        stream = await self._acquire(name, relay, expected)
-        if gone or relay.shut_down:
-            # The client left (or the server began stopping) meanwhile.
-            stream.end_session(APPENDER_LOST, "appender lost")
-            if relay.shut_down and not gone:
-                raise ShuttingDown()
-            return
-        headers = {"Httpfstream-Active": "1", "Httpfstream-Size": str(stream.size)}
-        self._handoff.appender(request, stream, relay, headers, ack)
+        ack = flag(_arg(request, Param.ACK.key))
+        session = await self._begin(request, name, Kind.APPEND)
+        if session.shut_down:
+            # The server began stopping meanwhile.
+            session.end(None, "server shutting down")
+            raise ShuttingDown()
+        headers = ResourceState(True, session.size).headers()
+        if not self._appenders.upgrade(request, Appending(session, ack), headers):
+            session.end(None, "the client went away before the upgrade")
 
     async def _post(self, request: Request, name: Name) -> None:
         """A POST: append the whole body as one piece."""
-        expected = _int_arg(request, b"offset")
-        if expected is not None and expected < 0:
-            raise _Refusal(400, "offset must not be negative when appending")
         content = request.content
         assert content is not None
         content.seek(0, 2)
         length = content.tell()
         limit = self._registry.max_message_size
         if limit and length > limit:
-            raise _Refusal(
+            raise Refusal(
                 413, f"the body is larger than the maximum message size ({limit} bytes)"
             )
         content.seek(0)
         body = content.read()
-        relay = AppenderRelay()
-        stream = await self._acquire(name, relay, expected)
+        session = await self._begin(request, name, Kind.POST)
         try:
-            stream.append(body)
-            size = await stream.flush()
+            session.append(body)
+            await session.flush()
         except ResourceFull as e:
-            await stream.end_session(APPENDER_LOST, str(e))
-            raise _Refusal(413, str(e)) from None
+            size = await session.end(413, str(e))
+            raise Refusal(413, str(e), state=ResourceState(False, size)) from None
         except Exception as e:
-            await stream.end_session(APPENDER_LOST, "write failed")
-            raise _Refusal(500, f"write failed: {e}") from None
-        size = await stream.end_session(COMPLETE)
+            size = await session.end(500, "write failed")
+            raise Refusal(
+                500, f"write failed: {e}", state=ResourceState(False, size)
+            ) from None
+        size = await session.end(COMPLETE)
         if request.finished or request.channel is None:
             return
-        self._state_headers(request, self._registry.active(name), size)
+        _state_headers(request, ResourceState(self._registry.active(name), size))
         request.setHeader(b"Content-Length", b"0")
         request.write(b"")
         request.finish()

@@ -20,6 +20,15 @@ Readers only ever see persisted bytes.
 A cursor ends at an *end offset* with a close code.  A snapshot knows its end
 from the start; a live follower learns it when the appender's session ends
 (`COMPLETE` after a clean close, `APPENDER_LOST` otherwise).
+
+Growth reaches the cursors through one door, `Stream.grown`: the stream's
+own writes go through it, and so can growth written by somebody else (the
+`coordination.IGrowthFeed` seam, for several processes on one root): the
+stream implements `IGrowthListener`.
+
+The file is closed only once every read and write the stream queued on it
+has finished (`Stream.close`), so a descriptor is never closed, and perhaps
+reused by another open, under a read still waiting in the store's threads.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -36,6 +45,14 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from .names import Name
+from .protocol import (
+    APPENDER_LOST,
+    COMPLETE,
+    GOING_AWAY,
+    READ_FAILED,
+    TOO_BIG,
+    WRITE_FAILED,
+)
 from .store import IStoreFile
 
 __all__ = [
@@ -49,20 +66,14 @@ __all__ = [
     "Cursor",
     "FsyncPolicy",
     "IFollowerSink",
+    "IGrowthListener",
     "ResourceFull",
     "Stream",
     "WriteFailed",
 ]
 
-# Close codes (PROTOCOL.md section 7).
-COMPLETE = 1000
-GOING_AWAY = 1001
-TOO_BIG = 1009
-WRITE_FAILED = 1011
-READ_FAILED = 1011
-APPENDER_LOST = 4000
-
 _log = Logger()
+_T = TypeVar("_T")
 
 
 class FsyncPolicy(enum.Enum):
@@ -92,6 +103,23 @@ class IFollowerSink(Interface):
 
     def finish(code: int, reason: str) -> None:
         """No more bytes will come; ``code`` says why (section 7)."""
+
+
+class IGrowthListener(Interface):
+    """
+    What a stream is told of its resource's growth.  The stream's own writes
+    tell it through the same two methods; a feed of growth written by
+    another process (`coordination.IGrowthFeed`) would too.
+    """
+
+    def grown(size: int) -> None:
+        """The file now holds ``size`` persisted bytes."""
+
+    def ended(size: int, code: int, reason: str) -> None:
+        """
+        The appender's session ended at ``size`` bytes; followers finish
+        there with ``code``.
+        """
 
 
 class AppenderObserver(Protocol):
@@ -225,6 +253,7 @@ class Cursor:
         self.abort(READ_FAILED, "reading the resource failed")
 
 
+@implementer(IGrowthListener)
 class Stream:
     """
     One resource in use: its open file, persisted size, appender slot,
@@ -243,6 +272,7 @@ class Stream:
     :param read_size: the most bytes a cursor sends at once.
     :param on_session_end: called when the appender slot is released.
     :param on_idle: called when nothing uses the stream any more.
+    :param on_cursors: called with +1 or -1 as a cursor starts or ends.
     """
 
     def __init__(
@@ -257,6 +287,7 @@ class Stream:
         read_size: int = 256 << 10,
         on_session_end: Callable[[Stream], None] = lambda s: None,
         on_idle: Callable[[Stream], None] = lambda s: None,
+        on_cursors: Callable[[int], None] = lambda n: None,
     ) -> None:
         self.name = name
         self.size: int = file.size
@@ -268,6 +299,7 @@ class Stream:
         self._queue_size = queue_size
         self._on_session_end = on_session_end
         self._on_idle = on_idle
+        self._on_cursors = on_cursors
 
         self._tail = bytearray()
         self._tail_start = self.size
@@ -279,6 +311,10 @@ class Stream:
         self._failure: Failure | None = None
         self._cursors: set[Cursor] = set()
         self._holds = 0
+        # Reads, writes and syncs queued on the file and not yet finished;
+        # the file is closed only once there are none.
+        self._io = 0
+        self._io_done: list[Deferred[None]] = []
 
     def __repr__(self) -> str:
         return f"<Stream {'/'.join(self.name)} size={self.size}>"
@@ -317,8 +353,33 @@ class Stream:
             self._on_idle(self)
 
     def close(self) -> Deferred[None]:
-        """Close the file.  Only the registry calls this, once idle."""
-        return self._file.close()
+        """
+        Close the file once every read, write and sync queued on it has
+        finished.  Only the registry calls this, once idle.
+        """
+
+        async def close() -> None:
+            while self._io:
+                done: Deferred[None] = Deferred()
+                self._io_done.append(done)
+                await done
+            await self._file.close()
+
+        return Deferred.fromCoroutine(close())
+
+    def _track(self, d: Deferred[_T]) -> Deferred[_T]:
+        """Count ``d`` as I/O on the file until it fires."""
+        self._io += 1
+
+        def finished(result: _T | Failure) -> _T | Failure:
+            self._io -= 1
+            if not self._io:
+                waiting, self._io_done = self._io_done, []
+                for w in waiting:
+                    w.callback(None)
+            return result
+
+        return d.addBoth(finished)
 
     # -- the appender -------------------------------------------------------
 
@@ -379,26 +440,55 @@ class Stream:
         self._pending = []
         self._pending_bytes = 0
         self._in_flight = len(batch)
-        d = self._file.write(batch, self._fsync is FsyncPolicy.ALWAYS)
+        d = self._track(self._file.write(batch, self._fsync is FsyncPolicy.ALWAYS))
         d.addCallbacks(self._written, self._write_failed, callbackArgs=(batch,))
 
     def _written(self, _: None, batch: bytes) -> None:
         self._in_flight = 0
-        self.size += len(batch)
         self._tail += batch
+        self.size += len(batch)
+        self._trim_tail()
+        self._write_next()
+        self._tell_growth()
+
+    def _trim_tail(self) -> None:
         excess = len(self._tail) - self._tail_size
         if excess > 0:
             del self._tail[:excess]
             self._tail_start += excess
-        waiters = [w for w in self._flush_waiters if w[0] <= self.size]
-        self._flush_waiters = [w for w in self._flush_waiters if w[0] > self.size]
-        self._write_next()
+
+    def _tell_growth(self) -> None:
+        size = self.size
+        waiters = [w for w in self._flush_waiters if w[0] <= size]
+        self._flush_waiters = [w for w in self._flush_waiters if w[0] > size]
         if self._appender is not None:
-            self._appender.persisted(self.size)
+            self._appender.persisted(size)
         for cursor in list(self._cursors):
             cursor.wake()
         for _target, d in waiters:
-            d.callback(self.size)
+            d.callback(size)
+        self._check_idle()
+
+    # IGrowthListener: what the stream's own writes do above, for growth
+    # written by somebody else.
+
+    def grown(self, size: int) -> None:
+        """
+        The file holds ``size`` persisted bytes, written elsewhere: the tail
+        starts again at ``size`` and cursors read what they lack from the
+        file.
+        """
+        if size <= self.size:
+            return
+        self._tail = bytearray()
+        self._tail_start = self.size = size
+        self._tell_growth()
+
+    def ended(self, size: int, code: int, reason: str) -> None:
+        """Every live cursor finishes at ``size`` with ``code``."""
+        self.grown(size)
+        for cursor in list(self._cursors):
+            cursor.end_at(size, code, reason)
         self._check_idle()
 
     def _write_failed(self, reason: Failure) -> None:
@@ -437,14 +527,13 @@ class Stream:
             await self.flush()
         if self._fsync is not FsyncPolicy.NEVER and self._failure is None:
             try:
-                await self._file.sync()
+                await self._track(self._file.sync())
             except Exception:
                 _log.failure("syncing {name} failed", name="/".join(self.name))
         if appender is not None and self._appender is appender:
             self._appender = None
             self._on_session_end(self)
-            for cursor in list(self._cursors):
-                cursor.end_at(self.size, follower_code, reason)
+            self.ended(self.size, follower_code, reason)
         self._check_idle()
         return self.size
 
@@ -481,10 +570,13 @@ class Stream:
 
     def _start(self, cursor: Cursor) -> Cursor:
         self._cursors.add(cursor)
+        self._on_cursors(1)
         return cursor
 
     def _detach(self, cursor: Cursor) -> None:
-        self._cursors.discard(cursor)
+        if cursor in self._cursors:
+            self._cursors.discard(cursor)
+            self._on_cursors(-1)
         self._check_idle()
 
     def recent(self, offset: int, length: int) -> bytes | None:
@@ -499,7 +591,7 @@ class Stream:
 
     def read_file(self, offset: int, length: int) -> Deferred[bytes]:
         """Read persisted bytes from the file."""
-        return self._file.read(offset, min(length, self.size - offset))
+        return self._track(self._file.read(offset, min(length, self.size - offset)))
 
 
 def _failed(exc: Exception) -> Deferred[int]:

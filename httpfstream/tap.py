@@ -2,7 +2,8 @@
 ``twistd httpfstream``: command-line options and the service they build.
 
 `makeService` builds exactly what an embedder would: a `StreamRegistry`,
-a `StreamResource` as the root of a `Site`, and a listening endpoint.
+a `StreamResource` as the root of `site.make_site`, and a listening
+endpoint.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
-from twisted.web.http import combinedLogFormatter
-from twisted.web.server import Site
 
-from .auth import TokenError, Tokens, mask_token
+from .auth import TokenError, Tokens
+from .handoff import WebSocketOptions
 from .registry import StreamRegistry
-from .resource import StreamResource, body_limited
+from .resource import StreamResource
+from .site import make_site
 from .stream import FsyncPolicy
 
 __all__ = ["Options", "makeService"]
@@ -187,23 +188,6 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{key} must be at least 1")
 
 
-class _MaskedRequest:
-    """A request as the access log sees it: its token parameter hidden."""
-
-    def __init__(self, request: Any) -> None:
-        self._request = request
-        self.uri = mask_token(request.uri)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._request, name)
-
-
-def masked_log_formatter(timestamp: str, request: Any) -> str:
-    """The combined log format, never showing an ``access_token``."""
-    line: str = combinedLogFormatter(timestamp, _MaskedRequest(request))
-    return line
-
-
 def makeService(options: Options, reactor: Any = None) -> MultiService:
     """Build the registry, the site and the listening port."""
     if reactor is None:
@@ -216,9 +200,6 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         max_message_size=options["max-message-size"],
         max_resource_size=options["max-resource-size"],
         fsync=options["fsync"],
-        ping_interval=options["ping-interval"],
-        ping_timeout=options["ping-timeout"],
-        handshake_timeout=options["handshake-timeout"],
         max_followers=options["max-followers"],
         max_followers_per_resource=options["max-followers-per-resource"],
         reactor=reactor,
@@ -227,12 +208,16 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     # the port closes before followers are told the server is going away.
     registry.setServiceParent(top)
     tokens = Tokens.load(options["auth"]) if options["auth"] else None
-    site = Site(
-        StreamResource(registry, tokens),
-        timeout=options["idle-timeout"] or None,
-        logFormatter=masked_log_formatter,
+    websocket = WebSocketOptions(
+        ping_interval=options["ping-interval"],
+        ping_timeout=options["ping-timeout"],
+        handshake_timeout=options["handshake-timeout"],
     )
-    site.requestFactory = body_limited(options["max-message-size"])
+    site = make_site(
+        StreamResource(registry, tokens, websocket),
+        registry,
+        idle_timeout=options["idle-timeout"],
+    )
     endpoint = serverFromString(reactor, options["port"])
     StreamServerEndpointService(endpoint, site).setServiceParent(top)
     return top

@@ -30,9 +30,10 @@ from twisted.internet.protocol import Protocol
 from twisted.protocols import portforward
 from twisted.python.filepath import FilePath
 from twisted.web.resource import Resource
-from twisted.web.server import Site
 
 from httpfstream import StreamRegistry, StreamResource
+from httpfstream.handoff import WebSocketOptions
+from httpfstream.site import make_site
 
 MOUNT = "logs"
 
@@ -75,12 +76,22 @@ def start_server(
     site_timeout: float | None = None,
     **options: Any,
 ) -> Server:
-    """A registry under ``root`` and a Site on 127.0.0.1 (TLS if given)."""
+    """
+    A registry under ``root`` and a site from `make_site` on 127.0.0.1
+    (TLS if given).  ``options`` are the registry's keywords, or a
+    `WebSocketOptions` field.
+    """
+    websocket = {
+        key: options.pop(key)
+        for key in list(options)
+        if key in WebSocketOptions.__dataclass_fields__
+    }
     registry = StreamRegistry(root, **options)
     registry.startService()
     top = Resource()
-    top.putChild(MOUNT.encode(), StreamResource(registry, tokens))
-    site = Site(top, timeout=site_timeout)
+    resource = StreamResource(registry, tokens, WebSocketOptions(**websocket))
+    top.putChild(MOUNT.encode(), resource)
+    site = make_site(top, registry, idle_timeout=site_timeout or 0)
     if tls is not None:
         listening = reactor.listenSSL(port, site, tls, interface="127.0.0.1")
     else:

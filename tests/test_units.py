@@ -219,6 +219,77 @@ def test_fsync_never_does_not_sync():
     assert file.syncs == 0
 
 
+class SlowReadFile(FakeFile):
+    """Reads wait until the test fires them; records when it is closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[tuple[int, int, Deferred[bytes]]] = []
+        self.closed_with_reads_pending: bool | None = None
+
+    def read(self, offset: int, length: int) -> Deferred[bytes]:
+        d: Deferred[bytes] = Deferred()
+        self.reads.append((offset, length, d))
+        return d
+
+    def finish_read(self) -> None:
+        offset, length, d = self.reads.pop(0)
+        d.callback(bytes(self.content[offset : offset + length]))
+
+    def close(self) -> Deferred[None]:
+        self.closed_with_reads_pending = bool(self.reads)
+        return succeed(None)
+
+
+def test_file_is_closed_only_after_the_reads_in_flight():
+    # A reader that goes away while its cursor reads the file (a cut-off
+    # download) used to let the stream close the file under the read:
+    # EBADF, or worse, a read of whatever file got the descriptor next.
+    file = SlowReadFile()
+    idle: list[Stream] = []
+    stream = Stream(("s",), file, tail_size=0, on_idle=idle.append)
+    stream.begin_session(Observer())
+    stream.append(b"0123456789")
+    file.complete()
+    stream.end_session(COMPLETE)
+    sink = Sink()
+    cursor = stream.follow(sink, 0)
+    cursor.wake()
+    assert len(file.reads) == 1
+    cursor.stop()
+    assert stream.idle and idle[-1] is stream
+    closed = stream.close()
+    assert not closed.called
+    assert file.closed_with_reads_pending is None
+    file.finish_read()
+    assert closed.called
+    assert file.closed_with_reads_pending is False
+    assert sink.data == b""  # nothing sent after stop
+
+
+def test_growth_from_elsewhere_reaches_cursors_through_the_file():
+    # The seam for several processes: the stream is told the file grew
+    # (somebody else wrote it); its cursors read the new bytes from the file.
+    file = FakeFile()
+    file.content += b"abc"
+    file.size = 3
+    stream = Stream(("s",), file, tail_size=1 << 10)
+    stream.begin_session(Observer())  # the slot, held for the remote writer
+    sink = Sink()
+    cursor = stream.follow(sink, 0)
+    cursor.wake()
+    assert sink.data == b"abc"
+    file.content += b"defg"
+    stream.grown(7)
+    assert sink.data == b"abcdefg"
+    stream.grown(5)  # old news changes nothing
+    assert stream.size == 7
+    file.content += b"hi"
+    stream.ended(9, APPENDER_LOST, "appender lost")
+    assert sink.data == b"abcdefghi"
+    assert sink.ended == (APPENDER_LOST, "appender lost")
+
+
 # -- twistd options ------------------------------------------------------------
 
 

@@ -1,0 +1,182 @@
+"""
+The WebSocket appender (PROTOCOL.md section 3): an Autobahn protocol that
+drives one `session.AppendSession`.
+
+The resource has claimed the slot and begun the session before the 101;
+this protocol owns it from `handoff.Handoff.upgrade` on, and ends it
+exactly once.  Its states (Autobahn keeps the WebSocket's own)::
+
+    CONNECTING --onOpen-----------------------------> OPEN
+    CONNECTING --connection lost--------------------> DONE  end(lost)
+    OPEN  --message--> OPEN: Stream.append; queue past its mark -> pause
+                       reading the socket; a batch persisted -> resume,
+                       and with ack=1 send the size as text
+    OPEN  --peer's Close----------------------------> CLOSING
+          stop reading; end(1000): persist (+ sync), release the slot,
+          finish followers with 1000, final ack
+    CLOSING --session ended--> DONE: answer the Close (1000)
+    OPEN  --message over the limit: Autobahn closes with 1009 itself
+    OPEN  --resource over its limit (nothing of that message appended),
+            a write failed, or the server stopping--> ENDING
+          end(1009 | 1011 | 1001): persist what came before, release
+    ENDING  --session ended--> DONE: our Close (1009, 1011 or 1001)
+    ENDING  --peer's Close crosses ours--> answered after ours is sent
+    OPEN  --connection lost-------------------------> DONE  end(lost):
+          persist what arrived, release; followers get 4000
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerProtocol
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .handoff import HandedProtocol
+from .protocol import COMPLETE, GOING_AWAY, TOO_BIG, WRITE_FAILED
+from .session import AppendSession
+from .stream import ResourceFull, WriteFailed
+
+__all__ = ["AppenderProtocol", "Appending", "State"]
+
+
+@dataclass(frozen=True)
+class Appending:
+    """What the resource hands the protocol: the session, and ``ack=1``."""
+
+    session: AppendSession
+    ack: bool
+
+
+class State(enum.Enum):
+    """Where the appender's session is; see the module docstring."""
+
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSING = "closing"
+    ENDING = "ending"
+    DONE = "done"
+
+
+class AppenderProtocol(HandedProtocol[Appending]):
+    """The one appender of a stream (see the module docstring)."""
+
+    # Autobahn owns ``log``.
+    _log = Logger()
+    state_: State = State.CONNECTING
+    _reading_paused = False
+    #: Fires once a session we end with an error code has ended.
+    _ended: Deferred[None] | None = None
+
+    @property
+    def _session(self) -> AppendSession:
+        return self.session.session
+
+    def onOpen(self) -> None:
+        self.state_ = State.OPEN
+        self._session.attach(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.state_ is not State.OPEN:
+            return
+        try:
+            self._session.append(payload)
+        except ResourceFull as e:
+            self._end(TOO_BIG, str(e))
+            return
+        except WriteFailed as e:
+            self._end(WRITE_FAILED, f"write failed: {e}")
+            return
+        if self._session.queue_full:
+            self._pause_reading()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused:
+            self._reading_paused = True
+            self._socket.pauseProducing()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            self._socket.resumeProducing()
+
+    # stream.AppenderObserver, through the session.
+
+    def persisted(self, size: int) -> None:
+        if self.state_ is State.OPEN and not self._session.queue_full:
+            self._resume_reading()
+        self._send_ack(size)
+
+    def failed(self, reason: Failure) -> None:
+        self._end(WRITE_FAILED, f"write failed: {reason.getErrorMessage()}")
+
+    def shutdown(self) -> None:
+        self._end(GOING_AWAY, "server shutting down")
+
+    # Endings.
+
+    def _send_ack(self, size: int) -> None:
+        if self.session.ack and self.state == self.STATE_OPEN:
+            self.sendMessage(b"%d" % size, isBinary=False)
+
+    def onCloseFrame(self, code: int, reasonRaw: bytes) -> Any:
+        if self.state != self.STATE_OPEN or self.state_ is State.CLOSING:
+            return super().onCloseFrame(code, reasonRaw)
+        if self.state_ is State.ENDING:
+            # The peer's Close crossed ours: ours goes out once the session
+            # has ended, so the peer learns why; the peer's Close answers it.
+            assert self._ended is not None
+            self._ended.addCallback(self._crossed_close, code, reasonRaw)
+            return None
+        # OPEN: the appender is done.  Every byte it sent before this Close
+        # is persisted and the slot released before we answer.
+        self.state_ = State.CLOSING
+        self._pause_reading()
+
+        def answer(size: int) -> None:
+            self.state_ = State.DONE
+            self._send_ack(size)
+            WebSocketServerProtocol.onCloseFrame(self, code, reasonRaw)
+
+        self._session.end(COMPLETE).addCallback(answer)
+        return None
+
+    def _crossed_close(self, _: object, code: int, reasonRaw: bytes) -> None:
+        if self.state == self.STATE_CLOSING:
+            # Autobahn would abort the connection here (a server closes TCP
+            # on the answer to its Close), discarding our unsent Close;
+            # close gracefully so it is delivered.
+            self.wasClean = True
+            self.dropConnection(abort=False)
+        elif self.state == self.STATE_OPEN:
+            WebSocketServerProtocol.onCloseFrame(self, code, reasonRaw)
+
+    def _end(self, code: int, reason: str) -> None:
+        """End the session from our side, then close with ``code``."""
+        if self.state_ is not State.OPEN:
+            return
+        self.state_ = State.ENDING
+        # Keep reading, so the peer's answering Close is seen; further
+        # messages are ignored.
+        self._resume_reading()
+
+        def close(size: int) -> None:
+            self.state_ = State.DONE
+            self._send_ack(size)
+            if self.state == self.STATE_OPEN:
+                self.sendCloseFrame(
+                    code=code, reasonUtf8=reason.encode()[:123], isReply=False
+                )
+
+        self._ended = self._session.end(code, reason).addCallback(close)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.state_ in (State.CONNECTING, State.OPEN):
+            # Lost (or never opened): persist what arrived, release.  An
+            # ending already under way (CLOSING, ENDING) finishes by itself.
+            self.state_ = State.DONE
+            self._session.end(None, f"connection lost: {reason}")

@@ -1,0 +1,139 @@
+"""
+Readers, in one place: the two sinks a `stream.Cursor` sends to.
+
+- `FollowerProtocol`: a WebSocket follower (PROTOCOL.md section 4).  After
+  the 101 a cursor from the requested offset becomes the streaming producer
+  of the transport; it sends binary (``frames=text``: text) messages while
+  the transport takes them, then a Close with the cursor's code: 1000 the
+  appender finished, 4000 it was lost, 1001 the server is stopping, 1011
+  the file could not be read.
+- `ResponseSink`: an HTTP response body, for snapshots and ``follow=1``
+  (section 5); the response simply ends, since a chunked body cannot carry
+  a code.
+
+Each reader has a `records.SessionRecord`: bytes sent, and one log line
+with the code it really ended with (or ``cut`` when the client left).
+Whoever starts a reader hands it a stream it holds; the sink gives the hold
+back once its cursor exists (or at once, if the client has already gone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.python.failure import Failure
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from .handoff import HandedProtocol
+from .records import SessionRecord
+from .stream import Cursor, IFollowerSink, Stream
+
+__all__ = ["FollowerProtocol", "Following", "ResponseSink"]
+
+
+@dataclass(frozen=True)
+class Following:
+    """
+    What the resource hands a WebSocket follower: the stream (held), where
+    to start, the frame type, and the record.
+    """
+
+    stream: Stream
+    offset: int
+    text: bool
+    record: SessionRecord
+
+
+@implementer(IFollowerSink)
+class FollowerProtocol(HandedProtocol[Following]):
+    """One WebSocket follower (see the module docstring)."""
+
+    _cursor: Cursor | None = None
+    _code: int | None = None
+
+    def onOpen(self) -> None:
+        following = self.session
+        # twisted.web's HTTPChannel is still the transport's producer after
+        # the upgrade; it must go before the cursor can be registered.
+        self._socket.unregisterProducer()
+        self._cursor = following.stream.follow(self, following.offset)
+        self._socket.registerProducer(self._cursor, True)
+        following.stream.release()
+        self._cursor.wake()
+
+    # IFollowerSink
+
+    def send(self, data: bytes) -> None:
+        if self.state == self.STATE_OPEN:
+            try:
+                self.sendMessage(data, isBinary=not self.session.text)
+            except Exception:
+                # Never let the follower believe it has every byte.
+                self.session.record.end("failed", "sending failed")
+                self.dropConnection(abort=True)
+                return
+            self.session.record.add(len(data))
+
+    def finish(self, code: int, reason: str) -> None:
+        if self.state == self.STATE_OPEN:
+            self._code = code
+            self.sendCloseFrame(
+                code=code, reasonUtf8=reason.encode()[:123], isReply=False
+            )
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        """Followers have nothing to say; what they send is ignored."""
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        following = self.session
+        if self._cursor is None:
+            # Never opened: give back the hold the resource passed us.
+            following.stream.release()
+            following.record.end("cut", "before the handshake completed")
+            return
+        self._cursor.stop()
+        # The code we sent, if we closed; else what the peer's close says.
+        following.record.end(self._code if self._code is not None else code or "cut")
+
+
+@implementer(IFollowerSink)
+class ResponseSink:
+    """
+    Sends a cursor's bytes as an HTTP response body.
+
+    :param request: the response to write; its headers are set.
+    :param record: the reader's record.
+    """
+
+    def __init__(self, request: Request, record: SessionRecord) -> None:
+        self._request = request
+        self._record = record
+        self._cursor: Cursor | None = None
+        self._gone = False
+        request.notifyFinish().addErrback(self._lost)
+
+    def start(self, cursor: Cursor) -> None:
+        """Send ``cursor``'s bytes as the transport takes them."""
+        self._cursor = cursor
+        if self._gone:
+            cursor.stop()
+            return
+        self._request.registerProducer(cursor, True)
+        cursor.wake()
+
+    def _lost(self, reason: Failure) -> None:
+        self._gone = True
+        self._record.end("cut", "the client went away")
+        if self._cursor is not None:
+            self._cursor.stop()
+
+    def send(self, data: bytes) -> None:
+        self._request.write(data)
+        self._record.add(len(data))
+
+    def finish(self, code: int, reason: str) -> None:
+        if not self._gone:
+            self._record.end(code, reason)
+            self._request.unregisterProducer()
+            self._request.finish()

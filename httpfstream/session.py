@@ -1,0 +1,145 @@
+"""
+`AppendSession`: one appender's hold on a resource, from the claimed slot
+to its one ending.  WebSocket APPEND and POST both append through it.
+
+The registry makes it (`StreamRegistry.begin_append`) with the slot taken
+and the stream open; the protocol that drives it attaches as its
+`listener` when it can (a WebSocket only after the 101).  It is the
+stream's `stream.AppenderObserver`, keeps the session's record, tells the
+growth feed what it persisted, and ends exactly once.
+
+Endings, by the appender's close code (PROTOCOL.md section 7)::
+
+    end(COMPLETE)            clean close / POST done  -> followers 1000
+    end(GOING_AWAY)          server stopping          -> followers 1001
+    end(TOO_BIG | WRITE_FAILED, why)                  -> followers 4000
+    end(None, why)           connection lost, or the
+                             requester went away      -> followers 4000
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from .coordination import IGrowthFeed
+from .names import Name
+from .protocol import APPENDER_LOST, COMPLETE, GOING_AWAY
+from .records import SessionRecord
+from .stream import AppenderObserver, Stream
+
+__all__ = ["AppendSession"]
+
+
+class AppendSession:
+    """
+    One appender's session on ``stream``; see the module docstring.
+
+    :ivar listener: who hears of persisted bytes, failures and shutdown (the
+        WebSocket protocol), once attached.
+    :ivar shut_down: the server asked the session to end before a listener
+        was attached.
+    """
+
+    def __init__(
+        self, stream: Stream, record: SessionRecord, feed: IGrowthFeed
+    ) -> None:
+        self.stream = stream
+        self.record = record
+        self.listener: AppenderObserver | None = None
+        self.shut_down = False
+        self._feed = feed
+        self._counted = stream.size
+        self._ending: Deferred[int] | None = None
+        self._final: int | None = None
+        self._waiters: list[Deferred[int]] = []
+        stream.begin_session(self)
+
+    @property
+    def name(self) -> Name:
+        return self.stream.name
+
+    @property
+    def size(self) -> int:
+        """The persisted size now."""
+        return self.stream.size
+
+    @property
+    def queue_full(self) -> bool:
+        """Whether the appender should stop sending until bytes persist."""
+        return self.stream.queue_full
+
+    @property
+    def ending(self) -> bool:
+        """Whether `end` has been called."""
+        return self._ending is not None
+
+    def attach(self, listener: AppenderObserver) -> None:
+        """Send news to ``listener`` from now on."""
+        self.listener = listener
+        if self.shut_down:
+            listener.shutdown()
+
+    def append(self, data: bytes) -> None:
+        """
+        Queue ``data``; see `Stream.append` for what it raises.
+        """
+        self.stream.append(data)
+
+    def flush(self) -> Deferred[int]:
+        """Fire with the size once everything queued so far is persisted."""
+        return self.stream.flush()
+
+    def end(self, code: int | None, reason: str = "") -> Deferred[int]:
+        """
+        End the session: persist (and sync) what was sent, release the
+        slot, finish the followers, log the record.  Fires with the final
+        size.  ``code`` is the appender's close code (``None``: lost);
+        only the first call decides, later ones get the same size.
+        """
+        if self._ending is None:
+            if code == COMPLETE:
+                follower_code = COMPLETE
+            elif code == GOING_AWAY:
+                follower_code = GOING_AWAY
+            else:
+                follower_code = APPENDER_LOST
+            # A lost appender's followers are told just that; the log says
+            # how it was lost.
+            told = "appender lost" if code is None else reason
+            self._ending = self.stream.end_session(follower_code, told)
+            self._ending.addCallback(self._ended, code, reason, follower_code)
+        d: Deferred[int] = Deferred()
+        if self._final is None:
+            self._waiters.append(d)
+        else:
+            d.callback(self._final)
+        return d
+
+    def _ended(
+        self, size: int, code: int | None, reason: str, follower_code: int
+    ) -> None:
+        self._final = size
+        self._feed.ended(self.name, size, follower_code, reason)
+        self.record.end("lost" if code is None else code, reason)
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(size)
+
+    # stream.AppenderObserver
+
+    def persisted(self, size: int) -> None:
+        self.record.add(size - self._counted)
+        self._counted = size
+        self._feed.grown(self.name, size)
+        if self.listener is not None:
+            self.listener.persisted(size)
+
+    def failed(self, reason: Failure) -> None:
+        if self.listener is not None:
+            self.listener.failed(reason)
+
+    def shutdown(self) -> None:
+        self.shut_down = True
+        if self.listener is not None:
+            self.listener.shutdown()
