@@ -164,7 +164,8 @@ class StreamRegistry(Service):
         self._slots: IAppenderSlots = slots or LocalSlots()
         self._feed: IGrowthFeed = feed or LocalFeed()
         self._streams: dict[Name, Stream] = {}
-        self._opening: dict[Name, Deferred[None]] = {}
+        # Names being opened, each with whoever waits for that to end.
+        self._opening: dict[Name, list[Deferred[None]]] = {}
         self._held_slots: dict[Name, ISlot] = {}
         self._unwatch: dict[Stream, Callable[[], None]] = {}
         self._closing: set[Deferred[None]] = set()
@@ -312,7 +313,7 @@ class StreamRegistry(Service):
 
         async def look() -> ResourceState:
             while name in self._opening:
-                await self._opening[name]
+                await self._opened(name)
             stream = self._streams.get(name)
             if stream is not None:
                 return ResourceState(stream.active, stream.size)
@@ -343,18 +344,14 @@ class StreamRegistry(Service):
                     then(stream)
                 stream.hold()
                 return stream
-            opening = self._opening.get(name)
-            if opening is None:
+            if name not in self._opening:
                 break
-            await opening
-        done: Deferred[None] = Deferred()
-        self._opening[name] = done
+            await self._opened(name)
+        self._opening[name] = []
         try:
             file = await self._store.open(name, create, expected_size)
         except BaseException:
-            del self._opening[name]
-            done.callback(None)
-            self._check_all_idle()
+            self._done_opening(name)
             raise
         stream = Stream(
             name,
@@ -372,9 +369,19 @@ class StreamRegistry(Service):
         if then is not None:
             then(stream)
         stream.hold()
-        del self._opening[name]
-        done.callback(None)
+        self._done_opening(name)
         return stream
+
+    def _opened(self, name: Name) -> Deferred[None]:
+        """Fire once the open of ``name`` under way has ended."""
+        d: Deferred[None] = Deferred()
+        self._opening[name].append(d)
+        return d
+
+    def _done_opening(self, name: Name) -> None:
+        for d in self._opening.pop(name):
+            d.callback(None)
+        self._check_all_idle()
 
     def _session_ended(self, stream: Stream) -> None:
         slot = self._held_slots.pop(stream.name, None)

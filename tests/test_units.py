@@ -6,9 +6,8 @@ options.
 
 from __future__ import annotations
 
-import errno
-
 import pytest
+from fakes import FakeFile
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, succeed
@@ -17,7 +16,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from httpfstream.names import InvalidName, parse_name
-from httpfstream.store import IStoreFile
 from httpfstream.stream import (
     APPENDER_LOST,
     COMPLETE,
@@ -53,42 +51,6 @@ def test_percent_encoded_slash_separates_segments():
 
 
 # -- stream over a fake file ---------------------------------------------------
-
-
-@implementer(IStoreFile)
-class FakeFile:
-    """Each write waits until the test fires it."""
-
-    def __init__(self) -> None:
-        self.size = 0
-        self.content = bytearray()
-        self.writes: list[tuple[bytes, Deferred[None]]] = []
-        self.syncs = 0
-
-    def write(self, data: bytes, sync: bool) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self.writes.append((data, d))
-        return d
-
-    def complete(self) -> bytes:
-        data, d = self.writes.pop(0)
-        self.content += data
-        d.callback(None)
-        return data
-
-    def fail(self) -> None:
-        _, d = self.writes.pop(0)
-        d.errback(Failure(OSError(errno.EIO, "I/O error")))
-
-    def read(self, offset: int, length: int) -> Deferred[bytes]:
-        return succeed(bytes(self.content[offset : offset + length]))
-
-    def sync(self) -> Deferred[None]:
-        self.syncs += 1
-        return succeed(None)
-
-    def close(self) -> Deferred[None]:
-        return succeed(None)
 
 
 class Observer:

@@ -1,0 +1,98 @@
+"""In-memory stand-ins for the store, for tests whose timing must be exact."""
+
+from __future__ import annotations
+
+import errno
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from httpfstream.names import Name
+from httpfstream.store import IStore, IStoreFile, NotFound, SizeMismatch
+
+
+@implementer(IStoreFile)
+class FakeFile:
+    """Each write waits until the test fires it."""
+
+    def __init__(self, content: bytes = b"") -> None:
+        self.size = len(content)
+        self.content = bytearray(content)
+        self.writes: list[tuple[bytes, Deferred[None]]] = []
+        self.syncs = 0
+        self.closed = False
+
+    def write(self, data: bytes, sync: bool) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self.writes.append((data, d))
+        return d
+
+    def complete(self) -> bytes:
+        data, d = self.writes.pop(0)
+        self.content += data
+        d.callback(None)
+        return data
+
+    def fail(self) -> None:
+        _, d = self.writes.pop(0)
+        d.errback(Failure(OSError(errno.EIO, "I/O error")))
+
+    def read(self, offset: int, length: int) -> Deferred[bytes]:
+        return succeed(bytes(self.content[offset : offset + length]))
+
+    def sync(self) -> Deferred[None]:
+        self.syncs += 1
+        return succeed(None)
+
+    def close(self) -> Deferred[None]:
+        self.closed = True
+        return succeed(None)
+
+
+@implementer(IStore)
+class FakeStore:
+    """
+    Files in a dict.  Opens wait until the test calls `finish_opens`, so a
+    test decides what happens while a resource is being opened.
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[Name, FakeFile] = {}
+        self.opens: list[tuple[Name, bool, int | None, Deferred[IStoreFile]]] = []
+        self.running = False
+
+    def start(self) -> None:
+        self.running = True
+
+    def stop(self) -> None:
+        self.running = False
+
+    def open(
+        self, name: Name, create: bool, expected_size: int | None
+    ) -> Deferred[IStoreFile]:
+        d: Deferred[IStoreFile] = Deferred()
+        self.opens.append((name, create, expected_size, d))
+        return d
+
+    def finish_opens(self) -> None:
+        opens, self.opens = self.opens, []
+        for name, create, expected_size, d in opens:
+            file = self.files.get(name)
+            if expected_size is not None:
+                size = None if file is None else len(file.content)
+                if (size or 0) != expected_size:
+                    d.errback(SizeMismatch(size))
+                    continue
+            if name not in self.files:
+                if not create:
+                    d.errback(NotFound("/".join(name)))
+                    continue
+                self.files[name] = FakeFile()
+            file = self.files[name]
+            file.closed = False
+            d.callback(file)
+
+    def stat(self, name: Name) -> Deferred[int | None]:
+        file = self.files.get(name)
+        return succeed(None if file is None else len(file.content))

@@ -1,0 +1,154 @@
+"""
+`StreamRegistry` over a fake store and a `task.Clock`: the appender slot,
+cancellation while a resource opens, and shutdown, including the forced
+close when a session never ends.
+"""
+
+from __future__ import annotations
+
+import pytest
+from fakes import FakeFile, FakeStore
+from twisted.internet.defer import CancelledError
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs
+from zope.interface import implementer
+
+from httpfstream.protocol import GOING_AWAY, ResourceState
+from httpfstream.registry import AppenderConflict, OffsetMismatch, StreamRegistry
+from httpfstream.stream import IFollowerSink
+
+NAME = ("a.log",)
+
+
+@implementer(IFollowerSink)
+class Sink:
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.ended: tuple[int, str] | None = None
+
+    def send(self, data: bytes) -> None:
+        self.data += data
+
+    def finish(self, code: int, reason: str) -> None:
+        self.ended = (code, reason)
+
+
+def make_registry(**options) -> tuple[StreamRegistry, FakeStore, Clock]:
+    clock = Clock()
+    store = FakeStore()
+    registry = StreamRegistry("unused", reactor=clock, store=store, **options)
+    registry.startService()
+    return registry, store, clock
+
+
+def test_of_two_racing_appenders_exactly_one_wins():
+    registry, store, _ = make_registry()
+    first = registry.begin_append(NAME)
+    second = registry.begin_append(NAME)
+    # The second is refused without opening anything...
+    assert len(store.opens) == 1
+    store.finish_opens()
+    session = first.result
+    assert registry.active(NAME)
+    # ...with what a 409 says: held, and the size.
+    assert isinstance(second.result.value, AppenderConflict)
+    assert second.result.value.state == ResourceState(True, 0)
+    second.addErrback(lambda f: None)
+    session.end(1000)
+    assert not registry.active(NAME)
+
+
+def test_an_offset_mismatch_gives_the_slot_back():
+    registry, store, _ = make_registry()
+    store.files[NAME] = FakeFile(b"abc")
+    d = registry.begin_append(NAME, expected_size=5)
+    store.finish_opens()
+    assert isinstance(d.result.value, OffsetMismatch)
+    assert d.result.value.state == ResourceState(False, 3)
+    d.addErrback(lambda f: None)
+    assert not registry.active(NAME)
+    assert registry.streams == 0
+
+
+def test_cancelled_open_releases_the_stream_once_it_is_open():
+    registry, store, _ = make_registry()
+    store.files[NAME] = FakeFile(b"abc")
+    d = registry.open(NAME)
+    d.cancel()
+    assert isinstance(d.result.value, CancelledError)
+    d.addErrback(lambda f: None)
+    idle = registry.when_idle()
+    assert not idle.called  # still opening
+    store.finish_opens()
+    assert idle.called
+    assert store.files[NAME].closed
+
+
+def test_cancelled_begin_append_ends_the_session_once_it_is_open():
+    registry, store, _ = make_registry()
+    d = registry.begin_append(NAME)
+    d.cancel()
+    d.addErrback(lambda f: None)
+    assert registry.active(NAME)  # the claim stands until the open is done
+    store.finish_opens()
+    assert not registry.active(NAME)
+    assert registry.when_idle().called
+    assert registry.counters.ended  # the session was recorded as ended
+
+
+def test_shutdown_ends_followers_with_1001_and_closes_files():
+    registry, store, _ = make_registry()
+    store.files[NAME] = FakeFile(b"abc")
+    d = registry.open(NAME)
+    store.finish_opens()
+    stream = d.result
+    sink = Sink()
+    stream.follow(sink, 0)
+    stream.release()
+    stopped = registry.stopService()
+    assert sink.ended == (GOING_AWAY, "server shutting down")
+    assert stopped.called
+    assert store.files[NAME].closed
+    assert not store.running
+
+
+def test_shutdown_closes_files_anyway_when_a_session_never_ends():
+    registry, store, clock = make_registry(shutdown_timeout=15)
+    d = registry.begin_append(NAME)
+    store.finish_opens()
+    session = d.result
+    # No protocol is attached to end the session when asked to.
+    with capturedLogs() as events:
+        stopped = registry.stopService()
+        assert session.shut_down
+        clock.advance(14.9)
+        assert not stopped.called
+        assert not store.files[NAME].closed
+        clock.advance(0.2)
+    assert stopped.called
+    assert store.files[NAME].closed
+    assert not store.running
+    warnings = [e for e in events if e["log_level"] is LogLevel.warn]
+    assert len(warnings) == 1
+    assert warnings[0]["count"] == 1
+
+
+def test_when_idle_fires_at_once_with_nothing_open():
+    registry, _, _ = make_registry()
+    assert registry.when_idle().called
+
+
+@pytest.mark.parametrize("limit", ["max_followers", "max_followers_per_resource"])
+def test_reader_limits_count_records(limit):
+    from httpfstream.records import Kind
+
+    registry, store, _ = make_registry(**{limit: 1})
+    store.files[NAME] = FakeFile(b"abc")
+    d = registry.open(NAME)
+    store.finish_opens()
+    stream = d.result
+    assert registry.room_for_reader(stream)
+    record = registry.record(Kind.SNAPSHOT, NAME, "peer")
+    stream.snapshot(Sink(), 0, 3)
+    assert not registry.room_for_reader(stream)
+    record.end(200)
