@@ -2,17 +2,27 @@
 httpfstream: one writer appends to a file over a WebSocket while any number
 of readers follow it live.
 
-The server side is two classes::
+The server side, embedded in any twisted.web tree::
 
     registry = StreamRegistry("/var/lib/httpfstream")
+    registry.setServiceParent(application)
     root.putChild(b"logs", StreamResource(registry))
-    site = Site(root)
-    site.requestFactory = body_limited(registry.max_message_size)  # optional
+    site = make_site(root, registry)   # body limit, masked log, timeouts
 
-and ``httpfstream.client`` is the Deferred-returning client API.
+``StreamResource(registry, tokens, WebSocketOptions(...))`` takes the
+WebSocket pings and timeouts.  ``httpfstream.client`` is the
+Deferred-returning client API.
 """
 
+from .handoff import WebSocketOptions
 from .registry import StreamRegistry
 from .resource import StreamResource, body_limited
+from .site import make_site
 
-__all__ = ["StreamRegistry", "StreamResource", "body_limited"]
+__all__ = [
+    "StreamRegistry",
+    "StreamResource",
+    "WebSocketOptions",
+    "body_limited",
+    "make_site",
+]

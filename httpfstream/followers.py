@@ -26,7 +26,8 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from .handoff import HandedProtocol
-from .records import SessionRecord
+from .protocol import COMPLETE
+from .records import Kind, SessionRecord
 from .stream import Cursor, IFollowerSink, Stream
 
 __all__ = ["FollowerProtocol", "Following", "ResponseSink"]
@@ -134,6 +135,9 @@ class ResponseSink:
 
     def finish(self, code: int, reason: str) -> None:
         if not self._gone:
-            self._record.end(code, reason)
+            # A snapshot that got all its bytes logs its status; a follow
+            # logs how it ended, which its chunked body cannot say.
+            whole = code == COMPLETE and self._record.kind is Kind.SNAPSHOT
+            self._record.end(self._request.code if whole else code, reason)
             self._request.unregisterProducer()
             self._request.finish()

@@ -523,7 +523,7 @@ class StreamResource(Resource):
             raise Refusal(
                 500, f"write failed: {e}", state=ResourceState(False, size)
             ) from None
-        size = await session.end(COMPLETE)
+        size = await session.end(COMPLETE, outcome=200)
         if request.finished or request.channel is None:
             return
         _state_headers(request, ResourceState(self._registry.active(name), size))

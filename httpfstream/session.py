@@ -90,12 +90,16 @@ class AppendSession:
         """Fire with the size once everything queued so far is persisted."""
         return self.stream.flush()
 
-    def end(self, code: int | None, reason: str = "") -> Deferred[int]:
+    def end(
+        self, code: int | None, reason: str = "", outcome: int | None = None
+    ) -> Deferred[int]:
         """
         End the session: persist (and sync) what was sent, release the
         slot, finish the followers, log the record.  Fires with the final
-        size.  ``code`` is the appender's close code (``None``: lost);
-        only the first call decides, later ones get the same size.
+        size.  ``code`` is the appender's close code (``None``: lost; a
+        POST passes its error status); ``outcome``, if given, is what the
+        record logs instead (a POST's 200).  Only the first call decides;
+        later ones get the same size.
         """
         if self._ending is None:
             if code == COMPLETE:
@@ -108,7 +112,8 @@ class AppendSession:
             # how it was lost.
             told = "appender lost" if code is None else reason
             self._ending = self.stream.end_session(follower_code, told)
-            self._ending.addCallback(self._ended, code, reason, follower_code)
+            logged = outcome if outcome is not None else code
+            self._ending.addCallback(self._ended, logged, reason, follower_code)
         d: Deferred[int] = Deferred()
         if self._final is None:
             self._waiters.append(d)

@@ -208,3 +208,55 @@ async def test_a_hundred_downloads_cut_off_mid_transfer(make_server, tmp_path):
     assert server.registry.streams == 0
     assert open_files_under(root) == []
     assert root.child("live.log").getContent() == content
+
+
+async def test_every_session_logs_one_line_when_it_ends(server):
+    from helpers import close, finished, get
+
+    def sessions(events: list[dict]) -> list[tuple[str, str, int]]:
+        return sorted(
+            (e["kind"], e["outcome"], e["nbytes"])
+            for e in events
+            if e.get("log_namespace") == "httpfstream.session"
+        )
+
+    with capturedLogs() as events:
+        a = await ws(server.ws_url("s.log", ack=1), "APPEND")
+        follower = await ws(server.ws_url("s.log"))
+        a.sendMessage(b"hello")
+        await a.until_ack(5)
+        status, _, body = await get(server.url("s.log"))  # a snapshot
+        assert (status, body) == (200, b"hello")
+        assert await close(a) == 1000
+        assert await finished(follower) == 1000
+        status, _, body = await get(server.url("s.log", follow=1))
+        assert (status, body) == (200, b"hello")
+        status, _, _ = await get(server.url("p.log"), method="POST", data=b"posted")
+        assert status == 200
+    assert sessions(events) == [
+        ("append", "1000", 5),
+        ("follow-http", "1000", 5),
+        ("follow-ws", "1000", 5),
+        ("post", "200", 6),
+        ("snapshot", "200", 5),
+    ]
+
+
+async def test_followers_at_shutdown_are_logged_with_the_code_they_get(
+    make_server,
+):
+    from helpers import appender, finished
+
+    server = make_server()
+    a = await appender(server, "bye.log")
+    follower = await ws(server.ws_url("bye.log"))
+    with capturedLogs() as events:
+        await server.stop()
+    assert await finished(follower) == 1001
+    assert await finished(a) == 1001
+    outcomes = {
+        e["kind"]: e["outcome"]
+        for e in events
+        if e.get("log_namespace") == "httpfstream.session"
+    }
+    assert outcomes == {"follow-ws": "1001", "append": "1001"}
