@@ -16,8 +16,8 @@ Deferred-returning client API.
 
 from .handoff import WebSocketOptions
 from .registry import StreamRegistry
-from .resource import StreamResource, body_limited
-from .site import make_site
+from .resource import StreamResource
+from .site import body_limited, make_site
 
 __all__ = [
     "StreamRegistry",

@@ -63,7 +63,7 @@ from .session import AppendSession
 from .store import NotAResource, NotFound
 from .stream import ResourceFull, Stream
 
-__all__ = ["StreamResource", "body_limited"]
+__all__ = ["StreamResource", "write_text"]
 
 _log = Logger()
 _X_VERB = header_bytes(X_VERB)
@@ -530,49 +530,3 @@ class StreamResource(Resource):
         request.setHeader(b"Content-Length", b"0")
         request.write(b"")
         request.finish()
-
-
-def body_limited(max_body_size: int) -> type[Request]:
-    """
-    A ``Site.requestFactory`` that refuses request bodies over
-    ``max_body_size`` bytes (0: no limit) with ``413`` before reading them:
-    by ``Content-Length`` at once, a chunked body as soon as it passes the
-    limit.  twisted.web otherwise reads every body whole (into a temporary
-    file) before any resource sees the request (STACK_NOTES.md 7.3).
-
-    Uses twisted.web's ``gotLength``/``handleContentChunk`` hooks, which it
-    documents as "not intended for users" (twisted issues #4688, #5511).
-    """
-
-    class BodyLimitedRequest(Request):
-        _received = 0
-        _refused = False
-
-        def gotLength(self, length: int | None) -> None:
-            if max_body_size and length is not None and length > max_body_size:
-                self._refuse()
-            super().gotLength(0 if self._refused else length)
-
-        def handleContentChunk(self, data: bytes) -> None:
-            if self._refused:
-                return
-            self._received += len(data)
-            if max_body_size and self._received > max_body_size:
-                self._refuse()
-                return
-            super().handleContentChunk(data)
-
-        def _refuse(self) -> None:
-            self._refused = True
-            body = b"the body is larger than the maximum of %d bytes\n" % max_body_size
-            transport = self.channel.transport if self.channel else None
-            if transport is None:
-                return
-            transport.write(
-                b"HTTP/1.1 413 Content Too Large\r\n"
-                b"Content-Type: text/plain; charset=utf-8\r\n"
-                b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
-            )
-            transport.loseConnection()
-
-    return BodyLimitedRequest
