@@ -419,23 +419,25 @@ class StreamResource(Resource):
         """``follow=1``: a chunked response that streams live."""
         stream = await self._open(name)
         try:
-            self._room(stream, "followers")
-            start = self._start(request, stream)
-            _state_headers(request, ResourceState(stream.active, stream.size))
-            request.setHeader(header_bytes(OFFSET), b"%d" % start)
-            request.setHeader(b"Content-Type", _content_type(name))
-            request.setHeader(b"Cache-Control", b"no-store")
-            if not stream.active:
-                request.setHeader(b"Content-Length", b"%d" % (stream.size - start))
-            # Send the headers now: a live follow may wait long for a byte.
-            request.write(b"")
-            record = self._registry.record(
-                Kind.FOLLOW_HTTP, name, _peer(request), start
-            )
-            sink = ResponseSink(request, record)
-            sink.start(stream.follow(sink, start))
+            self._stream_body(request, name, stream)
         finally:
             stream.release()
+
+    def _stream_body(self, request: Request, name: Name, stream: Stream) -> None:
+        """Follow ``stream`` (held by the caller) in the response body."""
+        self._room(stream, "followers")
+        start = self._start(request, stream)
+        _state_headers(request, ResourceState(stream.active, stream.size))
+        request.setHeader(header_bytes(OFFSET), b"%d" % start)
+        request.setHeader(b"Content-Type", _content_type(name))
+        request.setHeader(b"Cache-Control", b"no-store")
+        if not stream.active:
+            request.setHeader(b"Content-Length", b"%d" % (stream.size - start))
+        # Send the headers now: a live follow may wait long for a byte.
+        request.write(b"")
+        record = self._registry.record(Kind.FOLLOW_HTTP, name, _peer(request), start)
+        sink = ResponseSink(request, record)
+        sink.start(stream.follow(sink, start))
 
     async def _follow_ws(self, request: Request, name: Name) -> None:
         """A WebSocket FOLLOW: 101 while an appender holds it, else 200."""
@@ -444,7 +446,7 @@ class StreamResource(Resource):
         try:
             if not stream.active:
                 # Nothing to follow live: the content, over plain HTTP.
-                await self._follow_http(request, name)
+                self._stream_body(request, name, stream)
                 return
             self._room(stream, "followers")
             start = self._start(request, stream)
