@@ -51,7 +51,6 @@ class FollowerProtocol(HandedProtocol[Following]):
     """One WebSocket follower (see the module docstring)."""
 
     _cursor: Cursor | None = None
-    _code: int | None = None
 
     def onOpen(self) -> None:
         following = self.session
@@ -78,7 +77,7 @@ class FollowerProtocol(HandedProtocol[Following]):
 
     def finish(self, code: int, reason: str) -> None:
         if self.state == self.STATE_OPEN:
-            self._code = code
+            self.session.record.end(code, reason)
             self.sendCloseFrame(
                 code=code, reasonUtf8=reason.encode()[:123], isReply=False
             )
@@ -94,8 +93,8 @@ class FollowerProtocol(HandedProtocol[Following]):
             following.record.end("cut", "before the handshake completed")
             return
         self._cursor.stop()
-        # The code we sent, if we closed; else what the peer's close says.
-        following.record.end(self._code if self._code is not None else code or "cut")
+        # Unless we ended it (`finish`), the peer did, or the connection.
+        following.record.end(code if code is not None else "cut", reason or "")
 
 
 @implementer(IFollowerSink)

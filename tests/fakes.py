@@ -1,4 +1,5 @@
-"""In-memory stand-ins for the store, for tests whose timing must be exact."""
+"""In-memory stand-ins (a file, a store, a sink), for tests whose timing must
+be exact."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from zope.interface import implementer
 
 from httpfstream.names import Name
 from httpfstream.store import IStore, IStoreFile, NotFound, SizeMismatch
+from httpfstream.stream import IFollowerSink
 
 
 @implementer(IStoreFile)
@@ -96,3 +98,18 @@ class FakeStore:
     def stat(self, name: Name) -> Deferred[int | None]:
         file = self.files.get(name)
         return succeed(None if file is None else len(file.content))
+
+
+@implementer(IFollowerSink)
+class Sink:
+    """Collects what a cursor sends, and how it finished."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.ended: tuple[int, str] | None = None
+
+    def send(self, data: bytes) -> None:
+        self.data += data
+
+    def finish(self, code: int, reason: str) -> None:
+        self.ended = (code, reason)

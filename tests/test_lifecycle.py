@@ -78,6 +78,21 @@ async def answered(server: Server) -> None:
     assert status == 404
 
 
+async def cut_while_opening(server: Server, store: GatedStore, request: bytes) -> None:
+    """
+    Send ``request``, cut the connection while the server opens its
+    resource, then let the open finish; fires once nothing is open.
+    """
+    client = await raw(server)
+    client.send(request)
+    await store.opening.addTimeout(10, reactor)
+    client.transport.abortConnection()
+    await client.closed.addTimeout(10, reactor)
+    await answered(server)
+    store.release()
+    await server.registry.when_idle().addTimeout(10, reactor)
+
+
 @pytest.mark.parametrize(
     "request_line",
     [
@@ -96,14 +111,7 @@ async def test_reader_gone_while_opening_leaves_nothing_held(
     store = GatedStore(root)
     server = make_server(root, store=store)
     with capturedLogs() as events:
-        client = await raw(server)
-        client.send(request_line)
-        await store.opening.addTimeout(10, reactor)
-        client.transport.abortConnection()
-        await client.closed.addTimeout(10, reactor)
-        await answered(server)
-        store.release()
-        await server.registry.when_idle().addTimeout(10, reactor)
+        await cut_while_opening(server, store, request_line)
     assert critical(events) == []
     assert server.registry.counters.readers == 0
     assert open_files_under(root) == []
@@ -116,21 +124,14 @@ async def test_appender_gone_while_opening_gives_the_slot_back(
     root = FilePath(str(tmp_path)).child("root")
     store = GatedStore(root)
     server = make_server(root, store=store)
+    if method == "websocket":
+        request = upgrade_request("/logs/new.log", X_Verb="APPEND")
+    else:
+        request = (
+            b"POST /logs/new.log HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+        )
     with capturedLogs() as events:
-        client = await raw(server)
-        if method == "websocket":
-            client.send(upgrade_request("/logs/new.log", X_Verb="APPEND"))
-        else:
-            client.send(
-                b"POST /logs/new.log HTTP/1.1\r\nHost: x\r\n"
-                b"Content-Length: 5\r\n\r\nhello"
-            )
-        await store.opening.addTimeout(10, reactor)
-        client.transport.abortConnection()
-        await client.closed.addTimeout(10, reactor)
-        await answered(server)
-        store.release()
-        await server.registry.when_idle().addTimeout(10, reactor)
+        await cut_while_opening(server, store, request)
     assert critical(events) == []
     assert not server.registry.active(("new.log",))
     # The next appender gets the slot, and nothing was appended.

@@ -7,30 +7,15 @@ close when a session never ends.
 from __future__ import annotations
 
 import pytest
-from fakes import FakeFile, FakeStore
+from fakes import FakeFile, FakeStore, Sink
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
-from zope.interface import implementer
 
 from httpfstream.protocol import GOING_AWAY, ResourceState
 from httpfstream.registry import AppenderConflict, OffsetMismatch, StreamRegistry
-from httpfstream.stream import IFollowerSink
 
 NAME = ("a.log",)
-
-
-@implementer(IFollowerSink)
-class Sink:
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.ended: tuple[int, str] | None = None
-
-    def send(self, data: bytes) -> None:
-        self.data += data
-
-    def finish(self, code: int, reason: str) -> None:
-        self.ended = (code, reason)
 
 
 def make_registry(**options) -> tuple[StreamRegistry, FakeStore, Clock]:

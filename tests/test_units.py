@@ -7,20 +7,18 @@ options.
 from __future__ import annotations
 
 import pytest
-from fakes import FakeFile
+from fakes import FakeFile, Sink
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, succeed
 from twisted.python import usage
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from httpfstream.names import InvalidName, parse_name
 from httpfstream.stream import (
     APPENDER_LOST,
     COMPLETE,
     FsyncPolicy,
-    IFollowerSink,
     ResourceFull,
     Stream,
     WriteFailed,
@@ -66,19 +64,6 @@ class Observer:
 
     def shutdown(self) -> None:
         pass
-
-
-@implementer(IFollowerSink)
-class Sink:
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.ended: tuple[int, str] | None = None
-
-    def send(self, data: bytes) -> None:
-        self.data += data
-
-    def finish(self, code: int, reason: str) -> None:
-        self.ended = (code, reason)
 
 
 def make_stream(**kwargs) -> tuple[Stream, FakeFile, Observer]:
