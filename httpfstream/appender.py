@@ -4,7 +4,7 @@ drives one `session.AppendSession`.
 
 The resource has claimed the slot and begun the session before the 101;
 this protocol owns it from `handoff.Handoff.upgrade` on, and ends it
-exactly once.  Its states (Autobahn keeps the WebSocket's own)::
+exactly once.  Its phases (Autobahn keeps the WebSocket's own `state`)::
 
     CONNECTING --onOpen-----------------------------> OPEN
     CONNECTING --connection lost--------------------> DONE  end(lost)
@@ -41,7 +41,7 @@ from .protocol import COMPLETE, GOING_AWAY, TOO_BIG, WRITE_FAILED
 from .session import AppendSession
 from .stream import ResourceFull, WriteFailed
 
-__all__ = ["AppenderProtocol", "Appending", "State"]
+__all__ = ["AppenderProtocol", "Appending", "Phase"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class Appending:
     ack: bool
 
 
-class State(enum.Enum):
+class Phase(enum.Enum):
     """Where the appender's session is; see the module docstring."""
 
     CONNECTING = "connecting"
@@ -67,7 +67,7 @@ class AppenderProtocol(HandedProtocol[Appending]):
 
     # Autobahn owns ``log``.
     _log = Logger()
-    state_: State = State.CONNECTING
+    phase: Phase = Phase.CONNECTING
     _reading_paused = False
     #: Fires once a session we end with an error code has ended.
     _ended: Deferred[None] | None = None
@@ -77,11 +77,11 @@ class AppenderProtocol(HandedProtocol[Appending]):
         return self.session.session
 
     def onOpen(self) -> None:
-        self.state_ = State.OPEN
+        self.phase = Phase.OPEN
         self._session.attach(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if self.state_ is not State.OPEN:
+        if self.phase is not Phase.OPEN:
             return
         try:
             self._session.append(payload)
@@ -107,7 +107,7 @@ class AppenderProtocol(HandedProtocol[Appending]):
     # stream.AppenderObserver, through the session.
 
     def persisted(self, size: int) -> None:
-        if self.state_ is State.OPEN and not self._session.queue_full:
+        if self.phase is Phase.OPEN and not self._session.queue_full:
             self._resume_reading()
         self._send_ack(size)
 
@@ -124,9 +124,9 @@ class AppenderProtocol(HandedProtocol[Appending]):
             self.sendMessage(b"%d" % size, isBinary=False)
 
     def onCloseFrame(self, code: int, reasonRaw: bytes) -> Any:
-        if self.state != self.STATE_OPEN or self.state_ is State.CLOSING:
+        if self.state != self.STATE_OPEN or self.phase is Phase.CLOSING:
             return super().onCloseFrame(code, reasonRaw)
-        if self.state_ is State.ENDING:
+        if self.phase is Phase.ENDING:
             # The peer's Close crossed ours: ours goes out once the session
             # has ended, so the peer learns why; the peer's Close answers it.
             assert self._ended is not None
@@ -134,11 +134,11 @@ class AppenderProtocol(HandedProtocol[Appending]):
             return None
         # OPEN: the appender is done.  Every byte it sent before this Close
         # is persisted and the slot released before we answer.
-        self.state_ = State.CLOSING
+        self.phase = Phase.CLOSING
         self._pause_reading()
 
         def answer(size: int) -> None:
-            self.state_ = State.DONE
+            self.phase = Phase.DONE
             self._send_ack(size)
             WebSocketServerProtocol.onCloseFrame(self, code, reasonRaw)
 
@@ -157,15 +157,15 @@ class AppenderProtocol(HandedProtocol[Appending]):
 
     def _end(self, code: int, reason: str) -> None:
         """End the session from our side, then close with ``code``."""
-        if self.state_ is not State.OPEN:
+        if self.phase is not Phase.OPEN:
             return
-        self.state_ = State.ENDING
+        self.phase = Phase.ENDING
         # Keep reading, so the peer's answering Close is seen; further
         # messages are ignored.
         self._resume_reading()
 
         def close(size: int) -> None:
-            self.state_ = State.DONE
+            self.phase = Phase.DONE
             self._send_ack(size)
             if self.state == self.STATE_OPEN:
                 self.sendCloseFrame(
@@ -175,8 +175,8 @@ class AppenderProtocol(HandedProtocol[Appending]):
         self._ended = self._session.end(code, reason).addCallback(close)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if self.state_ in (State.CONNECTING, State.OPEN):
+        if self.phase in (Phase.CONNECTING, Phase.OPEN):
             # Lost (or never opened): persist what arrived, release.  An
             # ending already under way (CLOSING, ENDING) finishes by itself.
-            self.state_ = State.DONE
+            self.phase = Phase.DONE
             self._session.end(None, f"connection lost: {reason}")
