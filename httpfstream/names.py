@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["InvalidName", "Name", "parse_name"]
+__all__ = ["STATE_FOLDER", "InvalidName", "Name", "parse_name"]
+
+#: The folder under the storage root where the server keeps its own state
+#: (section 9); no resource name may reach it.
+STATE_FOLDER = ".httpfstream"
 
 #: A validated resource name: its path segments, each non-empty and neither
 #: ``.`` nor ``..``, with no ``/`` or NUL inside.
@@ -35,7 +39,8 @@ def parse_name(segments: Sequence[bytes]) -> Name:
 
     :param segments: the path below the mount point, one item per segment.
     :raises InvalidName: the name is empty, ends in ``/``, holds a NUL byte,
-        an empty, ``.`` or ``..`` segment, or is not UTF-8.
+        an empty, ``.`` or ``..`` segment, is not UTF-8, or leads into the
+        server's own state folder.
     """
     raw = b"/".join(segments)
     if not raw:
@@ -54,4 +59,6 @@ def parse_name(segments: Sequence[bytes]) -> Name:
             raise InvalidName("resource name has an empty segment")
         if part in (".", ".."):
             raise InvalidName(f"resource name has a {part!r} segment")
+    if parts[0] == STATE_FOLDER:
+        raise InvalidName(f"{STATE_FOLDER}/ holds the server's own state")
     return parts

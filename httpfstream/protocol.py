@@ -18,6 +18,7 @@ __all__ = [
     "APPEND",
     "APPENDER_LOST",
     "COMPLETE",
+    "COMPLETE_HEADER",
     "FOLLOW",
     "GOING_AWAY",
     "OFFSET",
@@ -49,6 +50,8 @@ ACTIVE = "Httpfstream-Active"
 SIZE = "Httpfstream-Size"
 #: The absolute offset a follow's data starts at.
 OFFSET = "Httpfstream-Offset"
+#: ``1`` when the resource's last append session ended well (section 9).
+COMPLETE_HEADER = "Httpfstream-Complete"
 
 
 def header_bytes(name: str) -> bytes:
@@ -120,14 +123,21 @@ class ResourceState:
 
     :ivar active: whether an appender holds it.
     :ivar size: its persisted size; ``None`` when it has no file.
+    :ivar complete: whether its last append session ended well (and none
+        holds it now).
     """
 
     active: bool
     size: int | None
+    complete: bool = True
 
     def headers(self) -> dict[str, str]:
-        """``Httpfstream-Active`` and, if there is a file, ``-Size``."""
+        """
+        ``Httpfstream-Active`` and, if there is a file, ``-Size`` and
+        ``-Complete``.
+        """
         headers = {ACTIVE: "1" if self.active else "0"}
         if self.size is not None:
             headers[SIZE] = str(self.size)
+            headers[COMPLETE_HEADER] = "1" if self.complete and not self.active else "0"
         return headers

@@ -288,12 +288,20 @@ class StreamRegistry(Service):
             stream = await self._get(name, True, expected_size, begin)
         except SizeMismatch as e:
             slot.release()
-            raise OffsetMismatch(ResourceState(False, e.size)) from None
+            raise OffsetMismatch(ResourceState(False, e.size, e.complete)) from None
         except BaseException:
             slot.release()
             raise
         stream.release()  # the session keeps it open
-        return sessions[0]
+        session = sessions[0]
+        try:
+            # Incomplete, durably, before the appender hears yes.
+            await stream.mark(False)
+        except BaseException:
+            _log.failure("recording {name} incomplete", name="/".join(name))
+            session.end(None, "could not record the session")
+            raise
+        return session
 
     def open(self, name: Name) -> Deferred[Stream]:
         """
@@ -316,9 +324,11 @@ class StreamRegistry(Service):
                 await self._opened(name)
             stream = self._streams.get(name)
             if stream is not None:
-                return ResourceState(stream.active, stream.size)
-            size = await self._store.stat(name)
-            return ResourceState(self.active(name), size)
+                return stream.state
+            stored = await self._store.stat(name)
+            if stored is None:
+                return ResourceState(self.active(name), None)
+            return ResourceState(self.active(name), stored.size, stored.complete)
 
         return Deferred.fromCoroutine(look())
 
@@ -339,7 +349,7 @@ class StreamRegistry(Service):
             stream = self._streams.get(name)
             if stream is not None:
                 if expected_size is not None and stream.size != expected_size:
-                    raise SizeMismatch(stream.size)
+                    raise SizeMismatch(stream.size, stream.complete)
                 if then is not None:
                     then(stream)
                 stream.hold()

@@ -358,7 +358,7 @@ class StreamResource(Resource):
                 503,
                 f"too many {what}; try again later",
                 {b"Retry-After": b"5"},
-                ResourceState(stream.active, stream.size),
+                stream.state,
             )
 
     async def _head(self, request: Request, name: Name) -> None:
@@ -375,7 +375,7 @@ class StreamResource(Resource):
         self, request: Request, name: Name, stream: Stream
     ) -> tuple[int, int]:
         """Set a snapshot's headers (Range, 206); the bytes it will send."""
-        state = ResourceState(stream.active, stream.size)
+        state = stream.state
         try:
             byte_range = _byte_range(request.getHeader(b"range"), stream.size)
         except Refusal as refusal:
@@ -412,7 +412,7 @@ class StreamResource(Resource):
         try:
             return _start_offset(_int_arg(request, Param.OFFSET.key), stream.size)
         except Refusal as refusal:
-            refusal.state = ResourceState(stream.active, stream.size)
+            refusal.state = stream.state
             raise
 
     async def _follow_http(self, request: Request, name: Name) -> None:
@@ -427,7 +427,7 @@ class StreamResource(Resource):
         """Follow ``stream`` (held by the caller) in the response body."""
         self._room(stream, "followers")
         start = self._start(request, stream)
-        _state_headers(request, ResourceState(stream.active, stream.size))
+        _state_headers(request, stream.state)
         request.setHeader(header_bytes(OFFSET), b"%d" % start)
         request.setHeader(b"Content-Type", _content_type(name))
         request.setHeader(b"Cache-Control", b"no-store")
@@ -451,7 +451,7 @@ class StreamResource(Resource):
             self._room(stream, "followers")
             start = self._start(request, stream)
             text = (_arg(request, Param.FRAMES.key) or b"").lower() == b"text"
-            headers = ResourceState(True, stream.size).headers()
+            headers = stream.state.headers()
             headers[OFFSET] = str(start)
             record = self._registry.record(Kind.FOLLOW_WS, name, _peer(request), start)
             following = Following(stream, start, text, record)
@@ -496,7 +496,7 @@ class StreamResource(Resource):
             # The server began stopping meanwhile.
             session.end(None, "server shutting down")
             raise ShuttingDown()
-        headers = ResourceState(True, session.size).headers()
+        headers = session.stream.state.headers()
         if not self._appenders.upgrade(request, Appending(session, ack), headers):
             session.end(None, "the client went away before the upgrade")
 
@@ -528,7 +528,10 @@ class StreamResource(Resource):
         size = await session.end(COMPLETE, outcome=200)
         if request.finished or request.channel is None:
             return
-        _state_headers(request, ResourceState(self._registry.active(name), size))
+        state = ResourceState(
+            self._registry.active(name), size, session.stream.complete
+        )
+        _state_headers(request, state)
         request.setHeader(b"Content-Length", b"0")
         request.write(b"")
         request.finish()

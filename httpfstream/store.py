@@ -9,6 +9,15 @@ per file in flight, which is what keeps appends in order (STACK_NOTES.md
 8.2: concurrent ``deferToThread`` appends to one file come out of order).
 Reads at an offset (``os.pread``) may run beside a write; they only ever ask
 for bytes the caller knows are already written.
+
+Completion (PROTOCOL section 9) is kept beside the bytes, outside the
+names a request can reach: a resource whose last append session did not end
+well has an empty *marker* file at the same relative path under
+``ROOT/.httpfstream/incomplete/``.  No marker means complete, so a file put
+into the root by other means counts as complete.  A marker is created when
+a session begins and removed when it ends well; both survive the server
+process (a SIGKILL included), and with ``sync`` the marker's folder is
+fsynced too, so they survive a power cut.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
@@ -27,7 +36,7 @@ from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 from zope.interface import Attribute, Interface, implementer
 
-from .names import Name
+from .names import STATE_FOLDER, Name
 
 __all__ = [
     "FileStore",
@@ -36,6 +45,7 @@ __all__ = [
     "NotAResource",
     "NotFound",
     "SizeMismatch",
+    "Stored",
 ]
 
 _T = TypeVar("_T")
@@ -58,17 +68,35 @@ class SizeMismatch(Exception):
     The resource does not hold the expected number of bytes.
 
     :ivar size: its real size, or ``None`` when it does not exist.
+    :ivar complete: whether its last append session ended well.
     """
 
-    def __init__(self, size: int | None) -> None:
+    def __init__(self, size: int | None, complete: bool = True) -> None:
         super().__init__(size)
         self.size = size
+        self.complete = complete
+
+
+class Stored(NamedTuple):
+    """What the store knows of a resource without opening it."""
+
+    size: int
+    complete: bool
 
 
 class IStoreFile(Interface):
     """One open resource file.  At most one ``write`` may be in flight."""
 
     size = Attribute("The file's size in bytes when it was opened.")
+    complete = Attribute(
+        "Whether the resource's last append session ended well, when opened."
+    )
+
+    def mark(complete: bool, sync: bool) -> Deferred[None]:
+        """
+        Record whether the resource is complete, durably (with ``sync``,
+        through a power cut too).
+        """
 
     def write(data: bytes, sync: bool) -> Deferred[None]:
         """
@@ -109,16 +137,20 @@ class IStore(Interface):
             resource holds 0); checked before anything is created.
         """
 
-    def stat(name: Name) -> Deferred[int | None]:
-        """The resource's size, or ``None`` if it has no file."""
+    def stat(name: Name) -> Deferred[Stored | None]:
+        """The resource's size and completion, or ``None`` if it has no file."""
 
 
 @implementer(IStoreFile)
 class _OpenFile:
-    def __init__(self, store: FileStore, fd: int, size: int) -> None:
+    def __init__(
+        self, store: FileStore, name: Name, fd: int, size: int, complete: bool
+    ) -> None:
         self._store = store
+        self._name = name
         self._fd = fd
         self.size = size
+        self.complete = complete
         # The size as the worker thread knows it; only the one write in
         # flight touches it.
         self._written = size
@@ -145,6 +177,9 @@ class _OpenFile:
 
     def sync(self) -> Deferred[None]:
         return self._store._run(os.fsync, self._fd)
+
+    def mark(self, complete: bool, sync: bool) -> Deferred[None]:
+        return self._store._run(self._store._mark, self._name, complete, sync)
 
     def close(self) -> Deferred[None]:
         return self._store._run(os.close, self._fd)
@@ -186,7 +221,7 @@ class FileStore:
     ) -> Deferred[IStoreFile]:
         return self._run(self._open, name, create, expected_size)
 
-    def stat(self, name: Name) -> Deferred[int | None]:
+    def stat(self, name: Name) -> Deferred[Stored | None]:
         return self._run(self._stat, name)
 
     # Everything below runs in a worker thread.
@@ -196,7 +231,31 @@ class FileStore:
         real = os.path.realpath(path)
         return real == root or real.startswith(root + os.sep)
 
-    def _stat(self, name: Name) -> int | None:
+    def _marker(self, name: Name) -> str:
+        return os.path.join(self.root.path, STATE_FOLDER, "incomplete", *name)
+
+    def _complete(self, name: Name) -> bool:
+        return not os.path.lexists(self._marker(name))
+
+    def _mark(self, name: Name, complete: bool, sync: bool) -> None:
+        marker = self._marker(name)
+        folder = os.path.dirname(marker)
+        if complete:
+            try:
+                os.unlink(marker)
+            except FileNotFoundError:
+                return
+        else:
+            os.makedirs(folder, exist_ok=True)
+            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        if sync:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _stat(self, name: Name) -> Stored | None:
         path = os.path.join(self.root.path, *name)
         if not self._inside(path):
             return None
@@ -204,7 +263,9 @@ class FileStore:
             info = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return info.st_size if stat.S_ISREG(info.st_mode) else None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return Stored(info.st_size, self._complete(name))
 
     def _open(self, name: Name, create: bool, expected_size: int | None) -> IStoreFile:
         path = os.path.join(self.root.path, *name)
@@ -218,7 +279,7 @@ class FileStore:
             except NotADirectoryError:
                 raise NotAResource("a parent of the name is a file") from None
             if (size or 0) != expected_size:
-                raise SizeMismatch(size)
+                raise SizeMismatch(size, self._complete(name))
         flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK
         if create:
             parent = os.path.dirname(path)
@@ -246,4 +307,4 @@ class FileStore:
         except BaseException:
             os.close(fd)
             raise
-        return _OpenFile(self, fd, info.st_size)
+        return _OpenFile(self, name, fd, info.st_size, self._complete(name))

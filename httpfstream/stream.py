@@ -52,6 +52,7 @@ from .protocol import (
     READ_FAILED,
     TOO_BIG,
     WRITE_FAILED,
+    ResourceState,
 )
 from .store import IStoreFile
 
@@ -291,6 +292,8 @@ class Stream:
     ) -> None:
         self.name = name
         self.size: int = file.size
+        #: Whether the last append session ended well (section 9).
+        self.complete: bool = file.complete
         self.read_size = read_size
         self._file = file
         self._fsync = fsync
@@ -325,6 +328,11 @@ class Stream:
     def active(self) -> bool:
         """Whether an appender holds the stream."""
         return self._appender is not None
+
+    @property
+    def state(self) -> ResourceState:
+        """What a response says about the resource now."""
+        return ResourceState(self.active, self.size, self.complete)
 
     @property
     def followers(self) -> int:
@@ -389,6 +397,21 @@ class Stream:
             raise RuntimeError(f"{self!r} already has an appender")
         self._appender = appender
         self._failure = None
+
+    def mark(self, complete: bool) -> Deferred[None]:
+        """
+        Record durably whether the resource is complete: the stream's
+        `complete` says so at once when it becomes incomplete (before the
+        record is written), and only once written when it becomes complete.
+        """
+        if not complete:
+            self.complete = False
+        sync = self._fsync is not FsyncPolicy.NEVER
+
+        def marked(_: None) -> None:
+            self.complete = complete
+
+        return self._track(self._file.mark(complete, sync)).addCallback(marked)
 
     def check_append(self, nbytes: int) -> None:
         """
@@ -531,6 +554,11 @@ class Stream:
             except Exception:
                 _log.failure("syncing {name} failed", name="/".join(self.name))
         if appender is not None and self._appender is appender:
+            if follower_code == COMPLETE and self._failure is None:
+                try:
+                    await self.mark(True)
+                except Exception:
+                    _log.failure("recording {name} complete", name="/".join(self.name))
             self._appender = None
             self._on_session_end(self)
             self.ended(self.size, follower_code, reason)

@@ -10,7 +10,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from httpfstream.names import Name
-from httpfstream.store import IStore, IStoreFile, NotFound, SizeMismatch
+from httpfstream.store import IStore, IStoreFile, NotFound, SizeMismatch, Stored
 from httpfstream.stream import IFollowerSink
 
 
@@ -24,13 +24,18 @@ class FakeFile:
         self.writes: list[tuple[bytes, Deferred[None]]] = []
         self.syncs = 0
         self.closed = False
+        self.complete = True
+
+    def mark(self, complete: bool, sync: bool) -> Deferred[None]:
+        self.complete = complete
+        return succeed(None)
 
     def write(self, data: bytes, sync: bool) -> Deferred[None]:
         d: Deferred[None] = Deferred()
         self.writes.append((data, d))
         return d
 
-    def complete(self) -> bytes:
+    def finish_write(self) -> bytes:
         data, d = self.writes.pop(0)
         self.content += data
         d.callback(None)
@@ -84,7 +89,7 @@ class FakeStore:
             if expected_size is not None:
                 size = None if file is None else len(file.content)
                 if (size or 0) != expected_size:
-                    d.errback(SizeMismatch(size))
+                    d.errback(SizeMismatch(size, file is None or file.complete))
                     continue
             if name not in self.files:
                 if not create:
@@ -95,9 +100,11 @@ class FakeStore:
             file.closed = False
             d.callback(file)
 
-    def stat(self, name: Name) -> Deferred[int | None]:
+    def stat(self, name: Name) -> Deferred[Stored | None]:
         file = self.files.get(name)
-        return succeed(None if file is None else len(file.content))
+        if file is None:
+            return succeed(None)
+        return succeed(Stored(len(file.content), file.complete))
 
 
 @implementer(IFollowerSink)

@@ -176,6 +176,10 @@ class _FlakyFile:
         self._disk = disk
         self._name = name
         self.size = real.size
+        self.complete = real.complete
+
+    def mark(self, complete: bool, sync: bool) -> Deferred[None]:
+        return self._real.mark(complete, sync)
 
     def write(self, data: bytes, sync: bool) -> Deferred[None]:
         if self._disk.full and self._name in self._disk.names:

@@ -80,9 +80,9 @@ def test_bytes_arriving_during_a_write_are_joined_into_the_next():
     stream.append(b"b")
     stream.append(b"c")
     assert [w[0] for w in file.writes] == [b"a"]
-    assert file.complete() == b"a"
+    assert file.finish_write() == b"a"
     assert [w[0] for w in file.writes] == [b"bc"]
-    file.complete()
+    file.finish_write()
     assert observer.sizes == [1, 3]
     assert stream.size == 3
 
@@ -94,7 +94,7 @@ def test_queue_full_tells_the_appender_to_pause():
     assert not stream.queue_full
     stream.append(b"z")
     assert stream.queue_full
-    file.complete()
+    file.finish_write()
     assert not stream.queue_full
 
 
@@ -103,7 +103,7 @@ def test_resource_full_appends_nothing_of_the_crossing_message():
     stream.append(b"x" * 6)
     with pytest.raises(ResourceFull):
         stream.append(b"y" * 5)  # counts the bytes still in flight
-    file.complete()
+    file.finish_write()
     assert file.writes == []
     assert stream.size == 6
 
@@ -111,7 +111,7 @@ def test_resource_full_appends_nothing_of_the_crossing_message():
 def test_write_failure_fails_flush_and_later_appends():
     stream, file, observer = make_stream()
     stream.append(b"kept")
-    file.complete()
+    file.finish_write()
     stream.append(b"lost")
     flushed = stream.flush()
     file.fail()
@@ -126,14 +126,14 @@ def test_write_failure_fails_flush_and_later_appends():
 def test_cursor_sends_from_its_offset_and_finishes_with_the_session_code():
     stream, file, _ = make_stream(tail_size=4, read_size=3)
     stream.append(b"0123456789")
-    file.complete()
+    file.finish_write()
     sink = Sink()
     cursor = stream.follow(sink, 2)
     cursor.wake()
     assert bytes(sink.data) == b"23456789"  # from the file, then the tail
     cursor.pauseProducing()
     stream.append(b"ab")
-    file.complete()
+    file.finish_write()
     assert bytes(sink.data) == b"23456789"
     cursor.resumeProducing()
     assert bytes(sink.data) == b"23456789ab"
@@ -150,7 +150,7 @@ def test_end_session_persists_then_syncs_then_releases():
     stream.append(b"abc")
     ended = stream.end_session(COMPLETE)
     assert not ended.called and stream.active
-    file.complete()
+    file.finish_write()
     assert ended.result == 3
     assert file.syncs == 1
     assert not stream.active
@@ -161,7 +161,7 @@ def test_end_session_persists_then_syncs_then_releases():
 def test_fsync_never_does_not_sync():
     stream, file, _ = make_stream(fsync=FsyncPolicy.NEVER)
     stream.append(b"x")
-    file.complete()
+    file.finish_write()
     stream.end_session(COMPLETE)
     assert file.syncs == 0
 
@@ -197,7 +197,7 @@ def test_file_is_closed_only_after_the_reads_in_flight():
     stream = Stream(("s",), file, tail_size=0, on_idle=idle.append)
     stream.begin_session(Observer())
     stream.append(b"0123456789")
-    file.complete()
+    file.finish_write()
     stream.end_session(COMPLETE)
     sink = Sink()
     cursor = stream.follow(sink, 0)
