@@ -45,6 +45,21 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
+from ..protocol import (
+    ACTIVE,
+    APPEND,
+    APPENDER_LOST,
+    COMPLETE,
+    FOLLOW,
+    GOING_AWAY,
+    OFFSET,
+    SIZE,
+    TOO_BIG,
+    WRITE_FAILED,
+    X_VERB,
+    Param,
+)
+
 __all__ = [
     "AccessDenied",
     "AppendFailed",
@@ -63,8 +78,16 @@ __all__ = [
 
 _log = Logger()
 
+#: The close code a WebSocket library reports for a connection that ended
+#: without a Close frame (never sent on the wire, so not in `..protocol`).
+_DROPPED = 1006
 #: Close codes that mean "try again later" to a resuming client.
-_RESUMABLE = {1001, 1006}
+_RESUMABLE = {GOING_AWAY, _DROPPED}
+#: The value of `Param.FRAMES` asking for text frames.
+_TEXT_FRAMES = "text"
+#: Header values and query parameters (``ack``, ``follow``) meaning "yes".
+_YES = "1"
+
 _CHUNK = 64 << 10
 
 
@@ -85,9 +108,9 @@ class HTTPError(Exception):
         super().__init__(f"{status} {message}".strip())
         self.status = status
         self.headers = headers
-        size = headers.get("httpfstream-size")
+        size = headers.get(SIZE.lower())
         self.size: int | None = int(size) if size and size.isdigit() else None
-        self.active = headers.get("httpfstream-active") == "1"
+        self.active = headers.get(ACTIVE.lower()) == _YES
 
 
 class AccessDenied(HTTPError):
@@ -174,13 +197,17 @@ class _Credentials:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
-    def http_headers(self, **extra: str) -> Headers:
-        """For treq: ours, and ``extra`` (``X_Verb`` becomes ``X-Verb``)."""
-        named = {k.replace("_", "-"): v for k, v in extra.items()}
-        return Headers({k: [v] for k, v in {**self.headers(), **named}.items()})
+    def http_headers(self, extra: dict[str, str] | None = None) -> Headers:
+        """For treq: ours, and ``extra``."""
+        return Headers({k: [v] for k, v in {**self.headers(), **(extra or {})}.items()})
 
 
-def _target(url: str, **params: object) -> _Target:
+def _target(url: str, params: dict[Param, object] | None = None) -> _Target:
+    """
+    ``url`` as http and ws URLs, with ``params`` replacing the query
+    parameters of those names (a ``None`` value removes one).
+    """
+    params = params or {}
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"not an http:// or https:// URL: {url!r}")
@@ -190,7 +217,7 @@ def _target(url: str, **params: object) -> _Target:
         for k, v in parse_qsl(parts.query, keep_blank_values=True)
         if k not in params
     ]
-    query += [(k, str(v)) for k, v in params.items() if v is not None]
+    query += [(k.value, str(v)) for k, v in params.items() if v is not None]
     qs = urlencode(query)
     http_url = urlunsplit((parts.scheme, parts.netloc, parts.path, qs, ""))
     ws_url = urlunsplit(("wss" if secure else "ws", parts.netloc, parts.path, qs, ""))
@@ -249,7 +276,7 @@ class _ClientProtocol(WebSocketClientProtocol):
                 headers = dict(getattr(self, "http_headers", {}) or {})
                 message = parts[2] if len(parts) > 2 else ""
                 return _http_error(int(parts[1]), message, headers)
-        return ConnectionLost(1006, reason)
+        return ConnectionLost(_DROPPED, reason)
 
 
 async def _connect(
@@ -261,7 +288,7 @@ async def _connect(
 ) -> _ClientProtocol:
     """Open a WebSocket; fail with `HTTPError` if the server answers non-101."""
     factory = WebSocketClientFactory(
-        target.ws_url, headers={"X-Verb": verb, **creds.headers()}
+        target.ws_url, headers={X_VERB: verb, **creds.headers()}
     )
     factory.protocol = _ClientProtocol
     factory.setProtocolOptions(
@@ -282,7 +309,7 @@ async def _connect(
         return await opened
     except CancelledError:
         proto.dropConnection(abort=True)
-        raise ConnectionLost(1006, "opening handshake timed out") from None
+        raise ConnectionLost(_DROPPED, "opening handshake timed out") from None
 
 
 def _headers(response: Any) -> dict[str, str]:
@@ -453,17 +480,17 @@ async def _follow_once(
     creds: _Credentials,
     timeout: float,
 ) -> FollowResult:
-    frames = "text" if text_frames else None
-    target = _target(url, offset=offset or None, frames=frames)
+    frames = _TEXT_FRAMES if text_frames else None
+    target = _target(url, {Param.OFFSET: offset or None, Param.FRAMES: frames})
     try:
-        proto = await _connect(reactor, target, "FOLLOW", timeout, creds)
+        proto = await _connect(reactor, target, FOLLOW, timeout, creds)
     except HTTPError as e:
         if e.status == 200:
             return await _finished(reactor, url, on_data, offset, creds, timeout)
         raise _Progress(e, offset, False) from None
     except Exception as e:
         raise _Progress(e, offset, False) from None
-    position = int(proto.response_headers.get("httpfstream-offset", offset))
+    position = int(proto.response_headers.get(OFFSET.lower(), offset))
     start = position
 
     def received(payload: bytes, is_binary: bool) -> None:
@@ -473,10 +500,10 @@ async def _follow_once(
 
     proto.on_message = received
     code, reason = await proto.closed
-    if code == 1000:
-        return FollowResult(True, 1000, position, reason)
-    if code == 4000:
-        return FollowResult(False, 4000, position, reason)
+    if code == COMPLETE:
+        return FollowResult(True, COMPLETE, position, reason)
+    if code == APPENDER_LOST:
+        return FollowResult(False, APPENDER_LOST, position, reason)
     raise _Progress(ConnectionLost(code, reason), position, position > start)
 
 
@@ -489,10 +516,10 @@ async def _finished(
     timeout: float,
 ) -> FollowResult:
     """The resource has no appender: fetch its content from ``offset``."""
-    target = _target(url, follow=1, offset=offset or None)
+    target = _target(url, {Param.FOLLOW: _YES, Param.OFFSET: offset or None})
     response = await treq.get(
         target.http_url,
-        headers=creds.http_headers(X_Verb="FOLLOW"),
+        headers=creds.http_headers({X_VERB: FOLLOW}),
         timeout=timeout,
         unbuffered=True,
         **_treq_options(reactor, creds.tls),
@@ -503,8 +530,8 @@ async def _finished(
         raise _Progress(
             _http_error(response.code, response.phrase.decode(), headers), offset, False
         )
-    position = int(headers.get("httpfstream-offset", "0"))
-    if headers.get("httpfstream-active") == "1":
+    position = int(headers.get(OFFSET.lower(), "0"))
+    if headers.get(ACTIVE.lower()) == _YES:
         # An appender arrived since the WebSocket was refused: follow it
         # over a WebSocket instead, from where this response would start.
         response.original.deliverBody(_Discard())
@@ -516,7 +543,7 @@ async def _finished(
         on_data(data)
 
     await treq.collect(response, received)
-    return FollowResult(True, 1000, position)
+    return FollowResult(True, COMPLETE, position)
 
 
 class _Discard:
@@ -578,11 +605,11 @@ class Appender:
         self._error: BaseException | None = None
 
     async def _open(self, offset: int | None) -> None:
-        target = _target(self._url, ack=1, offset=offset)
+        target = _target(self._url, {Param.ACK: _YES, Param.OFFSET: offset})
         proto = await _connect(
-            self._reactor, target, "APPEND", self._timeout, self._creds
+            self._reactor, target, APPEND, self._timeout, self._creds
         )
-        self.size = int(proto.response_headers.get("httpfstream-size", "0"))
+        self.size = int(proto.response_headers.get(SIZE.lower(), "0"))
         self._sent = self.size
         self._attach(proto)
 
@@ -646,7 +673,7 @@ class Appender:
         if not self._closing:
             self._closing = True
             if self._proto is not None and self._proto.state == self._proto.STATE_OPEN:
-                self._proto.sendClose(1000)
+                self._proto.sendClose(COMPLETE)
         return self.wait()
 
     @property
@@ -706,7 +733,7 @@ class Appender:
     def _closed(self, result: tuple[int | None, str]) -> None:
         code, reason = result
         self._proto = None
-        if code == 1000 and self._closing:
+        if code == COMPLETE and self._closing:
             if self.size == self._sent:
                 self._finish(self.size, None)
             else:
@@ -721,7 +748,7 @@ class Appender:
                 )
         elif self._retry and code in _RESUMABLE:
             Deferred.fromCoroutine(self._resume(ConnectionLost(code, reason)))
-        elif code in (1009, 1011, 1001):
+        elif code in (TOO_BIG, WRITE_FAILED, GOING_AWAY):
             self._finish(None, AppendFailed(code, reason))
         else:
             self._finish(None, ConnectionLost(code, reason))
@@ -743,16 +770,16 @@ class Appender:
                 error = e
 
     async def _reconnect(self) -> None:
-        target = _target(self._url, ack=1, offset=self.size)
+        target = _target(self._url, {Param.ACK: _YES, Param.OFFSET: self.size})
         proto = await _connect(
-            self._reactor, target, "APPEND", self._timeout, self._creds
+            self._reactor, target, APPEND, self._timeout, self._creds
         )
         self._attach(proto)
         for _end, data in self._unacked:
             proto.sendMessage(data, isBinary=True)
         _log.info("resumed appending at {size}", size=self.size)
         if self._closing:
-            proto.sendClose(1000)
+            proto.sendClose(COMPLETE)
         self._update_flow()
 
     def _finish(self, size: int | None, error: BaseException | None) -> None:
@@ -761,7 +788,7 @@ class Appender:
         self._error = error
         waiters, self._waiters = self._waiters, []
         for d in waiters:
-            d.errback(error or ConnectionLost(1000, "closed"))
+            d.errback(error or ConnectionLost(COMPLETE, "closed"))
         if error is not None:
             if self._producer is not None:
                 self._producer.stopProducing()
