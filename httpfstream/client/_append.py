@@ -1,7 +1,8 @@
 """
 Appending: `Appender`, one APPEND session over a WebSocket with
 acknowledgements, flow control and (optionally) resuming after a dropped
-connection; `open_append` and `append`.
+connection; `open_appender` and `send_all`, the bodies of
+`Client.open_append` and `Client.append`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import IO, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -27,7 +27,7 @@ from ..protocol import (
     Param,
 )
 from ._backoff import RESUMABLE, Backoff, retryable
-from ._client import Credentials, connect_ws, resolve_reactor
+from ._connections import Connections
 from ._errors import AppendFailed, ConnectionLost, OffsetMismatch
 from ._urls import YES, target
 from ._websocket import ClientProtocol
@@ -41,7 +41,7 @@ _CHUNK = 64 << 10
 @implementer(IPushProducer)
 class Appender:
     """
-    An open APPEND session.  Get one from `open_append`.
+    An open APPEND session.  Get one from `Client.open_append`.
 
     ``write`` queues bytes; ``close`` fires with the final persisted size
     once the server has acknowledged every byte.  For flow control either
@@ -54,18 +54,14 @@ class Appender:
 
     def __init__(
         self,
-        reactor: Any,
+        connections: Connections,
         url: str,
-        creds: Credentials,
-        timeout: float,
         retry: bool,
         give_up_after: float,
         buffer_limit: int,
     ) -> None:
-        self._reactor = reactor
+        self._connections = connections
         self._url = url
-        self._creds = creds
-        self._timeout = timeout
         self._retry = retry
         self._give_up_after = give_up_after
         self._buffer_limit = buffer_limit
@@ -84,9 +80,7 @@ class Appender:
 
     async def _open(self, offset: int | None) -> None:
         where = target(self._url, {Param.ACK: YES, Param.OFFSET: offset})
-        proto = await connect_ws(
-            self._reactor, where, APPEND, self._timeout, self._creds
-        )
+        proto = await self._connections.websocket(where, APPEND)
         self.size = int(proto.response_headers.get(SIZE.lower(), "0"))
         self._sent = self.size
         self._attach(proto)
@@ -232,7 +226,7 @@ class Appender:
             self._finish(None, ConnectionLost(code, reason))
 
     async def _resume(self, error: BaseException) -> None:
-        backoff = Backoff(self._reactor, self._give_up_after)
+        backoff = Backoff(self._connections.reactor, self._give_up_after)
         while True:
             await backoff.wait(error)
             try:
@@ -249,9 +243,7 @@ class Appender:
 
     async def _reconnect(self) -> None:
         where = target(self._url, {Param.ACK: YES, Param.OFFSET: self.size})
-        proto = await connect_ws(
-            self._reactor, where, APPEND, self._timeout, self._creds
-        )
+        proto = await self._connections.websocket(where, APPEND)
         self._attach(proto)
         for _end, data in self._unacked:
             proto.sendMessage(data, isBinary=True)
@@ -282,72 +274,37 @@ class Appender:
                 observer.callback(self._result)
 
 
-def open_append(
+async def send_all(
+    appender: Appender, data: bytes | IO[bytes] | Iterable[bytes]
+) -> int:
+    """
+    Write ``data`` (bytes, a binary file object, or an iterable of bytes)
+    to ``appender``, waiting for it to drain, then close it.
+
+    :return: the final persisted size.
+    """
+    chunks: Iterable[bytes]
+    if isinstance(data, bytes | bytearray | memoryview):
+        chunks = [bytes(data[i : i + _CHUNK]) for i in range(0, len(data), _CHUNK)]
+    elif hasattr(data, "read"):
+        chunks = iter(lambda: data.read(_CHUNK), b"")
+    else:
+        chunks = data
+    for chunk in chunks:
+        await appender.drained()
+        appender.write(chunk)
+    return await appender.close()
+
+
+async def open_appender(
+    connections: Connections,
     url: str,
-    offset: int | None = None,
-    *,
-    retry: bool = False,
-    give_up_after: float = 300,
-    buffer_limit: int = 8 << 20,
-    reactor: Any = None,
-    tls: CertificateOptions | None = None,
-    token: str | None = None,
-    timeout: float = 10,
-) -> Deferred[Appender]:
-    """
-    Become the appender of a resource.
-
-    :param offset: expect the resource to hold exactly this many bytes
-        (`OffsetMismatch` otherwise).
-    :param token: a bearer token, for a server with access control.
-    :param retry: after a dropped connection (1006) or a server restart
-        (1001), reconnect with ``offset=`` the acknowledged size and send
-        the unacknowledged bytes again, with backoff.  Keeps up to
-        ``buffer_limit`` unacknowledged bytes in memory.
-    :raises AppenderConflict: another appender holds the resource.
-    """
-    reactor = resolve_reactor(reactor)
-    appender = Appender(
-        reactor,
-        url,
-        Credentials(tls, token),
-        timeout,
-        retry,
-        give_up_after,
-        buffer_limit,
-    )
-
-    async def run() -> Appender:
-        await appender._open(offset)
-        return appender
-
-    return Deferred.fromCoroutine(run())
-
-
-def append(
-    url: str,
-    data: bytes | IO[bytes] | Iterable[bytes],
-    offset: int | None = None,
-    **kwargs: Any,
-) -> Deferred[int]:
-    """
-    Append ``data`` (bytes, a binary file object, or an iterable of bytes)
-    over a WebSocket and fire with the final persisted size.  Takes the
-    keyword arguments of `open_append`.
-    """
-
-    async def run() -> int:
-        appender = await open_append(url, offset, **kwargs)
-        chunks: Iterable[bytes]
-        if isinstance(data, bytes | bytearray | memoryview):
-            chunks = [bytes(data[i : i + _CHUNK]) for i in range(0, len(data), _CHUNK)]
-        elif hasattr(data, "read"):
-            chunks = iter(lambda: data.read(_CHUNK), b"")
-        else:
-            chunks = data
-        for chunk in chunks:
-            await appender.drained()
-            appender.write(chunk)
-        return await appender.close()
-
-    return Deferred.fromCoroutine(run())
+    offset: int | None,
+    retry: bool,
+    give_up_after: float,
+    buffer_limit: int,
+) -> Appender:
+    """`Client.open_append`, which documents the parameters."""
+    appender = Appender(connections, url, retry, give_up_after, buffer_limit)
+    await appender._open(offset)
+    return appender

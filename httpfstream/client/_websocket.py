@@ -20,10 +20,10 @@ from autobahn.twisted.websocket import (
 )
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.logger import Logger
 
 from ._errors import DROPPED, ConnectionLost, http_error
+from ._tls import TLSSettings
 from ._urls import Target
 
 _log = Logger()
@@ -86,7 +86,7 @@ async def connect(
     target: Target,
     headers: Mapping[str, str],
     timeout: float,
-    tls: IOpenSSLClientConnectionCreator | None,
+    tls: TLSSettings | None,
 ) -> ClientProtocol:
     """
     Open a WebSocket to ``target.ws_url``.
