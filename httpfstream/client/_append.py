@@ -3,10 +3,69 @@ Appending: `Appender`, one APPEND session over a WebSocket with
 acknowledgements, flow control and (optionally) resuming after a dropped
 connection; `open_appender` and `send_all`, the bodies of
 `Client.open_append` and `Client.append`.
+
+An `Appender` is in one of these states (`_State`):
+
+``CONNECTING``
+    the opening handshake is under way (``Client.open_append`` hands the
+    appender out only once it is ``OPEN``).
+``OPEN``
+    connected: ``write`` sends at once.
+``RESUMING``
+    the connection dropped (1006) or the server went away (1001), and
+    ``retry`` is on: reconnecting with backoff; ``write`` only keeps bytes
+    to send again once reconnected.
+``CLOSING``
+    ``close`` was called while connected: our Close (1000) is sent, and the
+    server answers it once every byte is persisted.
+``CLOSING_RESUMING``
+    as ``RESUMING``, but ``close`` has been called: once reconnected, the
+    unacknowledged bytes are sent again and then the Close.
+``ENDED``
+    the session ended before ``close`` was called (the server closed it,
+    the connection was lost, or resuming gave up); always with an error.
+``CLOSED``
+    ``close`` was called and the session has ended: with the final size,
+    or the error that ended it.
+
+Transitions (an event not listed leaves the state as it is)::
+
+    state              event                                  next state
+    -----------------  -------------------------------------  ----------------
+    CONNECTING         handshake accepted (101)               OPEN
+    CONNECTING         handshake refused or failed            ENDED
+    OPEN               close()                                CLOSING
+    OPEN               closed 1001/1006, retry                RESUMING
+    OPEN               closed otherwise                       ENDED
+    RESUMING           close()                                CLOSING_RESUMING
+    RESUMING           reconnected                            OPEN
+    RESUMING           gave up (412, not retryable)           ENDED
+    CLOSING            closed 1000                            CLOSED
+    CLOSING            closed 1001/1006, retry                CLOSING_RESUMING
+    CLOSING            closed otherwise                       CLOSED
+    CLOSING_RESUMING   reconnected (bytes again, then Close)  CLOSING
+    CLOSING_RESUMING   gave up (412, not retryable)           CLOSED
+    ENDED              close()                                CLOSED
+
+"Closed 1000" in ``CLOSING`` ends with the final size if the server
+acknowledged every byte written, else with `AppendFailed`; "closed
+otherwise" ends with `AppendFailed` for 1001, 1009 and 1011, and with
+`ConnectionLost` for any other code.  What each method does in each state:
+
+- ``write``: sends in ``OPEN``; keeps the bytes in ``RESUMING``; raises the
+  error that ended the session in ``ENDED``; raises `RuntimeError` in
+  ``CONNECTING`` and once ``close`` was called.
+- ``close``: as in the table; in ``CONNECTING`` it raises `RuntimeError`;
+  in ``CLOSING``, ``CLOSING_RESUMING`` and ``CLOSED`` it only waits.
+- ``drained``: fails with the error in ``ENDED`` or a failed ``CLOSED``;
+  otherwise fires once the appender is not `Appender.full`.
+- A registered producer is paused whenever the appender is full or not
+  connected (any state but ``OPEN`` and ``CLOSING``).
 """
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from collections.abc import Iterable
 from typing import IO, Any
@@ -38,6 +97,26 @@ _log = Logger()
 _CHUNK = 64 << 10
 
 
+class _State(enum.Enum):
+    """Where an `Appender` is in its session (the module docstring)."""
+
+    CONNECTING = "connecting"
+    OPEN = "open"
+    RESUMING = "resuming"
+    CLOSING = "closing"
+    CLOSING_RESUMING = "closing, resuming"
+    ENDED = "ended"
+    CLOSED = "closed"
+
+
+#: States with a connection to the server.
+_CONNECTED = frozenset({_State.OPEN, _State.CLOSING})
+#: States after ``close()`` was called.
+_CLOSE_CALLED = frozenset({_State.CLOSING, _State.CLOSING_RESUMING, _State.CLOSED})
+#: States in which the session has ended.
+_DONE = frozenset({_State.ENDED, _State.CLOSED})
+
+
 @implementer(IPushProducer)
 class Appender:
     """
@@ -65,27 +144,39 @@ class Appender:
         self._retry = retry
         self._give_up_after = give_up_after
         self._buffer_limit = buffer_limit
+        self._state = _State.CONNECTING
         self.size = 0
         self._sent = 0  # the size the resource will have once all is written
         self._unacked: deque[tuple[int, bytes]] = deque()
         self._unacked_bytes = 0
+        # The connection while the state is in _CONNECTED.
         self._proto: ClientProtocol | None = None
-        self._closing = False
         self._producer: IPushProducer | None = None
         self._transport_paused = False
         self._waiters: list[Deferred[None]] = []
-        self._result: int | Failure | None = None
+        # How the session ended, once the state is in _DONE.
+        self._outcome: int | BaseException | None = None
         self._observers: list[Deferred[int]] = []
-        self._error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"<Appender {self._url} {self._state.value} size={self.size}>"
 
     async def _open(self, offset: int | None) -> None:
+        if self._state is not _State.CONNECTING:
+            raise RuntimeError(f"cannot open an appender that is {self._state.value}")
         where = target(self._url, {Param.ACK: YES, Param.OFFSET: offset})
-        proto = await self._connections.websocket(where, APPEND)
+        try:
+            proto = await self._connections.websocket(where, APPEND)
+        except BaseException as e:
+            self._finish(None, e)
+            raise
         self.size = int(proto.response_headers.get(SIZE.lower(), "0"))
         self._sent = self.size
-        self._attach(proto)
+        self._attach(proto, _State.OPEN)
 
-    def _attach(self, proto: ClientProtocol) -> None:
+    def _attach(self, proto: ClientProtocol, state: _State) -> None:
+        """Use ``proto`` from now on, in ``state`` (one of `_CONNECTED`)."""
+        self._state = state
         self._proto = proto
         proto.on_message = self._ack
         transport: Any = proto.transport
@@ -96,17 +187,21 @@ class Appender:
 
     def write(self, data: bytes) -> None:
         """Append ``data`` (sent as one binary message)."""
-        if self._closing:
+        if self._state in _CLOSE_CALLED:
             raise RuntimeError("write() after close()")
-        if self._error is not None:
-            raise self._error
+        if self._state is _State.ENDED:
+            assert isinstance(self._outcome, BaseException)
+            raise self._outcome
+        if self._state is _State.CONNECTING:
+            raise RuntimeError("write() before the appender is open")
         if not data:
             return
         self._sent += len(data)
         if self._retry:
             self._unacked.append((self._sent, data))
             self._unacked_bytes += len(data)
-        if self._proto is not None:
+        if self._state is _State.OPEN:
+            assert self._proto is not None
             self._proto.sendMessage(data, isBinary=True)
         self._update_flow()
 
@@ -117,16 +212,13 @@ class Appender:
 
     def drained(self) -> Deferred[None]:
         """Fire when it is time to write more."""
-        if self._error is not None:
-            d: Deferred[None] = Deferred()
-            d.errback(self._error)
-            return d
-        if not self.full:
-            d = Deferred()
+        d: Deferred[None] = Deferred()
+        if isinstance(self._outcome, BaseException):
+            d.errback(self._outcome)
+        elif not self.full:
             d.callback(None)
-            return d
-        d = Deferred()
-        self._waiters.append(d)
+        else:
+            self._waiters.append(d)
         return d
 
     def register_producer(self, producer: IPushProducer) -> None:
@@ -142,16 +234,24 @@ class Appender:
         End the session: fires with the final size once every byte is
         persisted; fails with `AppendFailed` or `ConnectionLost` if not.
         """
-        if not self._closing:
-            self._closing = True
-            if self._proto is not None and self._proto.state == self._proto.STATE_OPEN:
+        if self._state is _State.CONNECTING:
+            raise RuntimeError("close() before the appender is open")
+        if self._state is _State.OPEN:
+            self._state = _State.CLOSING
+            assert self._proto is not None
+            # Unless the server has begun closing (its Close then decides).
+            if self._proto.state == self._proto.STATE_OPEN:
                 self._proto.sendClose(COMPLETE)
+        elif self._state is _State.RESUMING:
+            self._state = _State.CLOSING_RESUMING
+        elif self._state is _State.ENDED:
+            self._state = _State.CLOSED
         return self.wait()
 
     @property
     def done(self) -> bool:
         """Whether the session has ended (closed, failed or lost)."""
-        return self._result is not None
+        return self._state in _DONE
 
     def wait(self) -> Deferred[int]:
         """
@@ -159,13 +259,19 @@ class Appender:
         the final size, or the error that ended it.
         """
         d: Deferred[int] = Deferred()
-        if self._result is None:
+        if self._state not in _DONE:
             self._observers.append(d)
-        elif isinstance(self._result, Failure):
-            d.errback(self._result)
         else:
-            d.callback(self._result)
+            self._report(d)
         return d
+
+    def _report(self, d: Deferred[int]) -> None:
+        """Fire ``d`` with the outcome (in `_DONE`)."""
+        if isinstance(self._outcome, BaseException):
+            d.errback(Failure(self._outcome))
+        else:
+            assert self._outcome is not None
+            d.callback(self._outcome)
 
     # IPushProducer, registered on the WebSocket's transport.
 
@@ -181,7 +287,7 @@ class Appender:
         pass
 
     def _update_flow(self) -> None:
-        full = self.full or self._proto is None
+        full = self.full or self._state not in _CONNECTED
         if self._producer is not None:
             if full:
                 self._producer.pauseProducing()
@@ -203,9 +309,12 @@ class Appender:
         self._update_flow()
 
     def _closed(self, result: tuple[int | None, str]) -> None:
+        """The connection ended, with ``(code, reason)``."""
+        if self._state not in _CONNECTED:
+            return
         code, reason = result
         self._proto = None
-        if code == COMPLETE and self._closing:
+        if code == COMPLETE and self._state is _State.CLOSING:
             if self.size == self._sent:
                 self._finish(self.size, None)
             else:
@@ -219,6 +328,11 @@ class Appender:
                     ),
                 )
         elif self._retry and code in RESUMABLE:
+            self._state = (
+                _State.CLOSING_RESUMING
+                if self._state is _State.CLOSING
+                else _State.RESUMING
+            )
             Deferred.fromCoroutine(self._resume(ConnectionLost(code, reason)))
         elif code in (TOO_BIG, WRITE_FAILED, GOING_AWAY):
             self._finish(None, AppendFailed(code, reason))
@@ -244,34 +358,33 @@ class Appender:
     async def _reconnect(self) -> None:
         where = target(self._url, {Param.ACK: YES, Param.OFFSET: self.size})
         proto = await self._connections.websocket(where, APPEND)
-        self._attach(proto)
+        closing = self._state is _State.CLOSING_RESUMING
+        self._attach(proto, _State.CLOSING if closing else _State.OPEN)
         for _end, data in self._unacked:
             proto.sendMessage(data, isBinary=True)
         _log.info("resumed appending at {size}", size=self.size)
-        if self._closing:
+        if closing:
             proto.sendClose(COMPLETE)
         self._update_flow()
 
     def _finish(self, size: int | None, error: BaseException | None) -> None:
-        if self._result is not None:
+        """
+        End the session, with ``size`` or ``error``: ``CLOSED`` if close()
+        was called, else ``ENDED``.
+        """
+        if self._state in _DONE:
             return
-        self._error = error
+        self._state = _State.CLOSED if self._state in _CLOSE_CALLED else _State.ENDED
+        self._outcome = error if error is not None else size
+        assert self._outcome is not None
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.errback(error or ConnectionLost(COMPLETE, "closed"))
-        if error is not None:
-            if self._producer is not None:
-                self._producer.stopProducing()
-            self._result = Failure(error)
-        else:
-            assert size is not None
-            self._result = size
+        if error is not None and self._producer is not None:
+            self._producer.stopProducing()
         observers, self._observers = self._observers, []
         for observer in observers:
-            if isinstance(self._result, Failure):
-                observer.errback(self._result)
-            else:
-                observer.callback(self._result)
+            self._report(observer)
 
 
 async def send_all(
