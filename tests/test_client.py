@@ -13,6 +13,7 @@ from cryptography.x509.oid import NameOID
 from helpers import Proxy, appender, close
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import (
     Certificate,
@@ -241,3 +242,16 @@ async def test_https_and_wss(make_server):
     assert (await following.addTimeout(10, reactor)).complete
     assert b"".join(chunks) == b"encrypted bytes"
     assert await client.read(url, tls=tls) == b"encrypted bytes"
+
+
+async def test_append_gives_up_resuming_after_give_up_after(server):
+    proxy = Proxy(server)
+    url = proxy.url("giveup.log")
+    writer = await client.open_append(url, retry=True, give_up_after=0.5)
+    writer.write(b"lost")
+    await proxy.stop()  # cut, and every reconnection is refused
+    with pytest.raises(ConnectError):
+        await writer.wait().addTimeout(10, reactor)
+    assert writer.done
+    with pytest.raises(ConnectError):
+        await writer.close()

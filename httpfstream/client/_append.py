@@ -39,12 +39,12 @@ Transitions (an event not listed leaves the state as it is)::
     OPEN               closed otherwise                       ENDED
     RESUMING           close()                                CLOSING_RESUMING
     RESUMING           reconnected                            OPEN
-    RESUMING           gave up (412, not retryable)           ENDED
+    RESUMING           gave up (deadline, 412, not retryable) ENDED
     CLOSING            closed 1000                            CLOSED
     CLOSING            closed 1001/1006, retry                CLOSING_RESUMING
     CLOSING            closed otherwise                       CLOSED
     CLOSING_RESUMING   reconnected (bytes again, then Close)  CLOSING
-    CLOSING_RESUMING   gave up (412, not retryable)           CLOSED
+    CLOSING_RESUMING   gave up (deadline, 412, not retryable) CLOSED
     ENDED              close()                                CLOSED
 
 "Closed 1000" in ``CLOSING`` ends with the final size if the server
@@ -342,7 +342,11 @@ class Appender:
     async def _resume(self, error: BaseException) -> None:
         backoff = Backoff(self._connections.reactor, self._give_up_after)
         while True:
-            await backoff.wait(error)
+            try:
+                await backoff.wait(error)
+            except Exception as e:  # past give_up_after: the last error
+                self._finish(None, e)
+                return
             try:
                 await self._reconnect()
                 return
