@@ -119,19 +119,12 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _connection(args: argparse.Namespace) -> dict[str, Any]:
-    """The client API's ``token`` and ``tls`` keywords from the arguments."""
-    options: dict[str, Any] = {"token": args.token}
-    if args.cafile:
-        from urllib.parse import urlsplit
-
-        from twisted.internet.ssl import Certificate, optionsForClientTLS
-
-        with open(args.cafile, "rb") as f:
-            authority = Certificate.loadPEM(f.read())
-        host = urlsplit(args.url).hostname or "localhost"
-        options["tls"] = optionsForClientTLS(host, trustRoot=authority)
-    return options
+def _client(reactor: Any, args: argparse.Namespace) -> client.Client:
+    """
+    The one `client.Client` of a run: ``--token``, and ``--cafile`` as the
+    authority it trusts for whatever host the URL names.
+    """
+    return client.Client(reactor, token=args.token, trust_root=args.cafile or None)
 
 
 def _run(
@@ -234,12 +227,8 @@ def append_main(argv: list[str] | None = None) -> NoReturn:
     async def main(reactor: Any, stop: Callable[[int], None]) -> int:
         from twisted.internet.stdio import StandardIO
 
-        appender = await client.open_append(
-            args.url,
-            args.offset,
-            retry=args.retry,
-            reactor=reactor,
-            **_connection(args),
+        appender = await _client(reactor, args).open_append(
+            args.url, args.offset, retry=args.retry
         )
         _log.info(
             "appending to {url}, which holds {size} bytes",
@@ -302,14 +291,8 @@ def follow_main(argv: list[str] | None = None) -> NoReturn:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
                 stop(EXIT_OK)
 
-        result = await client.follow(
-            args.url,
-            write,
-            args.offset,
-            retry=args.retry,
-            wait=args.wait,
-            reactor=reactor,
-            **_connection(args),
+        result = await _client(reactor, args).follow(
+            args.url, write, args.offset, retry=args.retry, wait=args.wait
         )
         if not result.complete:
             raise _Exit(

@@ -13,14 +13,18 @@ from cryptography.x509.oid import NameOID
 from helpers import Proxy, appender, close
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import (
     Certificate,
     PrivateCertificate,
     optionsForClientTLS,
 )
+from twisted.protocols import portforward
+from twisted.web.client import ResponseNeverReceived
 
 from httpfstream import client
+from httpfstream.auth import Tokens
 
 
 async def test_append_read_and_follow_a_finished_resource(server):
@@ -241,3 +245,200 @@ async def test_https_and_wss(make_server):
     assert (await following.addTimeout(10, reactor)).complete
     assert b"".join(chunks) == b"encrypted bytes"
     assert await client.read(url, tls=tls) == b"encrypted bytes"
+
+
+async def test_append_gives_up_resuming_after_give_up_after(server):
+    proxy = Proxy(server)
+    url = proxy.url("giveup.log")
+    writer = await client.open_append(url, retry=True, give_up_after=0.5)
+    writer.write(b"lost")
+    await proxy.stop()  # cut, and every reconnection is refused
+    with pytest.raises(ConnectError):
+        await writer.wait().addTimeout(10, reactor)
+    assert writer.done
+    with pytest.raises(ConnectError):
+        await writer.close()
+
+
+# -- the package's public names ---------------------------------------------
+
+EXPORTED = {
+    "AccessDenied",
+    "AppendFailed",
+    "Appender",
+    "AppenderConflict",
+    "Client",
+    "ConnectionLost",
+    "FollowResult",
+    "HTTPError",
+    "NotFound",
+    "OffsetMismatch",
+    "append",
+    "follow",
+    "open_append",
+    "read",
+}
+
+
+def test_public_names_stay_exported():
+    assert sorted(client.__all__) == sorted(EXPORTED)
+    namespace: dict[str, object] = {}
+    exec("from httpfstream.client import *", namespace)
+    assert set(namespace) - {"__builtins__"} == EXPORTED
+    for name in EXPORTED:
+        # Defined in a private module, re-exported from the package.
+        assert namespace[name].__module__.startswith("httpfstream.client._"), name
+
+
+# -- Client -------------------------------------------------------------------
+
+
+class _CountingForwarder(portforward.ProxyFactory):
+    """A TCP forwarder to ``server`` that counts the connections made."""
+
+    def __init__(self, server) -> None:
+        super().__init__(*server.address)
+        self.connections = 0
+        # (ProxyFactory's own ``port`` is the server's.)
+        self.listening = reactor.listenTCP(0, self, interface="127.0.0.1")
+
+    def buildProtocol(self, addr):
+        self.connections += 1
+        return super().buildProtocol(addr)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.listening.getHost().port}/logs/{name}"
+
+
+async def test_one_client_for_many_calls_reuses_its_http_connection(server):
+    forwarder = _CountingForwarder(server)
+    hfs = client.Client(reactor)
+    try:
+        url = forwarder.url("reused.log")
+        assert await hfs.append(url, b"first ") == 6
+        writer = await hfs.open_append(url)
+        got = _Collector()
+        following = hfs.follow(url, got)
+        writer.write(b"second")
+        await got.until(12)
+        assert await writer.close() == 12
+        assert (await following.addTimeout(10, reactor)).complete
+        websockets = forwarder.connections  # one per WebSocket call: three
+        assert websockets == 3
+        # Every GET goes through the one pooled Agent: one connection.
+        for _ in range(3):
+            assert await hfs.read(url) == b"first second"
+        assert forwarder.connections == websockets + 1
+        # Following a finished resource: a WebSocket (answered 200), then
+        # a GET on the pooled connection.
+        chunks: list[bytes] = []
+        assert (await hfs.follow(url, chunks.append, offset=-6)).complete
+        assert chunks == [b"second"]
+        assert forwarder.connections == websockets + 2
+        # close() drops the idle connection; the next GET opens another.
+        await hfs.close()
+        assert await hfs.read(url) == b"first second"
+        assert forwarder.connections == websockets + 3
+        # The module-level shortcuts make a Client (and a connection) each.
+        for _ in range(2):
+            assert await client.read(url) == b"first second"
+        assert forwarder.connections == websockets + 5
+    finally:
+        await hfs.close()
+        await forwarder.listening.stopListening()
+
+
+WRITER = "client-writer-token-0123"
+READER = "client-reader-token-0123"
+
+
+async def test_client_with_a_token(make_server):
+    secured = make_server(
+        tokens=Tokens.parse(f"{WRITER} append,follow\n{READER} follow\n")
+    )
+    url = secured.url("tokens/api.log")
+    writer = client.Client(reactor, token=WRITER)
+    reader = client.Client(reactor, token=READER)
+    anonymous = client.Client(reactor)
+    try:
+        with pytest.raises(client.AccessDenied) as denied:
+            await anonymous.append(url, b"x")
+        assert denied.value.status == 401
+        with pytest.raises(client.AccessDenied) as denied:
+            await reader.open_append(url)
+        assert denied.value.status == 403
+        appending = await writer.open_append(url)
+        appending.write(b"hello ")
+        await appending.drained()
+        got = _Collector()
+        following = reader.follow(url, got)  # a WebSocket, with the token
+        await got.until(6)
+        appending.write(b"world")
+        assert await appending.close() == 11
+        assert (await following.addTimeout(10, reactor)).complete
+        assert bytes(got.data) == b"hello world"
+        # Plain GETs carry it too: a snapshot, and a finished follow.
+        assert await reader.read(url) == b"hello world"
+        chunks: list[bytes] = []
+        assert (await reader.follow(url, chunks.append)).complete
+        assert b"".join(chunks) == b"hello world"
+        with pytest.raises(client.AccessDenied) as denied:
+            await anonymous.read(url)
+        assert denied.value.status == 401
+    finally:
+        for each in (writer, reader, anonymous):
+            await each.close()
+
+
+async def test_client_trusts_an_authority_for_whatever_host(make_server, tmp_path):
+    import trustme
+
+    authority = trustme.CA()
+    leaf = authority.issue_cert("localhost", "127.0.0.1")
+    server_tls = PrivateCertificate.loadPEM(
+        leaf.private_key_and_cert_chain_pem.bytes()
+    ).options()
+    server = make_server(tls=server_tls)
+    port = server.address[1]
+    ca_file = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca_file))
+    by_path = client.Client(reactor, trust_root=str(ca_file))
+    by_certificate = client.Client(
+        reactor, trust_root=Certificate.loadPEM(authority.cert_pem.bytes())
+    )
+    untrusting = client.Client(reactor)
+    try:
+        # One client, two host names: TLS settings are made per host.
+        for host in ("localhost", "127.0.0.1"):
+            url = f"https://{host}:{port}/logs/tls/{host}.log"
+            writer = await by_path.open_append(url)  # wss
+            writer.write(b"over ")
+            await writer.drained()
+            got = _Collector()
+            following = by_path.follow(url, got)  # wss
+            await got.until(5)
+            writer.write(b"tls")
+            assert await writer.close() == 8
+            assert (await following.addTimeout(10, reactor)).complete
+            assert bytes(got.data) == b"over tls"
+            assert await by_path.read(url) == b"over tls"  # https
+            assert await by_certificate.read(url) == b"over tls"
+            chunks: list[bytes] = []
+            assert (await by_certificate.follow(url, chunks.append)).complete
+            assert b"".join(chunks) == b"over tls"
+        # Without the authority, the server's certificate is not trusted.
+        with pytest.raises(ResponseNeverReceived):
+            await untrusting.read(f"https://localhost:{port}/logs/tls/localhost.log")
+    finally:
+        for each in (by_path, by_certificate, untrusting):
+            await each.close()
+
+
+def test_client_takes_tls_or_trust_root_not_both():
+    authority = Certificate.loadPEM(_certificate()[0])
+    with pytest.raises(ValueError, match="not both"):
+        client.Client(
+            reactor,
+            tls=optionsForClientTLS("localhost", trustRoot=authority),
+            trust_root=authority,
+        )

@@ -1,0 +1,59 @@
+"""
+The client API: every call returns a Deferred (use ``await`` inside
+``Deferred.fromCoroutine`` or ``react``).
+
+A `Client` holds what the calls share (the reactor, a bearer token, TLS
+settings, a timeout, and one pooled HTTP Agent); make one and reuse it::
+
+    hfs = client.Client(token=TOKEN, trust_root="ca.pem")
+    size = await hfs.append("https://host:8443/logs/build.log", b"hello\\n")
+    data = await hfs.read("https://host:8443/logs/build.log")
+    result = await hfs.follow(url, sys.stdout.buffer.write, retry=True)
+    appender = await hfs.open_append(url)
+    appender.write(b"more\\n")
+    size = await appender.close()
+    await hfs.close()
+
+The module-level `read`, `follow`, `open_append` and `append` are
+shortcuts that make a `Client` for one call from their ``reactor``,
+``tls``, ``token`` and ``timeout`` keywords::
+
+    data = await client.read("http://host:8080/logs/build.log")
+
+URLs are ``http://`` or ``https://`` (the WebSocket calls use ``ws://`` or
+``wss://`` to the same place).  Errors are exceptions to catch by kind:
+`NotFound`, `AppenderConflict`, `OffsetMismatch`, `AccessDenied`, or
+`HTTPError` with the status for the rest; `AppendFailed` when the server
+ends an appender with a close code other than 1000; `ConnectionLost` when a
+connection ends otherwise.
+"""
+
+from ._append import Appender
+from ._client import Client, append, follow, open_append, read
+from ._errors import (
+    AccessDenied,
+    AppenderConflict,
+    AppendFailed,
+    ConnectionLost,
+    FollowResult,
+    HTTPError,
+    NotFound,
+    OffsetMismatch,
+)
+
+__all__ = [
+    "AccessDenied",
+    "AppendFailed",
+    "Appender",
+    "AppenderConflict",
+    "Client",
+    "ConnectionLost",
+    "FollowResult",
+    "HTTPError",
+    "NotFound",
+    "OffsetMismatch",
+    "append",
+    "follow",
+    "open_append",
+    "read",
+]

@@ -1,0 +1,321 @@
+"""
+`Client`, which holds what every call shares, and the module-level
+shortcuts (`read`, `follow`, `open_append`, `append`), each of which makes a
+`Client` for one call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import IO, Any, TypeVar
+
+import treq
+from twisted.internet.defer import Deferred
+
+from ._append import Appender, open_appender, send_all
+from ._connections import Connections, response_headers
+from ._errors import FollowResult, http_error
+from ._follow import follow as _follow
+from ._tls import TLSPolicy, TLSSettings, TrustRoot, load_trust_root
+from ._urls import target
+
+_T = TypeVar("_T")
+
+
+class Client:
+    """
+    A client of httpfstream servers.  Every call returns a Deferred.
+
+    One client holds what its calls share: the reactor, the bearer token,
+    the TLS settings, the timeout, and one twisted.web Agent whose pool of
+    persistent HTTP connections every HTTP request reuses.  Make one and
+    use it for any number of calls, to any number of servers; `close` it
+    when done.
+
+    :param reactor: the reactor to use (default: the global one).
+    :param tls: TLS settings to use for every ``https://`` and ``wss://``
+        connection, whatever the host (for example from
+        `twisted.internet.ssl.optionsForClientTLS`).
+    :param trust_root: a certificate authority to trust for whatever host a
+        URL names: the path of a PEM file, or a
+        `twisted.internet.ssl.Certificate`.  Without ``tls`` or
+        ``trust_root``, the platform's authorities are trusted.
+    :param token: a bearer token, for a server with access control.
+    :param timeout: seconds allowed for connecting, for a WebSocket's
+        opening handshake, and for an HTTP response.
+    :raises ValueError: both ``tls`` and ``trust_root`` were given.
+    :raises OSError: the ``trust_root`` file cannot be read.
+    """
+
+    def __init__(
+        self,
+        reactor: Any = None,
+        *,
+        tls: TLSSettings | None = None,
+        trust_root: TrustRoot | None = None,
+        token: str | None = None,
+        timeout: float = 10,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        authority = load_trust_root(trust_root) if trust_root is not None else None
+        self._connections = Connections(
+            reactor, TLSPolicy(tls, authority), token, timeout
+        )
+
+    def read(self, url: str) -> Deferred[bytes]:
+        """
+        The resource's persisted bytes now (a snapshot, even while an
+        appender is active).
+
+        :param url: the resource's ``http://`` or ``https://`` URL.
+        :raises NotFound: the resource was never written.
+        """
+
+        async def get() -> bytes:
+            response = await self._connections.get(target(url))
+            body: bytes = await treq.content(response)
+            if response.code != 200:
+                raise http_error(
+                    response.code, response.phrase.decode(), response_headers(response)
+                )
+            return body
+
+        return Deferred.fromCoroutine(get())
+
+    def follow(
+        self,
+        url: str,
+        on_data: Callable[[bytes], object],
+        offset: int = 0,
+        *,
+        retry: bool = False,
+        give_up_after: float = 300,
+        wait: bool = False,
+        text_frames: bool = False,
+    ) -> Deferred[FollowResult]:
+        """
+        Follow a resource: call ``on_data(bytes)`` with its bytes from
+        ``offset`` as they are persisted.
+
+        Fires with a `FollowResult` when the appender finishes
+        (``complete``) or is lost (``complete`` false), or at once after the
+        whole content of a finished resource.
+
+        :param url: the resource's ``http://`` or ``https://`` URL (the
+            WebSocket goes to its ``ws://`` or ``wss://`` twin).
+        :param on_data: called with each piece of the resource, in order.
+        :param offset: where to start; negative: the last ``-offset`` bytes.
+        :param retry: after a dropped connection (1006), a server restart
+            (1001) or a refused connection, reconnect from the bytes already
+            received, with backoff, so ``on_data`` sees every byte exactly
+            once.
+        :param give_up_after: seconds of failed reconnecting before the last
+            error is raised.
+        :param wait: if the resource was never written, wait (retrying with
+            backoff, up to ``give_up_after``) for it to be.
+        :param text_frames: ask for text frames instead of binary ones.
+        :raises NotFound: the resource was never written (and ``wait`` is
+            false, or it still was not after ``give_up_after``).
+        :raises ConnectionLost: the connection ended otherwise (without
+            ``retry``, or after ``give_up_after``).
+        """
+        return Deferred.fromCoroutine(
+            _follow(
+                self._connections,
+                url,
+                on_data,
+                offset,
+                retry,
+                give_up_after,
+                wait,
+                text_frames,
+            )
+        )
+
+    def open_append(
+        self,
+        url: str,
+        offset: int | None = None,
+        *,
+        retry: bool = False,
+        give_up_after: float = 300,
+        buffer_limit: int = 8 << 20,
+    ) -> Deferred[Appender]:
+        """
+        Become the appender of a resource.
+
+        :param url: the resource's ``http://`` or ``https://`` URL.
+        :param offset: expect the resource to hold exactly this many bytes
+            (`OffsetMismatch` otherwise).
+        :param retry: after a dropped connection (1006) or a server restart
+            (1001), reconnect with ``offset=`` the acknowledged size and
+            send the unacknowledged bytes again, with backoff.
+        :param give_up_after: seconds of failed reconnecting before the
+            appender fails with the last error.
+        :param buffer_limit: with ``retry``, how many unacknowledged bytes
+            to keep in memory before the appender is `Appender.full`.
+        :raises AppenderConflict: another appender holds the resource.
+        """
+        return Deferred.fromCoroutine(
+            open_appender(
+                self._connections, url, offset, retry, give_up_after, buffer_limit
+            )
+        )
+
+    def append(
+        self,
+        url: str,
+        data: bytes | IO[bytes] | Iterable[bytes],
+        offset: int | None = None,
+        *,
+        retry: bool = False,
+        give_up_after: float = 300,
+        buffer_limit: int = 8 << 20,
+    ) -> Deferred[int]:
+        """
+        Append ``data`` over a WebSocket and fire with the final persisted
+        size.  Takes the keyword arguments of `open_append`.
+
+        :param url: the resource's ``http://`` or ``https://`` URL.
+        :param data: bytes, a binary file object, or an iterable of bytes.
+        :param offset: as for `open_append`.
+        """
+
+        async def run() -> int:
+            appender = await self.open_append(
+                url,
+                offset,
+                retry=retry,
+                give_up_after=give_up_after,
+                buffer_limit=buffer_limit,
+            )
+            return await send_all(appender, data)
+
+        return Deferred.fromCoroutine(run())
+
+    def close(self) -> Deferred[None]:
+        """
+        Close the idle connections kept for reuse; fires once they are.
+        Followers and appenders still open carry on.
+        """
+        return self._connections.close()
+
+
+# -- shortcuts: one Client per call ---------------------------------------------
+
+
+async def _closing(client: Client, call: Deferred[_T]) -> _T:
+    """``call``'s result, once ``client`` is closed."""
+    try:
+        return await call
+    finally:
+        await client.close()
+
+
+def read(
+    url: str,
+    *,
+    reactor: Any = None,
+    tls: TLSSettings | None = None,
+    token: str | None = None,
+    timeout: float = 30,
+) -> Deferred[bytes]:
+    """
+    `Client.read` with a client made for this call.
+
+    :param reactor: as for `Client`.
+    :param tls: as for `Client`.
+    :param token: as for `Client`.
+    :param timeout: as for `Client`.
+    """
+    client = Client(reactor, tls=tls, token=token, timeout=timeout)
+    return Deferred.fromCoroutine(_closing(client, client.read(url)))
+
+
+def follow(
+    url: str,
+    on_data: Callable[[bytes], object],
+    offset: int = 0,
+    *,
+    retry: bool = False,
+    give_up_after: float = 300,
+    wait: bool = False,
+    text_frames: bool = False,
+    reactor: Any = None,
+    tls: TLSSettings | None = None,
+    token: str | None = None,
+    timeout: float = 10,
+) -> Deferred[FollowResult]:
+    """
+    `Client.follow` with a client made for this call; ``reactor``, ``tls``,
+    ``token`` and ``timeout`` are as for `Client`.
+    """
+    client = Client(reactor, tls=tls, token=token, timeout=timeout)
+    call = client.follow(
+        url,
+        on_data,
+        offset,
+        retry=retry,
+        give_up_after=give_up_after,
+        wait=wait,
+        text_frames=text_frames,
+    )
+    return Deferred.fromCoroutine(_closing(client, call))
+
+
+def open_append(
+    url: str,
+    offset: int | None = None,
+    *,
+    retry: bool = False,
+    give_up_after: float = 300,
+    buffer_limit: int = 8 << 20,
+    reactor: Any = None,
+    tls: TLSSettings | None = None,
+    token: str | None = None,
+    timeout: float = 10,
+) -> Deferred[Appender]:
+    """
+    `Client.open_append` with a client made for this session; ``reactor``,
+    ``tls``, ``token`` and ``timeout`` are as for `Client`.
+    """
+    client = Client(reactor, tls=tls, token=token, timeout=timeout)
+
+    async def run() -> Appender:
+        try:
+            appender = await client.open_append(
+                url,
+                offset,
+                retry=retry,
+                give_up_after=give_up_after,
+                buffer_limit=buffer_limit,
+            )
+        except BaseException:
+            await client.close()
+            raise
+        # The client lives as long as the session.
+        appender.wait().addBoth(lambda _: client.close())
+        return appender
+
+    return Deferred.fromCoroutine(run())
+
+
+def append(
+    url: str,
+    data: bytes | IO[bytes] | Iterable[bytes],
+    offset: int | None = None,
+    **kwargs: Any,
+) -> Deferred[int]:
+    """
+    Append ``data`` (bytes, a binary file object, or an iterable of bytes)
+    over a WebSocket and fire with the final persisted size.  Takes the
+    keyword arguments of `open_append`.
+    """
+
+    async def run() -> int:
+        return await send_all(await open_append(url, offset, **kwargs), data)
+
+    return Deferred.fromCoroutine(run())

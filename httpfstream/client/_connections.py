@@ -1,0 +1,92 @@
+"""
+`Connections`: what every call of one `Client` shares to reach servers (the
+reactor, the bearer token, TLS settings, the timeout, and one pooled
+twisted.web Agent), and the two ways a call talks to a server: a WebSocket,
+or a GET through that Agent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from treq.client import HTTPClient
+from twisted.internet.defer import Deferred
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.http_headers import Headers
+
+from ..protocol import X_VERB
+from ._tls import TLSPolicy
+from ._urls import Target
+from ._websocket import ClientProtocol, connect
+
+
+class Connections:
+    """
+    The plumbing of one `Client`.
+
+    :param reactor: the reactor everything runs on.
+    :param policy: the TLS settings per host, for https and wss.
+    :param token: a bearer token sent with every request, if given.
+    :param timeout: seconds for connecting, for a WebSocket's opening
+        handshake, and for an HTTP response.
+    :ivar reactor: the reactor.
+    """
+
+    def __init__(
+        self, reactor: Any, policy: TLSPolicy, token: str | None, timeout: float
+    ) -> None:
+        self.reactor = reactor
+        self._policy = policy
+        self._token = token
+        self._timeout = timeout
+        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._http = HTTPClient(Agent(reactor, contextFactory=policy, pool=self._pool))
+
+    def _headers(self, verb: str | None) -> dict[str, str]:
+        headers = {X_VERB: verb} if verb is not None else {}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        return headers
+
+    async def websocket(self, target: Target, verb: str) -> ClientProtocol:
+        """
+        Open a WebSocket to ``target`` for ``verb``.
+
+        :raises HTTPError: the server answered with a status other than 101.
+        :raises ConnectionLost: the handshake failed or timed out.
+        """
+        tls = self._policy.for_host(target.host) if target.secure else None
+        return await connect(
+            self.reactor, target, self._headers(verb), self._timeout, tls
+        )
+
+    def get(
+        self, target: Target, verb: str | None = None, *, unbuffered: bool = False
+    ) -> Deferred[Any]:
+        """
+        GET ``target`` through the pooled Agent; fires with treq's response.
+
+        :param verb: sent as ``X-Verb`` if given.
+        :param unbuffered: do not buffer the body (for streaming it).
+        """
+        headers = Headers({k: [v] for k, v in self._headers(verb).items()})
+        return self._http.get(
+            target.http_url,
+            headers=headers,
+            timeout=self._timeout,
+            unbuffered=unbuffered,
+            reactor=self.reactor,
+        )
+
+    def close(self) -> Deferred[None]:
+        """Close the pool's idle connections; fires once they are closed."""
+        closed: Deferred[None] = self._pool.closeCachedConnections()
+        return closed
+
+
+def response_headers(response: Any) -> dict[str, str]:
+    """A treq response's headers: lowercase names, first values."""
+    return {
+        k.decode("latin-1").lower(): v[0].decode("latin-1")
+        for k, v in response.headers.getAllRawHeaders()
+    }
