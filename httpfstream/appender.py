@@ -12,8 +12,11 @@ exactly once.  Its phases (Autobahn keeps the WebSocket's own `state`)::
                        reading the socket; a batch persisted -> resume,
                        and with ack=1 send the size as text
     OPEN  --peer's Close----------------------------> CLOSING
-          stop reading; end(1000): persist (+ sync), release the slot,
-          finish followers with 1000, final ack
+          stop reading; end(1000): persist (+ sync), record complete,
+          release the slot, finish followers with 1000, final ack.  A
+          Close with another code (an interrupted client) ends the
+          session as interrupted instead: persisted, not complete,
+          followers 4000
     CLOSING --session ended--> DONE: answer the Close (1000)
     OPEN  --message over the limit: Autobahn closes with 1009 itself
     OPEN  --resource over its limit (nothing of that message appended),
@@ -142,7 +145,14 @@ class AppenderProtocol(HandedProtocol[Appending]):
             self._send_ack(size)
             WebSocketServerProtocol.onCloseFrame(self, code, reasonRaw)
 
-        self._session.end(COMPLETE).addCallback(answer)
+        if code in (None, COMPLETE):
+            ending = self._session.end(COMPLETE)
+        else:
+            # Any other code (1001 from a client interrupted by Ctrl-C, say)
+            # ends the session as interrupted: persisted, not complete.
+            why = f"the appender closed with {code}"
+            ending = self._session.end(None, why, outcome=f"interrupted {code}")
+        ending.addCallback(answer)
         return None
 
     def _crossed_close(self, _: object, code: int, reasonRaw: bytes) -> None:

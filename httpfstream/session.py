@@ -91,7 +91,7 @@ class AppendSession:
         return self.stream.flush()
 
     def end(
-        self, code: int | None, reason: str = "", outcome: int | None = None
+        self, code: int | None, reason: str = "", outcome: int | str | None = None
     ) -> Deferred[int]:
         """
         End the session: persist (and sync) what was sent, release the
@@ -122,7 +122,7 @@ class AppendSession:
         return d
 
     def _ended(
-        self, size: int, code: int | None, reason: str, follower_code: int
+        self, size: int, code: int | str | None, reason: str, follower_code: int
     ) -> None:
         self._final = size
         self._feed.ended(self.name, size, follower_code, reason)

@@ -34,13 +34,18 @@ async def test_sigkill_keeps_every_acknowledged_byte_and_allows_resume(tmp_path)
     content = (root / "kill.log").read_bytes()
     assert len(content) >= acked
     assert bytes(sent).startswith(content)
-    # A new server on the same root; the appender resumes where the file ends.
+    # A new server on the same root knows the killed session did not end
+    # well (section 9); the appender resumes where the file ends.
     server = Twistd.start(root)
     try:
+        status, headers, _ = await get(server.url("kill.log"), method="HEAD")
+        assert (status, headers["httpfstream-complete"]) == (200, "0")
         b = await ws(server.ws_url("kill.log", offset=len(content)), "APPEND")
         assert b.status == 101
         b.sendMessage(bytes(sent[len(content) :]))
         assert await close(b) == 1000
+        status, headers, _ = await get(server.url("kill.log"), method="HEAD")
+        assert (status, headers["httpfstream-complete"]) == (200, "1")
     finally:
         server.stop()
     assert (root / "kill.log").read_bytes() == bytes(sent)
