@@ -390,6 +390,9 @@ class StreamResource(Resource):
             )
         request.setHeader(b"Accept-Ranges", b"bytes")
         request.setHeader(b"Content-Type", _content_type(name))
+        # The bytes are whatever anybody appended: never let a browser
+        # guess a type it would run.
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
         request.setHeader(b"Content-Length", b"%d" % (stop - start))
         if stream.active:
             request.setHeader(b"Cache-Control", b"no-store")
@@ -430,7 +433,10 @@ class StreamResource(Resource):
         _state_headers(request, stream.state)
         request.setHeader(header_bytes(OFFSET), b"%d" % start)
         request.setHeader(b"Content-Type", _content_type(name))
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
         request.setHeader(b"Cache-Control", b"no-store")
+        # A reverse proxy (nginx) streams it instead of buffering.
+        request.setHeader(b"X-Accel-Buffering", b"no")
         if not stream.active:
             request.setHeader(b"Content-Length", b"%d" % (stream.size - start))
         # Send the headers now: a live follow may wait long for a byte.

@@ -1,7 +1,8 @@
 """
 `make_site`: the one way to put httpfstream on a listening port, used by
 the twistd plugin and by embedders alike, so every server gets the same
-request-body limit, access log (tokens masked) and idle timeout.
+request-body limit, access log (tokens masked), idle timeout and bound on
+how long a request's head may take.
 
 ::
 
@@ -17,7 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.web.http import combinedLogFormatter
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel, combinedLogFormatter
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
@@ -25,6 +30,8 @@ from .auth import mask_token
 from .registry import StreamRegistry
 
 __all__ = ["body_limited", "make_site", "masked_log_formatter"]
+
+_log = Logger()
 
 
 class _MaskedRequest:
@@ -44,8 +51,64 @@ def masked_log_formatter(timestamp: str, request: Any) -> str:
     return line
 
 
+class _HeadTimedChannel(HTTPChannel):
+    """
+    An HTTP channel that closes a connection whose request head (request
+    line and headers) takes longer than ``head_timeout`` seconds to arrive.
+    twisted.web's own timeout restarts on every byte, so a client sending
+    one header line every few seconds (slowloris) would be kept forever.
+    """
+
+    head_timeout: float = 0
+    _head_timer: IDelayedCall | None = None
+
+    def lineReceived(self, line: bytes) -> None:
+        # Head lines arrive here; bodies go to rawDataReceived.
+        if self._head_timer is None and self.head_timeout:
+            self._head_timer = self.callLater(self.head_timeout, self._too_slow)
+        super().lineReceived(line)
+
+    def allHeadersReceived(self) -> None:
+        self._stop_head_timer()
+        super().allHeadersReceived()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._stop_head_timer()
+        super().connectionLost(reason)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            if self._head_timer.active():
+                self._head_timer.cancel()
+            self._head_timer = None
+
+    def _too_slow(self) -> None:
+        self._head_timer = None
+        peer = self.transport.getPeer() if self.transport else None
+        _log.info(
+            "closing {peer}: its request head took over {timeout}s",
+            peer=str(peer),
+            timeout=self.head_timeout,
+        )
+        self.timeoutConnection()
+
+
+class _Site(Site):
+    protocol = _HeadTimedChannel  # type: ignore[assignment]
+    head_timeout: float = 0
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        channel.head_timeout = self.head_timeout
+        return channel
+
+
 def make_site(
-    resource: IResource, registry: StreamRegistry, *, idle_timeout: float = 60
+    resource: IResource,
+    registry: StreamRegistry,
+    *,
+    idle_timeout: float = 60,
+    header_timeout: float = 30,
 ) -> Site:
     """
     A `Site` serving ``resource`` (a `StreamResource`, or a tree holding
@@ -55,17 +118,21 @@ def make_site(
       ``413`` before they are read (`body_limited`);
     - an access log in the combined format, ``access_token`` masked;
     - idle plain-HTTP connections closed after ``idle_timeout`` seconds
-      (0: never).
+      (0: never);
+    - a request whose head takes over ``header_timeout`` seconds to arrive
+      closed, however slowly it trickles in (0: no limit).
 
     :param resource: the root of the site.
     :param registry: the registry whose limits apply.
     :param idle_timeout: seconds an idle connection is kept open.
+    :param header_timeout: seconds a request's head may take.
     """
-    site = Site(
+    site = _Site(
         resource,
         timeout=idle_timeout or None,
         logFormatter=masked_log_formatter,
     )
+    site.head_timeout = header_timeout
     site.requestFactory = body_limited(registry.max_message_size)
     return site
 

@@ -8,7 +8,9 @@ endpoint.
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -130,6 +132,14 @@ class Options(usage.Options):
             _seconds,
         ],
         [
+            "header-timeout",
+            None,
+            "30",
+            "Seconds a client may take to send a request's head (its request line"
+            " and headers), however slowly it trickles in; 0: no limit.",
+            _seconds,
+        ],
+        [
             "max-followers",
             None,
             "20000",
@@ -160,6 +170,7 @@ class Options(usage.Options):
         "ping-timeout": _seconds,
         "handshake-timeout": _seconds,
         "idle-timeout": _seconds,
+        "header-timeout": _seconds,
         "max-followers": _count,
         "max-followers-per-resource": _count,
     }
@@ -178,22 +189,79 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--fsync must be never, close or always, not {self['fsync']!r}"
             ) from None
-        if self["auth"]:
-            try:
-                Tokens.load(self["auth"])
-            except (OSError, TokenError) as e:
-                raise usage.UsageError(f"--auth {self['auth']}: {e}") from None
         for key in ("ping-timeout", "handshake-timeout"):
             if self[key] == 0:
                 raise usage.UsageError(f"--{key} must be at least 1")
 
 
+class _StartupError(SystemExit):
+    """Stops twistd at start-up with one line on standard error, status 1."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"httpfstream: {message}")
+
+
+def _check_root(path: str) -> None:
+    """
+    The storage root exists (or can be created), is a folder and can be
+    written; otherwise stop with one line saying which.
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError:
+        raise _StartupError(f"--root {path} is not a folder") from None
+    except OSError as e:
+        raise _StartupError(f"--root {path} cannot be created: {e.strerror}") from None
+    if not os.path.isdir(path):
+        raise _StartupError(f"--root {path} is not a folder")
+    try:
+        probe, probe_path = tempfile.mkstemp(prefix=".httpfstream-probe-", dir=path)
+    except OSError as e:
+        raise _StartupError(f"--root {path} is not writable: {e.strerror}") from None
+    os.close(probe)
+    os.unlink(probe_path)
+
+
+class _Listening(StreamServerEndpointService):
+    """
+    Listens at start-up, before twistd drops privileges, and stops it with
+    one line naming the endpoint if it cannot (a port in use, say), instead
+    of running on without listening.
+    """
+
+    _raiseSynchronously = True
+
+    def __init__(self, description: str, endpoint: Any, factory: Any) -> None:
+        super().__init__(endpoint, factory)
+        self._description = description
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except Exception as e:
+            reason = getattr(e, "socketError", None) or e
+            raise _StartupError(
+                f"cannot listen on {self._description}: {reason}"
+            ) from None
+
+
 def makeService(options: Options, reactor: Any = None) -> MultiService:
-    """Build the registry, the site and the listening port."""
+    """
+    Build the registry, the site and the listening port.  A root that
+    cannot be used or a token file that cannot be read stops twistd with
+    one line, before anything starts.
+    """
     if reactor is None:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
+    _check_root(options["root"])
+    tokens = None
+    if options["auth"]:
+        try:
+            tokens = Tokens.load(options["auth"])
+        except (OSError, TokenError) as e:
+            raise _StartupError(f"--auth {options['auth']}: {e}") from None
     top = MultiService()
     registry = StreamRegistry(
         options["root"],
@@ -207,7 +275,6 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     # The registry first, the port last: services stop in reverse order, so
     # the port closes before followers are told the server is going away.
     registry.setServiceParent(top)
-    tokens = Tokens.load(options["auth"]) if options["auth"] else None
     websocket = WebSocketOptions(
         ping_interval=options["ping-interval"],
         ping_timeout=options["ping-timeout"],
@@ -217,7 +284,8 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         StreamResource(registry, tokens, websocket),
         registry,
         idle_timeout=options["idle-timeout"],
+        header_timeout=options["header-timeout"],
     )
     endpoint = serverFromString(reactor, options["port"])
-    StreamServerEndpointService(endpoint, site).setServiceParent(top)
+    _Listening(options["port"], endpoint, site).setServiceParent(top)
     return top

@@ -74,6 +74,7 @@ def start_server(
     tls: Any = None,
     tokens: Any = None,
     site_timeout: float | None = None,
+    header_timeout: float = 30,
     **options: Any,
 ) -> Server:
     """
@@ -91,7 +92,12 @@ def start_server(
     top = Resource()
     resource = StreamResource(registry, tokens, WebSocketOptions(**websocket))
     top.putChild(MOUNT.encode(), resource)
-    site = make_site(top, registry, idle_timeout=site_timeout or 0)
+    site = make_site(
+        top,
+        registry,
+        idle_timeout=site_timeout or 0,
+        header_timeout=header_timeout,
+    )
     if tls is not None:
         listening = reactor.listenSSL(port, site, tls, interface="127.0.0.1")
     else:

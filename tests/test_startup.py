@@ -1,0 +1,156 @@
+"""
+Failures a new user meets first, each answered clearly: a port in use, a
+storage root that cannot be used, a bad token file (one line on standard
+error and a non-zero status, at once), and a client that trickles its
+request head in (closed, however slowly it sends).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import subprocess
+
+import pytest
+from helpers import BIN, appender, close, get, raw
+from twisted.internet import reactor
+from twisted.internet.task import LoopingCall
+
+
+def twistd(*args: str, **kwargs) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [str(BIN / "twistd"), "-n", "--pidfile=", "httpfstream", *args],
+        capture_output=True,
+        timeout=30,
+        **kwargs,
+    )
+
+
+def complaint(result: subprocess.CompletedProcess[bytes]) -> list[str]:
+    """The lines that say what went wrong (twistd's start-up banner aside)."""
+    text = (result.stdout + result.stderr).decode()
+    return [
+        line
+        for line in text.splitlines()
+        if line.strip() and "starting up" not in line and "reactor class" not in line
+    ]
+
+
+def test_a_port_in_use_stops_it_with_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = twistd(f"--root={tmp_path}", f"--port=tcp:{port}:interface=127.0.0.1")
+    assert result.returncode != 0
+    lines = complaint(result)
+    assert len(lines) == 1, lines
+    assert f"cannot listen on tcp:{port}" in lines[0]
+    assert "in use" in lines[0]
+
+
+def test_a_root_that_is_a_file_stops_it_with_one_line(tmp_path):
+    root = tmp_path / "file"
+    root.write_text("not a folder")
+    result = twistd(f"--root={root}", "--port=tcp:0:interface=127.0.0.1")
+    assert result.returncode != 0
+    assert complaint(result) == [f"httpfstream: --root {root} is not a folder"]
+
+
+def test_a_root_that_cannot_be_written_is_refused():
+    # As root every folder is writable, and the venv under /root cannot be
+    # run as another user: check the start-up test itself in a child
+    # process that becomes nobody, as a service user would be.
+    from httpfstream.tap import _check_root
+
+    # A folder of its own (pytest's temporary folders are closed to others).
+    import tempfile
+
+    parent = tempfile.mkdtemp(prefix="httpfstream-ro-")
+    os.chmod(parent, 0o755)
+    root = os.path.join(parent, "ro")
+    os.mkdir(root, 0o555)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            os.close(read)
+            if os.geteuid() == 0:
+                nobody = pwd.getpwnam("nobody")
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+            try:
+                _check_root(str(root))
+                os.write(write, b"started")
+            except SystemExit as e:
+                os.write(write, str(e.code).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        said = pipe.read().decode()
+    os.waitpid(pid, 0)
+    os.rmdir(root)
+    os.rmdir(parent)
+    assert said.startswith(f"httpfstream: --root {root} is not writable"), said
+
+
+def test_a_bad_token_file_stops_it_with_its_error_alone(tmp_path):
+    bad = tmp_path / "tokens"
+    bad.write_text("short append\n")
+    result = twistd(f"--root={tmp_path}", f"--auth={bad}")
+    assert result.returncode != 0
+    lines = complaint(result)
+    assert len(lines) == 1, lines
+    assert "16 characters" in lines[0]
+    assert "Usage" not in lines[0]
+
+
+async def test_a_request_head_trickling_in_is_closed(make_server):
+    # The idle timeout (60 s) restarts on every line; the head's own bound
+    # (2 s) does not, so the connection is closed while it still trickles.
+    server = make_server(site_timeout=60, header_timeout=2)
+    client = await raw(server)
+    client.send(b"GET /logs/x.log HTTP/1.1\r\nHost: x\r\n")
+    lines = iter(range(40))
+
+    def one_more_line() -> None:
+        if next(lines, None) is None:
+            trickle.stop()
+        elif client.transport is not None and client.transport.connected:
+            client.send(b"X-Slow: 1\r\n")
+
+    trickle = LoopingCall(one_more_line)
+    trickle.clock = reactor
+    trickle.start(0.5)
+    try:
+        await client.closed.addTimeout(15, reactor)
+    finally:
+        if trickle.running:
+            trickle.stop()
+    assert client.received == b""
+    # A request that sends its head at once is served as ever.
+    assert (await get(server.url("x.log")))[0] == 404
+
+
+async def test_refusals_say_the_true_state_while_an_appender_holds_it(server):
+    a = await appender(server, "held.log", ack=1)
+    a.sendMessage(b"abc")
+    await a.until_ack(3)
+    for method, query in [("PUT", {}), ("GET", {"verb": "nonsense"})]:
+        status, headers, _ = await get(server.url("held.log", **query), method=method)
+        assert status in (400, 405)
+        assert headers["httpfstream-active"] == "1"
+        assert headers["httpfstream-size"] == "3"
+    assert await close(a) == 1000
+
+
+@pytest.mark.parametrize("follow", [False, True])
+async def test_reader_responses_are_never_sniffed(server, follow):
+    await get(server.url("n.log"), method="POST", data=b"<script>")
+    query = {"follow": 1} if follow else {}
+    _, headers, _ = await get(server.url("n.log", **query))
+    assert headers["x-content-type-options"] == "nosniff"
+    if follow:
+        assert headers["x-accel-buffering"] == "no"
