@@ -25,7 +25,9 @@ exactly once.  Its phases (Autobahn keeps the WebSocket's own `state`)::
     ENDING  --session ended--> DONE: our Close (1009, 1011 or 1001)
     ENDING  --peer's Close crosses ours--> answered after ours is sent
     OPEN  --connection lost-------------------------> DONE  end(lost):
-          persist what arrived, release; followers get 4000
+          persist what arrived, release; followers get 4000.  With
+          ``fin_ends_appender``, an orderly TCP close (FIN, no Close frame)
+          ends it as a clean close instead: end(1000)
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -49,10 +53,14 @@ __all__ = ["AppenderProtocol", "Appending", "Phase"]
 
 @dataclass(frozen=True)
 class Appending:
-    """What the resource hands the protocol: the session, and ``ack=1``."""
+    """
+    What the resource hands the protocol: the session, ``ack=1``, and
+    whether a FIN without a Close ends it cleanly (`WebSocketOptions`).
+    """
 
     session: AppendSession
     ack: bool
+    fin_ends_appender: bool = False
 
 
 class Phase(enum.Enum):
@@ -72,6 +80,7 @@ class AppenderProtocol(HandedProtocol[Appending]):
     _log = Logger()
     phase: Phase = Phase.CONNECTING
     _reading_paused = False
+    _fin = False
     #: Fires once a session we end with an error code has ended.
     _ended: Deferred[None] | None = None
 
@@ -184,8 +193,17 @@ class AppenderProtocol(HandedProtocol[Appending]):
 
         self._ended = self._session.end(code, reason).addCallback(close)
 
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # An orderly TCP close (FIN) while the WebSocket was open, as the
+        # original Go appender ends; before Autobahn forgets which it was.
+        self._fin = self.state == self.STATE_OPEN and bool(reason.check(ConnectionDone))
+        super().connectionLost(reason)
+
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if self.phase in (Phase.CONNECTING, Phase.OPEN):
+        if self.phase is Phase.OPEN and self._fin and self.session.fin_ends_appender:
+            self.phase = Phase.DONE
+            self._session.end(COMPLETE, outcome="closed by FIN")
+        elif self.phase in (Phase.CONNECTING, Phase.OPEN):
             # Lost (or never opened): persist what arrived, release.  An
             # ending already under way (CLOSING, ENDING) finishes by itself.
             self.phase = Phase.DONE

@@ -38,12 +38,21 @@ class WebSocketOptions:
     :ivar ping_timeout: seconds a peer has to answer a ping.
     :ivar handshake_timeout: seconds an opening handshake may take.
     :ivar close_timeout: seconds a closing handshake may take.
+    :ivar fin_ends_appender: take an appender's orderly TCP close (a FIN
+        after its last message, no Close frame) as a clean end, as the
+        original Go appender ends; a crashed appender's FIN then looks the
+        same.
+    :ivar text_frames: send followers that did not ask (no ``frames=``)
+        text messages instead of binary ones, as the original Go follower
+        wants.
     """
 
     ping_interval: int = 30
     ping_timeout: int = 30
     handshake_timeout: int = 10
     close_timeout: int = 5
+    fin_ends_appender: bool = False
+    text_frames: bool = False
 
     def autobahn(self) -> dict[str, Any]:
         """The options, as ``setProtocolOptions`` keywords."""

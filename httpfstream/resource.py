@@ -210,7 +210,7 @@ class StreamResource(Resource):
         super().__init__()
         self._registry = registry
         self._tokens = tokens
-        options = websocket or WebSocketOptions()
+        self._options = options = websocket or WebSocketOptions()
         self._appenders = Handoff(
             AppenderProtocol,
             registry.reactor,
@@ -456,7 +456,8 @@ class StreamResource(Resource):
                 return
             self._room(stream, "followers")
             start = self._start(request, stream)
-            text = (_arg(request, Param.FRAMES.key) or b"").lower() == b"text"
+            frames = (_arg(request, Param.FRAMES.key) or b"").lower()
+            text = frames == b"text" or (not frames and self._options.text_frames)
             headers = stream.state.headers()
             headers[OFFSET] = str(start)
             record = self._registry.record(Kind.FOLLOW_WS, name, _peer(request), start)
@@ -503,7 +504,8 @@ class StreamResource(Resource):
             session.end(None, "server shutting down")
             raise ShuttingDown()
         headers = session.stream.state.headers()
-        if not self._appenders.upgrade(request, Appending(session, ack), headers):
+        appending = Appending(session, ack, self._options.fin_ends_appender)
+        if not self._appenders.upgrade(request, appending, headers):
             session.end(None, "the client went away before the upgrade")
 
     async def _post(self, request: Request, name: Name) -> None:

@@ -64,6 +64,22 @@ class Options(usage.Options):
         " WebSocket or HTTP."
     )
 
+    optFlags: ClassVar[list[list[Any]]] = [
+        [
+            "fin-ends-appender",
+            None,
+            "Take an appender's orderly TCP close (FIN after its last message,"
+            " no Close frame) as a clean end, as the original Go appender ends."
+            " A crashed appender's FIN then looks the same.",
+        ],
+        [
+            "text-frames",
+            None,
+            "Send followers that give no frames= text messages instead of binary"
+            " (the original Go follower accepts only text).",
+        ],
+    ]
+
     optParameters: ClassVar[list[list[Any]]] = [
         [
             "root",
@@ -279,6 +295,8 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         ping_interval=options["ping-interval"],
         ping_timeout=options["ping-timeout"],
         handshake_timeout=options["handshake-timeout"],
+        fin_ends_appender=bool(options["fin-ends-appender"]),
+        text_frames=bool(options["text-frames"]),
     )
     site = make_site(
         StreamResource(registry, tokens, websocket),
