@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8080
 ROOT ?= data
 
-.PHONY: run test lint bench bench-quick clean
+.PHONY: run test lint fuzz bench bench-quick clean
 
 # A compat-mode editable install: twistd finds plugins by scanning sys.path
 # directories, which the default (PEP 660) editable mode hides
@@ -24,6 +24,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Hostile input at CI's budget: 10,000 fuzzed requests and frames against a
+# live server (make test runs 60); prints the cases per second.
+FUZZ_EXAMPLES ?= 10000
+fuzz: $(STAMP)
+	HTTPFSTREAM_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s \
+		tests/test_hostile.py -k test_malformed_input_never_hurts_others
 
 lint: $(STAMP)
 	$(BIN)/ruff check httpfstream

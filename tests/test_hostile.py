@@ -8,7 +8,9 @@ storage root.
 from __future__ import annotations
 
 import itertools
+import os
 import struct
+import time
 
 import pytest
 import pytest_twisted
@@ -17,6 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 METHODS = [b"GET", b"POST", b"HEAD", b"PUT", b"G\x00T", b"", b"GET GET"]
+
+#: Cases per run of the fuzzing test: a few for ``make test``; CI sets
+#: HTTPFSTREAM_FUZZ_EXAMPLES=10000 (.ci/run).
+FUZZ_EXAMPLES = int(os.environ.get("HTTPFSTREAM_FUZZ_EXAMPLES", "60"))
 
 
 @st.composite
@@ -94,10 +100,19 @@ def frames(draw):
 
 @pytest.fixture
 def stream(make_server):
-    """A server with a live stream kept flowing across the examples."""
+    """
+    A server with a live stream kept flowing across the examples; says how
+    many cases ran and how fast (shown with ``pytest -s``).
+    """
     server = make_server(handshake_timeout=2, max_message_size=1 << 16)
     state = {"server": server, "n": itertools.count()}
-    return state
+    yield state
+    if state.get("cases"):
+        seconds = time.monotonic() - state["started"]
+        print(
+            f"\nhostile input: {state['cases']} cases in {seconds:.1f}s,"
+            f" {state['cases'] / seconds:.0f} cases/s"
+        )
 
 
 async def _check_alive(state, a, f) -> None:
@@ -113,9 +128,9 @@ async def _check_alive(state, a, f) -> None:
 
 
 @settings(
-    max_examples=60,
+    max_examples=FUZZ_EXAMPLES,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
     kind=st.sampled_from(["http", "append-frames", "follow-frames"]),
@@ -128,6 +143,8 @@ async def test_malformed_input_never_hurts_others(stream, kind, head, junk):
     if "a" not in stream:
         stream["a"] = await appender(server, "canary.log")
         stream["f"] = await ws(server.ws_url("canary.log"))
+        stream["started"] = time.monotonic()
+    stream["cases"] = stream.get("cases", 0) + 1
     a, f = stream["a"], stream["f"]
     client = await raw(server)
     if kind == "http":
