@@ -1,24 +1,35 @@
 """
-What a request asks for, decided from its method and headers alone
-(PROTOCOL.md section 2): which action serves it and which right it needs,
-or the refusal it gets.  No I/O: `StreamResource` checks the token and the
-name and then runs the action; this table is unit-tested on its own.
+What a request asks for, decided from its method, headers and query alone
+(PROTOCOL sections 2, 10, 11 and 12): which action serves it and which
+right it needs, or the refusal it gets.  No I/O: `StreamResource` checks the
+token and the name and then runs the action; this table is unit-tested on
+its own.
+
+Resources (a path not ending in ``/``):
 
 =========  ========  =======  ========  ===============================
 method     verb      upgrade  follow=1  action
 =========  ========  =======  ========  ===============================
 GET        FOLLOW    yes      any       FOLLOW_WS
 GET        FOLLOW    no       yes       FOLLOW_HTTP
-GET        FOLLOW    no       no        SNAPSHOT
+GET        FOLLOW    no       no        SNAPSHOT, or VIEW for a browser
 GET        APPEND    yes      any       APPEND_WS
 GET        APPEND    no       any       400: needs a WebSocket (or POST)
 HEAD       any                          HEAD (the snapshot's headers)
 POST       any                          POST (append the body)
+DELETE     any                          DELETE
 GET, HEAD  unknown                      400
 other                                   405, with ``Allow``
 =========  ========  =======  ========  ===============================
 
-Rights: APPEND_WS and POST need ``append``; everything else ``follow``.
+VIEW (section 12): a plain GET (no verb, ``follow``, ``offset``, ``Range``
+or ``raw=1``) whose ``Accept`` names ``text/html`` before any other type.
+
+Folders (a path ending in ``/``, or the mount point): GET and HEAD are
+LIST (section 10); writes are ``400``; a follow of a folder is ``404``.
+
+Rights: APPEND_WS, POST and DELETE need ``append``; everything else
+``follow``.
 """
 
 from __future__ import annotations
@@ -29,10 +40,10 @@ from dataclasses import dataclass, field
 from .auth import Right
 from .protocol import APPEND, VERBS, ResourceState
 
-__all__ = ["ALLOW", "Action", "Decision", "Refusal", "decide"]
+__all__ = ["ALLOW", "Action", "Asked", "Decision", "Refusal", "decide", "prefers_html"]
 
 #: The methods a resource answers, for ``Allow``.
-ALLOW = b"GET, HEAD, POST"
+ALLOW = b"GET, HEAD, POST, DELETE"
 
 
 class Action(enum.Enum):
@@ -42,6 +53,9 @@ class Action(enum.Enum):
     FOLLOW_WS = "follow-ws"
     APPEND_WS = "append-ws"
     POST = "post"
+    DELETE = "delete"
+    VIEW = "view"
+    LIST = "list"
 
 
 class Refusal(Exception):
@@ -66,6 +80,32 @@ class Refusal(Exception):
 
 
 @dataclass(frozen=True)
+class Asked:
+    """
+    What a request says, as far as deciding goes.
+
+    :ivar method: the HTTP method.
+    :ivar verb: the verb, upper case (``X-Verb``, else ``verb=``, else
+        ``FOLLOW``).
+    :ivar verb_given: whether the request named a verb at all.
+    :ivar upgrade: whether it asks for a WebSocket upgrade.
+    :ivar follow: whether it has ``follow=1``.
+    :ivar folder: whether its path names a folder.
+    :ivar browser: whether its ``Accept`` names ``text/html`` first.
+    :ivar plain: no ``offset=``, ``Range`` or ``raw=1``.
+    """
+
+    method: bytes
+    verb: str = "FOLLOW"
+    verb_given: bool = False
+    upgrade: bool = False
+    follow: bool = False
+    folder: bool = False
+    browser: bool = False
+    plain: bool = True
+
+
+@dataclass(frozen=True)
 class Decision:
     """
     :ivar right: what the request's token must grant.
@@ -81,44 +121,52 @@ class Decision:
     refusal: Refusal | None = field(default=None, compare=False)
 
 
-def decide(method: bytes, verb: str, upgrade: bool, follow: bool) -> Decision:
-    """
-    :param method: the HTTP method.
-    :param verb: the verb, upper case (``X-Verb``, else ``verb=``, else
-        ``FOLLOW``).
-    :param upgrade: whether it asks for a WebSocket upgrade.
-    :param follow: whether it has ``follow=1``.
-    """
-    writes = method == b"POST" or (method == b"GET" and verb == APPEND)
+def prefers_html(accept: bytes | None) -> bool:
+    """Whether an ``Accept`` header names ``text/html`` before any other type."""
+    if not accept:
+        return False
+    first = accept.split(b",", 1)[0].split(b";", 1)[0].strip().lower()
+    return first == b"text/html"
+
+
+def decide(asked: Asked) -> Decision:
+    """The action for ``asked`` and the right it needs, or its refusal."""
+    method, verb = asked.method, asked.verb
+    writes = method in (b"POST", b"DELETE") or (method == b"GET" and verb == APPEND)
     right = Right.APPEND if writes else Right.FOLLOW
+
+    def refuse(code: int, message: str, **headers: bytes) -> Decision:
+        extra = {k.encode(): v for k, v in headers.items()}
+        return Decision(right, writes, refusal=Refusal(code, message, extra))
+
+    if method not in (b"GET", b"HEAD", b"POST", b"DELETE"):
+        return refuse(
+            405, f"method {method.decode('latin-1')} is not allowed", Allow=ALLOW
+        )
+    if method in (b"GET", b"HEAD") and verb not in VERBS:
+        return refuse(400, f"unknown verb {verb!r}")
+    if asked.folder:
+        if writes:
+            return refuse(400, "a folder cannot be written; name a resource")
+        if asked.upgrade or asked.follow:
+            return refuse(404, "a folder cannot be followed; name a resource")
+        return Decision(right, writes, Action.LIST)
     if method == b"POST":
         return Decision(right, writes, Action.POST)
-    if method not in (b"GET", b"HEAD"):
-        return Decision(
-            right,
-            writes,
-            refusal=Refusal(
-                405,
-                f"method {method.decode('latin-1')} is not allowed",
-                {b"Allow": ALLOW},
-            ),
-        )
-    if verb not in VERBS:
-        return Decision(right, writes, refusal=Refusal(400, f"unknown verb {verb!r}"))
+    if method == b"DELETE":
+        return Decision(right, writes, Action.DELETE)
     if method == b"HEAD":
         return Decision(right, writes, Action.HEAD)
     if verb == APPEND:
-        if not upgrade:
-            return Decision(
-                right,
-                writes,
-                refusal=Refusal(
-                    400, "APPEND over GET needs a WebSocket upgrade (or use POST)"
-                ),
+        if not asked.upgrade:
+            return refuse(
+                400, "APPEND over GET needs a WebSocket upgrade (or use POST)"
             )
         return Decision(right, writes, Action.APPEND_WS)
-    if upgrade:
+    if asked.upgrade:
         return Decision(right, writes, Action.FOLLOW_WS)
-    if follow:
+    if asked.follow:
         return Decision(right, writes, Action.FOLLOW_HTTP)
+    if asked.browser and asked.plain and not asked.verb_given:
+        return Decision(right, writes, Action.VIEW)
     return Decision(right, writes, Action.SNAPSHOT)

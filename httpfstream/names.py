@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["STATE_FOLDER", "InvalidName", "Name", "parse_name"]
+__all__ = [
+    "STATE_FOLDER",
+    "InvalidName",
+    "Name",
+    "names_folder",
+    "parse_folder",
+    "parse_name",
+]
 
 #: The folder under the storage root where the server keeps its own state
 #: (section 9); no resource name may reach it.
@@ -62,3 +69,25 @@ def parse_name(segments: Sequence[bytes]) -> Name:
     if parts[0] == STATE_FOLDER:
         raise InvalidName(f"{STATE_FOLDER}/ holds the server's own state")
     return parts
+
+
+def names_folder(segments: Sequence[bytes]) -> bool:
+    """
+    Whether the path names a folder: it ends in ``/``, or is the mount
+    point itself.
+    """
+    return not segments or segments[-1] == b""
+
+
+def parse_folder(segments: Sequence[bytes]) -> Name:
+    """
+    Turn the path of a folder (`names_folder`) into its name: the segments
+    before the trailing ``/``; ``()`` for the mount point itself.
+
+    :raises InvalidName: as `parse_name` would for the same path without
+        its trailing ``/``.
+    """
+    inside = list(segments[:-1]) if segments else []
+    if not inside or inside == [b""]:
+        return ()
+    return parse_name(inside)

@@ -76,6 +76,10 @@ class Param(enum.StrEnum):
     FRAMES = "frames"
     #: The bearer token, for browsers (section 8).
     ACCESS_TOKEN = "access_token"
+    #: GET: the bytes, even for a browser (section 12).
+    RAW = "raw"
+    #: GET of a folder: ``json`` for JSON whatever ``Accept`` says.
+    FORMAT = "format"
 
     @property
     def key(self) -> bytes:

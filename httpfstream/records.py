@@ -51,12 +51,14 @@ class Counters:
         HTTP a status or ``"cut"``).
     :ivar bytes_appended: bytes appenders sent that were persisted.
     :ivar bytes_delivered: bytes sent to readers.
+    :ivar swept: resources removed for being older than the maximum age.
     """
 
     open: Counter[Kind] = field(default_factory=Counter)
     ended: Counter[tuple[Kind, str]] = field(default_factory=Counter)
     bytes_appended: int = 0
     bytes_delivered: int = 0
+    swept: int = 0
 
     @property
     def readers(self) -> int:

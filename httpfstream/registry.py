@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
@@ -33,8 +34,8 @@ from .names import Name
 from .protocol import ResourceState
 from .records import Counters, Kind, SessionRecord
 from .session import AppendSession
-from .store import FileStore, IStore, SizeMismatch
-from .stream import FsyncPolicy, Stream
+from .store import FileStore, IStore, Listing, NotFound, SizeMismatch
+from .stream import FsyncPolicy, ResourceFull, Stream
 
 __all__ = [
     "AppenderConflict",
@@ -117,6 +118,9 @@ class StreamRegistry(Service):
     :param max_followers_per_resource: the same, per resource.
     :param shutdown_timeout: seconds `stopService` waits for sessions to
         end before it closes the files anyway.
+    :param max_age: remove resources with no appender whose bytes have not
+        changed for this many seconds, in a sweep every ``sweep_interval``
+        seconds (0: keep everything).
     :param reactor: the reactor (default: the global one).
     :param store: where files live (default: a `FileStore` on ``root``).
     :param slots: who holds appender slots (default: this process alone).
@@ -139,6 +143,8 @@ class StreamRegistry(Service):
         max_followers: int = 20_000,
         max_followers_per_resource: int = 5_000,
         shutdown_timeout: float = 15,
+        max_age: float = 0,
+        sweep_interval: float = 3600,
         reactor: Any = None,
         store: IStore | None = None,
         slots: IAppenderSlots | None = None,
@@ -159,6 +165,11 @@ class StreamRegistry(Service):
         self.max_followers = max_followers
         self.max_followers_per_resource = max_followers_per_resource
         self.shutdown_timeout = shutdown_timeout
+        self.max_age = max_age
+        self.sweep_interval = sweep_interval
+        self._sweeper: LoopingCall | None = None
+        # Streams of deleted resources, still read by their followers.
+        self._detached: set[Stream] = set()
         self.counters = Counters()
         self._store: IStore = store or FileStore(self.root, reactor)
         self._slots: IAppenderSlots = slots or LocalSlots()
@@ -176,9 +187,15 @@ class StreamRegistry(Service):
     def startService(self) -> None:
         self._store.start()
         super().startService()
+        if self.max_age:
+            self._sweeper = LoopingCall(self._sweep_safely)
+            self._sweeper.clock = self.reactor
+            self._sweeper.start(self.sweep_interval, now=True)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
         for stream in list(self._streams.values()):
             stream.shutdown()
         d = self.when_idle()
@@ -206,7 +223,7 @@ class StreamRegistry(Service):
         return d
 
     def _check_all_idle(self) -> None:
-        if self._streams or self._opening or self._closing:
+        if self._streams or self._detached or self._opening or self._closing:
             return
         waiters, self._idle_waiters = self._idle_waiters, []
         for d in waiters:
@@ -244,6 +261,7 @@ class StreamRegistry(Service):
         *,
         kind: Kind = Kind.APPEND,
         peer: str = "",
+        reserve: int = 0,
     ) -> Deferred[AppendSession]:
         """
         Take the resource's appender slot, creating its file if needed, and
@@ -253,6 +271,10 @@ class StreamRegistry(Service):
 
         :param kind: `Kind.APPEND` or `Kind.POST`, for the record.
         :param peer: who appends, for the log.
+        :param reserve: bytes the session will append (a POST's body): if
+            they would take the resource past its maximum size, fail with
+            `stream.ResourceFull` (its ``state`` set) before anything is
+            recorded.
         :raises AppenderConflict: another appender holds it.
         :raises OffsetMismatch: ``expected_size`` is not its size.
         :raises store.NotAResource: the name cannot hold a resource.
@@ -261,7 +283,7 @@ class StreamRegistry(Service):
             return fail(ShuttingDown())
         claim = self._slots.claim(name)
         begun = Deferred.fromCoroutine(
-            self._begin(name, claim, expected_size, kind, peer)
+            self._begin(name, claim, expected_size, kind, peer, reserve)
         )
         return _cancellable(begun, lambda s: s.end(None, "the requester went away"))
 
@@ -272,6 +294,7 @@ class StreamRegistry(Service):
         expected_size: int | None,
         kind: Kind,
         peer: str,
+        reserve: int,
     ) -> AppendSession:
         try:
             slot = await claim
@@ -295,6 +318,13 @@ class StreamRegistry(Service):
         stream.release()  # the session keeps it open
         session = sessions[0]
         try:
+            stream.check_append(reserve)
+        except ResourceFull as e:
+            # Nothing was recorded: the resource stays as it was.
+            await session.end(None, str(e), outcome=413)
+            e.state = stream.state
+            raise
+        try:
             # Incomplete, durably, before the appender hears yes.
             await stream.mark(False)
         except BaseException:
@@ -315,6 +345,70 @@ class StreamRegistry(Service):
             return fail(ShuttingDown())
         opened = Deferred.fromCoroutine(self._get(name, False, None, None))
         return _cancellable(opened, Stream.release)
+
+    def listing(self, folder: Name) -> Deferred[Listing | None]:
+        """What ``folder`` holds (`store.Listing`), or ``None``."""
+        return self._store.listing(folder)
+
+    def delete(self, name: Name) -> Deferred[None]:
+        """
+        Remove the resource and its state.  The slot is held meanwhile, so
+        no appender can start on it; readers already streaming it finish
+        with the bytes they were given.
+
+        :raises AppenderConflict: an appender holds it.
+        :raises store.NotFound: it has no file.
+        """
+        if not self.running:
+            return fail(ShuttingDown())
+        return Deferred.fromCoroutine(self._delete(name, self._slots.claim(name)))
+
+    async def _delete(self, name: Name, claim: Deferred[ISlot]) -> None:
+        try:
+            slot = await claim
+        except SlotTaken:
+            raise AppenderConflict(await self.describe(name)) from None
+        try:
+            while name in self._opening:
+                await self._opened(name)
+            if not await self._store.remove(name):
+                raise NotFound("/".join(name))
+            stream = self._streams.pop(name, None)
+            if stream is not None:
+                self._detached.add(stream)
+                self._unwatch.pop(stream)()
+        finally:
+            slot.release()
+
+    async def sweep(self) -> int:
+        """
+        Remove every resource with no appender whose bytes have not changed
+        for `max_age` seconds; how many went.
+        """
+        cutoff = self.reactor.seconds() - self.max_age
+        removed = 0
+        for name in await self._store.older_than(cutoff):
+            try:
+                await self.delete(name)
+            except (AppenderConflict, NotFound):
+                continue  # appended to, or gone, meanwhile
+            removed += 1
+            self.counters.swept += 1
+            _log.info(
+                "removed {name}: unchanged for over {max_age:.0f}s",
+                name="/".join(name),
+                max_age=self.max_age,
+            )
+        return removed
+
+    async def _sweep_safely(self) -> None:
+        # A LoopingCall stops for good on its first error: never let one out.
+        try:
+            await self.sweep()
+        except Exception:
+            _log.failure(
+                "sweeping resources older than {max_age}s", max_age=self.max_age
+            )
 
     def describe(self, name: Name) -> Deferred[ResourceState]:
         """The resource's state now, for the response headers."""
@@ -399,10 +493,13 @@ class StreamRegistry(Service):
             slot.release()
 
     def _idle(self, stream: Stream) -> None:
-        if self._streams.get(stream.name) is not stream:
+        if self._streams.get(stream.name) is stream:
+            del self._streams[stream.name]
+            self._unwatch.pop(stream)()
+        elif stream in self._detached:
+            self._detached.discard(stream)
+        else:
             return
-        del self._streams[stream.name]
-        self._unwatch.pop(stream)()
         d = stream.close()
         d.addErrback(
             lambda f: _log.failure("closing {name}", f, name="/".join(stream.name))

@@ -36,12 +36,13 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from . import viewer
 from .appender import AppenderProtocol, Appending
 from .auth import Access, Right, Tokens, mask_token
-from .decide import Action, Refusal, decide
+from .decide import Action, Asked, Refusal, decide, prefers_html
 from .followers import FollowerProtocol, Following, ResponseSink
 from .handoff import Handoff, WebSocketOptions
-from .names import InvalidName, Name, parse_name
+from .names import InvalidName, Name, names_folder, parse_folder, parse_name
 from .protocol import (
     COMPLETE,
     FOLLOW,
@@ -237,6 +238,9 @@ class StreamResource(Resource):
             Action.FOLLOW_WS: self._follow_ws,
             Action.APPEND_WS: self._append,
             Action.POST: self._post,
+            Action.DELETE: self._delete,
+            Action.VIEW: self._view,
+            Action.LIST: self._list,
         }
 
     def render(self, request: Request) -> bytes | int:
@@ -257,18 +261,29 @@ class StreamResource(Resource):
             request.finish()
 
     async def _serve(self, request: Request) -> None:
-        raw_verb = request.getHeader(header_bytes(X_VERB)) or _arg(
-            request, Param.VERB.key
-        )
-        verb = FOLLOW if raw_verb is None else raw_verb.decode("latin-1").upper()
-        upgrade = b"websocket" in (request.getHeader(b"upgrade") or b"").lower()
+        raw_verb = request.getHeader(_X_VERB) or _arg(request, Param.VERB.key)
+        segments = request.postpath or []
+        folder = names_folder(segments)
         decision = decide(
-            request.method, verb, upgrade, flag(_arg(request, Param.FOLLOW.key))
+            Asked(
+                method=request.method,
+                verb=FOLLOW if raw_verb is None else raw_verb.decode("latin-1").upper(),
+                verb_given=raw_verb is not None,
+                upgrade=b"websocket" in (request.getHeader(b"upgrade") or b"").lower(),
+                follow=flag(_arg(request, Param.FOLLOW.key)),
+                folder=folder,
+                browser=prefers_html(request.getHeader(b"accept")),
+                plain=not (
+                    _arg(request, Param.OFFSET.key) is not None
+                    or request.getHeader(b"range")
+                    or flag(_arg(request, Param.RAW.key))
+                ),
+            )
         )
         parsed: Name | None = None
         invalid: InvalidName | None = None
         try:
-            parsed = parse_name(request.postpath or [])
+            parsed = parse_folder(segments) if folder else parse_name(segments)
         except InvalidName as e:
             invalid = e
         if self._tokens is not None and not self._allowed(
@@ -285,7 +300,7 @@ class StreamResource(Resource):
             assert decision.action is not None
             await self._actions[decision.action](request, parsed)
         except Refusal as refusal:
-            await self._refuse(request, parsed, refusal)
+            await self._refuse(request, None if folder else parsed, refusal)
         except ShuttingDown:
             write_text(request, 503, "server shutting down", {b"Retry-After": b"5"})
 
@@ -469,15 +484,52 @@ class StreamResource(Resource):
             if not handed:
                 stream.release()
 
+    async def _view(self, request: Request, name: Name) -> None:
+        """A browser opening a resource: the page that follows it."""
+        stream = await self._open(name)
+        try:
+            state = stream.state
+        finally:
+            stream.release()
+        _state_headers(request, state)
+        page = viewer.resource_page(name, _arg(request, Param.ACCESS_TOKEN.key))
+        viewer.send_page(request, page)
+
+    async def _list(self, request: Request, folder: Name) -> None:
+        """A folder: JSON for programs, an index page for browsers."""
+        listing = await self._registry.listing(folder)
+        if listing is None:
+            raise Refusal(404, "no such folder")
+        entries = [
+            (entry, self._registry.active((*folder, entry.name)))
+            for entry in listing.resources
+        ]
+        as_json = (_arg(request, Param.FORMAT.key) or b"").lower() == b"json"
+        if prefers_html(request.getHeader(b"accept")) and not as_json:
+            page = viewer.listing_page(
+                folder, entries, listing.folders, self._registry.reactor.seconds()
+            )
+            viewer.send_page(request, page)
+            return
+        body = viewer.listing_json(entries, listing.folders)
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        request.setHeader(b"Vary", b"Accept")
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.write(b"" if request.method == b"HEAD" else body)
+        request.finish()
+
     # -- writing ------------------------------------------------------------
 
-    async def _begin(self, request: Request, name: Name, kind: Kind) -> AppendSession:
+    async def _begin(
+        self, request: Request, name: Name, kind: Kind, reserve: int = 0
+    ) -> AppendSession:
         expected = _int_arg(request, Param.OFFSET.key)
         if expected is not None and expected < 0:
             raise Refusal(400, "offset must not be negative when appending")
         try:
             return await self._registry.begin_append(
-                name, expected, kind=kind, peer=_peer(request)
+                name, expected, kind=kind, peer=_peer(request), reserve=reserve
             )
         except AppenderConflict as e:
             raise Refusal(
@@ -492,6 +544,8 @@ class StreamResource(Resource):
             ) from None
         except NotAResource as e:
             raise Refusal(400, f"cannot append here: {e}") from None
+        except ResourceFull as e:
+            raise Refusal(413, str(e), state=e.state) from None
         except OSError as e:
             raise _busy(e) from None
 
@@ -508,6 +562,21 @@ class StreamResource(Resource):
         if not self._appenders.upgrade(request, appending, headers):
             session.end(None, "the client went away before the upgrade")
 
+    async def _delete(self, request: Request, name: Name) -> None:
+        """DELETE: remove a resource nobody appends to."""
+        try:
+            await self._registry.delete(name)
+        except AppenderConflict as e:
+            raise Refusal(
+                409, "an appender holds this resource", state=e.state
+            ) from None
+        except (NotFound, NotAResource):
+            gone = ResourceState(False, None)
+            raise Refusal(404, "no such resource", state=gone) from None
+        _state_headers(request, ResourceState(False, None))
+        request.setResponseCode(204)
+        request.finish()
+
     async def _post(self, request: Request, name: Name) -> None:
         """A POST: append the whole body as one piece."""
         content = request.content
@@ -519,19 +588,22 @@ class StreamResource(Resource):
             raise Refusal(
                 413, f"the body is larger than the maximum message size ({limit} bytes)"
             )
+        most = self._registry.max_resource_size
+        if most and length > most:
+            # Refused before anything exists: no file, no state changed.
+            raise Refusal(
+                413, f"the body is larger than the maximum resource size ({most} bytes)"
+            )
         content.seek(0)
         body = content.read()
-        session = await self._begin(request, name, Kind.POST)
+        session = await self._begin(request, name, Kind.POST, reserve=length)
         try:
             session.append(body)
             await session.flush()
-        except ResourceFull as e:
-            size = await session.end(413, str(e))
-            raise Refusal(413, str(e), state=ResourceState(False, size)) from None
         except Exception as e:
-            size = await session.end(500, "write failed")
+            await session.end(500, "write failed")
             raise Refusal(
-                500, f"write failed: {e}", state=ResourceState(False, size)
+                500, f"write failed: {e}", state=session.stream.state
             ) from None
         size = await session.end(COMPLETE, outcome=200)
         if request.finished or request.channel is None:

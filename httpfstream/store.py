@@ -27,6 +27,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
 from twisted.internet.defer import Deferred
@@ -39,9 +40,11 @@ from zope.interface import Attribute, Interface, implementer
 from .names import STATE_FOLDER, Name
 
 __all__ = [
+    "Entry",
     "FileStore",
     "IStore",
     "IStoreFile",
+    "Listing",
     "NotAResource",
     "NotFound",
     "SizeMismatch",
@@ -82,6 +85,26 @@ class Stored(NamedTuple):
 
     size: int
     complete: bool
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One resource in a folder listing."""
+
+    name: str
+    size: int
+    complete: bool
+    #: When its bytes last changed, in seconds since the epoch.
+    modified: float
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a folder holds that a name can reach, each sorted by name."""
+
+    resources: list[Entry]
+    #: Sub-folders' names, each ending in ``/``.
+    folders: list[str]
 
 
 class IStoreFile(Interface):
@@ -139,6 +162,18 @@ class IStore(Interface):
 
     def stat(name: Name) -> Deferred[Stored | None]:
         """The resource's size and completion, or ``None`` if it has no file."""
+
+    def listing(folder: Name) -> Deferred[Listing | None]:
+        """What ``folder`` holds, or ``None`` if there is no such folder."""
+
+    def remove(name: Name) -> Deferred[bool]:
+        """
+        Remove the resource's file and its state, and the folders that are
+        left empty; ``False`` if it had no file.
+        """
+
+    def older_than(seconds_since_epoch: float) -> Deferred[list[Name]]:
+        """Every resource whose bytes last changed before that time."""
 
 
 @implementer(IStoreFile)
@@ -224,6 +259,15 @@ class FileStore:
     def stat(self, name: Name) -> Deferred[Stored | None]:
         return self._run(self._stat, name)
 
+    def listing(self, folder: Name) -> Deferred[Listing | None]:
+        return self._run(self._list, folder)
+
+    def remove(self, name: Name) -> Deferred[bool]:
+        return self._run(self._remove, name)
+
+    def older_than(self, seconds_since_epoch: float) -> Deferred[list[Name]]:
+        return self._run(self._older_than, seconds_since_epoch)
+
     # Everything below runs in a worker thread.
 
     def _inside(self, path: str) -> bool:
@@ -254,6 +298,103 @@ class FileStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+    def _reachable(self, folder: Name, entry: os.DirEntry[str]) -> str | None:
+        """
+        ``"file"`` or ``"folder"`` if a name can reach ``entry`` (inside the
+        root, symbolic links included; not the state folder; a name that
+        `names.parse_name` takes), else ``None``.
+        """
+        if not folder and entry.name == STATE_FOLDER:
+            return None
+        try:
+            entry.name.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+        if entry.is_symlink() and not self._inside(entry.path):
+            return None
+        try:
+            if entry.is_file():
+                return "file"
+            if entry.is_dir():
+                return "folder"
+        except OSError:
+            pass
+        return None
+
+    def _list(self, folder: Name) -> Listing | None:
+        path = os.path.join(self.root.path, *folder)
+        if not self._inside(path) or not os.path.isdir(path):
+            return None
+        resources: list[Entry] = []
+        folders: list[str] = []
+        with os.scandir(path) as entries:
+            for entry in entries:
+                kind = self._reachable(folder, entry)
+                if kind == "folder":
+                    folders.append(entry.name + "/")
+                elif kind == "file":
+                    try:
+                        info = entry.stat()
+                    except OSError:
+                        continue
+                    complete = self._complete((*folder, entry.name))
+                    resources.append(
+                        Entry(entry.name, info.st_size, complete, info.st_mtime)
+                    )
+        resources.sort(key=lambda e: e.name)
+        folders.sort()
+        return Listing(resources, folders)
+
+    def _remove(self, name: Name) -> bool:
+        path = os.path.join(self.root.path, *name)
+        if not self._inside(os.path.dirname(path)):
+            return False
+        try:
+            info = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        if stat.S_ISDIR(info.st_mode):
+            return False
+        os.unlink(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._marker(name))
+        # Folders left empty go too, in the resources and in the state.
+        for base in (
+            self.root.path,
+            os.path.join(self.root.path, STATE_FOLDER, "incomplete"),
+        ):
+            for depth in range(len(name) - 1, 0, -1):
+                try:
+                    os.rmdir(os.path.join(base, *name[:depth]))
+                except OSError:
+                    break
+        return True
+
+    def _older_than(self, seconds_since_epoch: float) -> list[Name]:
+        found: list[Name] = []
+
+        def walk(folder: Name) -> None:
+            path = os.path.join(self.root.path, *folder)
+            try:
+                entries = list(os.scandir(path))
+            except OSError:
+                return
+            for entry in entries:
+                if entry.is_symlink():
+                    continue  # the link's target is not ours to expire
+                kind = self._reachable(folder, entry)
+                if kind == "folder":
+                    walk((*folder, entry.name))
+                elif kind == "file":
+                    try:
+                        if entry.stat().st_mtime < seconds_since_epoch:
+                            found.append((*folder, entry.name))
+                    except OSError:
+                        continue
+
+        walk(())
+        return found
 
     def _stat(self, name: Name) -> Stored | None:
         path = os.path.join(self.root.path, *name)

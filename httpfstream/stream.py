@@ -89,7 +89,13 @@ class FsyncPolicy(enum.Enum):
 
 
 class ResourceFull(Exception):
-    """Appending this would take the resource past its maximum size."""
+    """
+    Appending this would take the resource past its maximum size.
+
+    :ivar state: the resource's state, where the raiser knows it.
+    """
+
+    state: ResourceState | None = None
 
 
 class WriteFailed(Exception):

@@ -44,6 +44,22 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
+_DURATIONS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> int:
+    """
+    ``"30d"`` → 2592000 seconds.  A whole number, optionally with a unit s,
+    m, h, d or w; 0 means never.
+    """
+    match = re.fullmatch(r"\s*([0-9]+)\s*([smhdw]?)\s*", text, re.IGNORECASE)
+    if match is None:
+        raise usage.UsageError(
+            f"{text!r} is not a duration: give a number with s, m, h, d or w"
+        )
+    return int(match.group(1)) * _DURATIONS[match.group(2).lower()]
+
+
 def _seconds(text: str) -> int:
     if not text.isdigit():
         raise usage.UsageError(f"{text!r} is not a whole number of seconds")
@@ -170,6 +186,15 @@ class Options(usage.Options):
             _count,
         ],
         [
+            "max-age",
+            None,
+            "0",
+            "Remove resources with no appender whose bytes have not changed for"
+            " this long (e.g. 30d, 12h; units s, m, h, d, w), in a sweep every"
+            " hour (or every tenth of it, if shorter). 0: keep everything.",
+            parse_duration,
+        ],
+        [
             "auth",
             None,
             None,
@@ -189,6 +214,7 @@ class Options(usage.Options):
         "header-timeout": _seconds,
         "max-followers": _count,
         "max-followers-per-resource": _count,
+        "max-age": parse_duration,
     }
 
     def postOptions(self) -> None:
@@ -286,6 +312,8 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         fsync=options["fsync"],
         max_followers=options["max-followers"],
         max_followers_per_resource=options["max-followers-per-resource"],
+        max_age=options["max-age"],
+        sweep_interval=min(3600, max(1, options["max-age"] // 10)),
         reactor=reactor,
     )
     # The registry first, the port last: services stop in reverse order, so

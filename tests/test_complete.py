@@ -108,3 +108,17 @@ async def test_the_state_folder_is_no_resource(server, method, status):
     await get(server.url("x.log"), method="POST", data=b"x")
     path = "/logs/.httpfstream/incomplete/x.log"
     assert (await raw_request(server, method, path))[0] == status
+
+
+async def test_a_refused_post_changes_nothing(make_server):
+    server = make_server(max_resource_size=10)
+    # Too big for any resource: refused before anything exists.
+    status, _, _ = await get(server.url("new.log"), method="POST", data=b"x" * 11)
+    assert status == 413
+    assert not server.file("new.log").exists()
+    # Too big for what this one still has room for: it stays complete.
+    await get(server.url("old.log"), method="POST", data=b"x" * 6)
+    status, headers, _ = await get(server.url("old.log"), method="POST", data=b"y" * 6)
+    assert (status, headers["httpfstream-complete"]) == (413, "1")
+    assert await complete(server, "old.log") == "1"
+    assert server.file("old.log").getContent() == b"x" * 6

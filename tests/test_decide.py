@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from httpfstream.auth import Right
-from httpfstream.decide import Action, decide
+from httpfstream.decide import Action, Asked, decide, prefers_html
 
 
 @pytest.mark.parametrize(
@@ -25,7 +25,7 @@ from httpfstream.decide import Action, decide
     ],
 )
 def test_actions(method, verb, upgrade, follow, action, right):
-    decision = decide(method, verb, upgrade, follow)
+    decision = decide(Asked(method, verb, upgrade=upgrade, follow=follow))
     assert decision.refusal is None
     assert (decision.action, decision.right) == (action, right)
     assert decision.writes == (right is Right.APPEND)
@@ -34,15 +34,15 @@ def test_actions(method, verb, upgrade, follow, action, right):
 @pytest.mark.parametrize(
     ("method", "verb", "upgrade", "code", "headers"),
     [
-        (b"PUT", "FOLLOW", False, 405, {b"Allow": b"GET, HEAD, POST"}),
-        (b"OPTIONS", "FOLLOW", False, 405, {b"Allow": b"GET, HEAD, POST"}),
+        (b"PUT", "FOLLOW", False, 405, {b"Allow": b"GET, HEAD, POST, DELETE"}),
+        (b"OPTIONS", "FOLLOW", False, 405, {b"Allow": b"GET, HEAD, POST, DELETE"}),
         (b"GET", "DELETE", False, 400, {}),
         (b"HEAD", "X", False, 400, {}),
         (b"GET", "APPEND", False, 400, {}),
     ],
 )
 def test_refusals(method, verb, upgrade, code, headers):
-    decision = decide(method, verb, upgrade, False)
+    decision = decide(Asked(method, verb, upgrade=upgrade))
     assert decision.action is None
     assert decision.refusal is not None
     assert (decision.refusal.code, decision.refusal.headers) == (code, headers)
@@ -51,5 +51,57 @@ def test_refusals(method, verb, upgrade, code, headers):
 
 def test_a_plain_get_that_appends_is_a_write():
     # An invalid name is then 400, not 404, and the token needs `append`.
-    decision = decide(b"GET", "APPEND", False, False)
+    decision = decide(Asked(b"GET", "APPEND"))
     assert decision.writes and decision.right is Right.APPEND
+
+
+def test_delete_needs_the_append_right():
+    decision = decide(Asked(b"DELETE"))
+    assert (decision.action, decision.right) == (Action.DELETE, Right.APPEND)
+
+
+@pytest.mark.parametrize(
+    ("asked", "action"),
+    [
+        (Asked(b"GET", browser=True), Action.VIEW),
+        # Anything that asks for bytes gets bytes, browser or not.
+        (Asked(b"GET", browser=True, plain=False), Action.SNAPSHOT),
+        (Asked(b"GET", "FOLLOW", verb_given=True, browser=True), Action.SNAPSHOT),
+        (Asked(b"GET", browser=True, follow=True), Action.FOLLOW_HTTP),
+        (Asked(b"HEAD", browser=True), Action.HEAD),
+        (Asked(b"GET", folder=True), Action.LIST),
+        (Asked(b"HEAD", folder=True), Action.LIST),
+        (Asked(b"GET", folder=True, browser=True), Action.LIST),
+    ],
+)
+def test_browsers_and_folders(asked, action):
+    assert decide(asked).action is action
+
+
+@pytest.mark.parametrize(
+    ("asked", "code"),
+    [
+        (Asked(b"POST", folder=True), 400),
+        (Asked(b"DELETE", folder=True), 400),
+        (Asked(b"GET", "APPEND", upgrade=True, folder=True), 400),
+        (Asked(b"GET", upgrade=True, folder=True), 404),
+        (Asked(b"GET", follow=True, folder=True), 404),
+    ],
+)
+def test_folders_are_not_resources(asked, code):
+    refusal = decide(asked).refusal
+    assert refusal is not None and refusal.code == code
+
+
+@pytest.mark.parametrize(
+    ("accept", "html"),
+    [
+        (None, False),
+        (b"*/*", False),
+        (b"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", True),
+        (b"application/json, text/html", False),
+        (b"Text/HTML; q=1", True),
+    ],
+)
+def test_what_counts_as_a_browser(accept, html):
+    assert prefers_html(accept) is html

@@ -71,10 +71,10 @@ def critical(events: list[dict]) -> list[dict]:
 async def answered(server: Server) -> None:
     """
     A later request answered: by then the server has seen everything that
-    happened to earlier connections (a cut one included).  A folder is not
-    a resource name, so it touches no file.
+    happened to earlier connections (a cut one included).  A name with a
+    NUL is no name, so it touches no file.
     """
-    status, _, _ = await raw_request(server, "GET", "/logs/")
+    status, _, _ = await raw_request(server, "GET", "/logs/a%00b")
     assert status == 404
 
 

@@ -1,0 +1,160 @@
+"""
+What a browser gets (PROTOCOL sections 10 and 12): the page that shows a
+resource and follows it live, and the index of a folder; and the JSON
+listing for programs.
+
+Pages are built here from the resource's *name* and state only; the
+resource's bytes never enter the HTML: the page's script fetches them over
+the WebSocket and puts them in the document as text.  Every page is sent
+with a strict Content-Security-Policy whose only script and style are the
+page's own, allowed by a per-response nonce.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import json
+import secrets
+from dataclasses import dataclass
+from importlib import resources
+from urllib.parse import quote
+
+from twisted.web.server import Request
+
+from .names import Name
+from .store import Entry
+
+__all__ = ["Page", "listing_json", "listing_page", "resource_page", "send_page"]
+
+
+@dataclass(frozen=True)
+class Page:
+    body: bytes
+    nonce: str
+
+
+def _asset(name: str) -> str:
+    return resources.files("httpfstream").joinpath("assets", name).read_text("utf-8")
+
+
+def _template(name: str, nonce: str, **fields: str) -> bytes:
+    text = _asset(name).replace("{nonce}", nonce)
+    for key, value in fields.items():
+        text = text.replace("{" + key + "}", value)
+    return text.encode("utf-8")
+
+
+def resource_page(name: Name, token: bytes | None) -> Page:
+    """
+    The live view of ``name``: its script follows the resource's own URL
+    (with ``access_token`` if the page was opened with one).
+    """
+    nonce = secrets.token_urlsafe(18)
+    config = {"name": "/".join(name), "token": (token or b"").decode("latin-1")}
+    body = _template(
+        "viewer.html",
+        nonce,
+        title=html.escape("/".join(name)),
+        style=_asset("viewer.css"),
+        script=_asset("viewer.js"),
+        # JSON in a script element: escape "<" so "</script>" cannot close it.
+        config=json.dumps(config).replace("<", "\\u003c"),
+    )
+    return Page(body, nonce)
+
+
+def _state(active: bool, complete: bool) -> str:
+    if active:
+        return "live"
+    return "finished" if complete else "interrupted"
+
+
+def _rfc3339(seconds: float) -> str:
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def listing_json(entries: list[tuple[Entry, bool]], folders: list[str]) -> bytes:
+    """Section 10's JSON: resources (with their state) and folders, by name."""
+    return json.dumps(
+        {
+            "resources": [
+                {
+                    "name": entry.name,
+                    "size": entry.size,
+                    "active": active,
+                    "complete": entry.complete and not active,
+                    "modified": _rfc3339(entry.modified),
+                }
+                for entry, active in entries
+            ],
+            "folders": folders,
+        },
+        indent=1,
+    ).encode()
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+def listing_page(
+    folder: Name, entries: list[tuple[Entry, bool]], folders: list[str], now: float
+) -> Page:
+    """The HTML index of ``folder``: each resource links to its viewer."""
+    nonce = secrets.token_urlsafe(18)
+    rows = []
+    if folder:
+        rows.append(
+            '<tr><td><a href="../">../</a></td><td></td><td></td><td></td></tr>'
+        )
+    for sub in folders:
+        link = html.escape(quote(sub))
+        rows.append(
+            f'<tr><td><a href="{link}">{html.escape(sub)}</a></td>'
+            "<td></td><td></td><td></td></tr>"
+        )
+    for entry, active in entries:
+        link = html.escape(quote(entry.name))
+        state = _state(active, entry.complete)
+        rows.append(
+            f'<tr><td><a href="{link}">{html.escape(entry.name)}</a></td>'
+            f'<td class="size">{entry.size}</td>'
+            f'<td class="{state}">{state}</td>'
+            f'<td title="{_rfc3339(entry.modified)}">{_age(now - entry.modified)}</td>'
+            "</tr>"
+        )
+    title = html.escape("/" + "/".join(folder) + ("/" if folder else ""))
+    body = _template(
+        "listing.html",
+        nonce,
+        title=title,
+        style=_asset("viewer.css"),
+        rows="\n".join(rows),
+    )
+    return Page(body, nonce)
+
+
+def send_page(request: Request, page: Page) -> None:
+    """Answer with ``page`` under a strict Content-Security-Policy."""
+    policy = (
+        "default-src 'none'; "
+        f"script-src 'nonce-{page.nonce}'; style-src 'nonce-{page.nonce}'; "
+        "connect-src 'self'; img-src 'self'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'"
+    )
+    request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+    request.setHeader(b"Content-Security-Policy", policy.encode())
+    request.setHeader(b"X-Content-Type-Options", b"nosniff")
+    # A page opened with ?access_token= must not hand it on.
+    request.setHeader(b"Referrer-Policy", b"no-referrer")
+    request.setHeader(b"Vary", b"Accept")
+    request.setHeader(b"Cache-Control", b"no-store")
+    request.setHeader(b"Content-Length", b"%d" % len(page.body))
+    request.write(b"" if request.method == b"HEAD" else page.body)
+    request.finish()
