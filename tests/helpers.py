@@ -106,8 +106,6 @@ class Probe(WebSocketClientProtocol):
         self.received = bytearray()
         self.close_code: int | None = None
         self.close_reason: str | None = None
-        self.is_opened = False
-        self.on_message: Any = None
         self._waiting: list[tuple[Any, Deferred[None]]] = []
 
     def onConnect(self, response: Any) -> None:
@@ -115,15 +113,11 @@ class Probe(WebSocketClientProtocol):
         self.headers = dict(response.headers)
 
     def onOpen(self) -> None:
-        self.is_opened = True
         self.ready.callback(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.messages.append((payload, isBinary))
-        if isBinary or self.factory.collect_text:
-            self.received += payload
-        if self.on_message is not None:
-            self.on_message(payload, isBinary)
+        self.received += payload
         self._check()
 
     def _check(self) -> None:
@@ -171,17 +165,10 @@ class Probe(WebSocketClientProtocol):
         return [int(p) for p, binary in self.messages if not binary]
 
 
-@dataclass
-class _Options:
-    collect_text: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 async def ws(
     url: str,
     verb: str | None = None,
     headers: dict[str, str] | None = None,
-    collect_text: bool = True,
     timeout: float = 10,
     **options: Any,
 ) -> Probe:
@@ -191,7 +178,6 @@ async def ws(
         all_headers["X-Verb"] = verb
     factory = WebSocketClientFactory(url, headers=all_headers)
     factory.protocol = Probe
-    factory.collect_text = collect_text
     # The server answers an appender's Close only once every byte is
     # persisted and synced; Autobahn's default 1 s close timeout, rounded
     # down to whole seconds (STACK_NOTES.md 5.5), can be nearly nothing.
