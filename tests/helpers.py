@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -88,6 +89,59 @@ def start_server(
     return Server(registry, listening, root)
 
 
+class Conditions:
+    """
+    The one way in-reactor tests wait: ``until(predicate)`` is a Deferred
+    that fires once ``predicate()`` holds, or fails after ``timeout``
+    seconds.  The owner (a client protocol) calls `check` whenever what the
+    predicates read may have changed (bytes or a message arrived), and
+    `fail` once nothing more will change (the connection is gone), so a
+    wait costs nothing between events and never sleeps.
+
+    :param state: describes the owner's state, for the failure messages.
+    """
+
+    def __init__(self, state: Callable[[], str]) -> None:
+        self._state = state
+        self._waiting: list[tuple[Callable[[], bool], Deferred[None]]] = []
+
+    def until(
+        self, predicate: Callable[[], bool], timeout: float = 10
+    ) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if predicate():
+            d.callback(None)
+            return d
+        self._waiting.append((predicate, d))
+
+        def timed_out(result: Any, timeout: float) -> None:
+            raise TimeoutError(f"not so after {timeout}s: {self._state()}")
+
+        return d.addTimeout(timeout, reactor, onTimeoutCancel=timed_out)
+
+    def check(self) -> None:
+        """Fire the waits whose predicate now holds."""
+        # Decide first, fire after: a fired wait's callbacks may wait again.
+        ready, still = [], []
+        for predicate, d in self._waiting:
+            if d.called:  # it timed out
+                continue
+            if predicate():
+                ready.append(d)
+            else:
+                still.append((predicate, d))
+        self._waiting = still
+        for d in ready:
+            d.callback(None)
+
+    def fail(self, why: str) -> None:
+        """Fail every wait: ``why`` nothing more will change."""
+        waiting, self._waiting = self._waiting, []
+        for _, d in waiting:
+            if not d.called:
+                d.errback(AssertionError(f"{why} while waiting: {self._state()}"))
+
+
 class Probe(WebSocketClientProtocol):
     """
     Records everything: the handshake answer, messages, the close.
@@ -106,7 +160,9 @@ class Probe(WebSocketClientProtocol):
         self.received = bytearray()
         self.close_code: int | None = None
         self.close_reason: str | None = None
-        self._waiting: list[tuple[Any, Deferred[None]]] = []
+        self._conditions = Conditions(
+            lambda: f"{len(self.received)} bytes received, acks {self.acks[-1:]}"
+        )
 
     def onConnect(self, response: Any) -> None:
         self.status = 101
@@ -118,25 +174,13 @@ class Probe(WebSocketClientProtocol):
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.messages.append((payload, isBinary))
         self.received += payload
-        self._check()
+        self._conditions.check()
 
-    def _check(self) -> None:
-        still = []
-        for predicate, d in self._waiting:
-            if predicate():
-                d.callback(None)
-            else:
-                still.append((predicate, d))
-        self._waiting = still
-
-    def until(self, predicate: Any, timeout: float = 10) -> Deferred[None]:
+    def until(
+        self, predicate: Callable[[], bool], timeout: float = 10
+    ) -> Deferred[None]:
         """Fire once ``predicate()`` holds, checked after each message."""
-        d: Deferred[None] = Deferred()
-        if predicate():
-            d.callback(None)
-            return d
-        self._waiting.append((predicate, d))
-        return d.addTimeout(timeout, reactor)
+        return self._conditions.until(predicate, timeout)
 
     def until_bytes(self, n: int, timeout: float = 10) -> Deferred[None]:
         """Fire once at least ``n`` bytes have arrived."""
@@ -155,9 +199,7 @@ class Probe(WebSocketClientProtocol):
                 self.status = int(parts[1])
                 self.headers = dict(getattr(self, "http_headers", {}) or {})
             self.ready.callback(self)
-        for _, d in self._waiting:
-            d.errback(AssertionError(f"closed ({code} {reason}) while waiting"))
-        self._waiting = []
+        self._conditions.fail(f"closed ({code} {reason})")
         self.done.callback(code)
 
     @property
@@ -222,37 +264,25 @@ class Raw(Protocol):
     def __init__(self) -> None:
         self.received = bytearray()
         self.closed: Deferred[None] = Deferred()
-        self._waiting: list[tuple[Any, Deferred[None]]] = []
+        self._conditions = Conditions(lambda: f"got {bytes(self.received)[-500:]!r}")
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
-        still = []
-        for predicate, d in self._waiting:
-            if predicate(bytes(self.received)):
-                d.callback(None)
-            else:
-                still.append((predicate, d))
-        self._waiting = still
+        self._conditions.check()
 
     def connectionLost(self, reason: Any = None) -> None:
-        for _, d in self._waiting:
-            d.errback(
-                AssertionError(f"connection closed; got {bytes(self.received)!r}")
-            )
-        self._waiting = []
+        self._conditions.fail("connection closed")
         self.closed.callback(None)
 
     def send(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
 
-    def until(self, predicate: Any, timeout: float = 10) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        if predicate(bytes(self.received)):
-            d.callback(None)
-            return d
-        self._waiting.append((predicate, d))
-        return d.addTimeout(timeout, reactor)
+    def until(
+        self, predicate: Callable[[bytes], bool], timeout: float = 10
+    ) -> Deferred[None]:
+        """Fire once ``predicate(received)`` holds, checked as bytes arrive."""
+        return self._conditions.until(lambda: predicate(bytes(self.received)), timeout)
 
     async def response_head(self) -> tuple[int, dict[str, str]]:
         """Wait for an HTTP response head; its status and headers."""
