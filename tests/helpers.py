@@ -353,6 +353,24 @@ async def raw_request(
 BIN = Path(sys.executable).parent
 
 
+def poll_until(
+    predicate: Callable[[], bool], timeout: float, interval: float = 0.05
+) -> None:
+    """
+    Block until ``predicate()`` holds, calling it every ``interval``
+    seconds; `TimeoutError` after ``timeout``.
+
+    Only for what another process does that gives this one no event to wait
+    on (its entries under /proc, its memory while it runs): everything a
+    test's own connections see is waited on with `Conditions` instead.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"not so after {timeout}s")
+        time.sleep(interval)
+
+
 def read_line(stream: IO[bytes], timeout: float = 15) -> bytes:
     """One line from a subprocess pipe, or fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -9,7 +9,7 @@ import os
 import signal
 import time
 
-from helpers import Twistd, close, finished, get, ws
+from helpers import Twistd, close, finished, get, poll_until, ws
 
 
 async def test_sigkill_keeps_every_acknowledged_byte_and_allows_resume(tmp_path):
@@ -148,9 +148,7 @@ def test_running_out_of_file_descriptors_is_survived(tmp_path):
         # process gives no event to wait on, so watch its descriptor table),
         # it serves as before.
         fds = f"/proc/{server.process.pid}/fd"
-        deadline = time.monotonic() + 10
-        while len(os.listdir(fds)) > 40 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll_until(lambda: len(os.listdir(fds)) <= 40, timeout=10)
         url = f"http://127.0.0.1:{server.port}/ok.log"
         with urllib.request.urlopen(url, timeout=10) as response:
             assert response.read() == b"ok"
