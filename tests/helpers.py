@@ -96,7 +96,8 @@ class Conditions:
     seconds.  The owner (a client protocol) calls `check` whenever what the
     predicates read may have changed (bytes or a message arrived), and
     `fail` once nothing more will change (the connection is gone), so a
-    wait costs nothing between events and never sleeps.
+    wait costs nothing between events, never sleeps, and fails as soon as
+    it cannot come true.
 
     :param state: describes the owner's state, for the failure messages.
     """
@@ -104,6 +105,7 @@ class Conditions:
     def __init__(self, state: Callable[[], str]) -> None:
         self._state = state
         self._waiting: list[tuple[Callable[[], bool], Deferred[None]]] = []
+        self._over: str | None = None
 
     def until(
         self, predicate: Callable[[], bool], timeout: float = 10
@@ -111,6 +113,9 @@ class Conditions:
         d: Deferred[None] = Deferred()
         if predicate():
             d.callback(None)
+            return d
+        if self._over is not None:
+            d.errback(self._failure())
             return d
         self._waiting.append((predicate, d))
 
@@ -135,11 +140,15 @@ class Conditions:
             d.callback(None)
 
     def fail(self, why: str) -> None:
-        """Fail every wait: ``why`` nothing more will change."""
+        """Fail every wait, now and later: ``why`` nothing more will change."""
+        self._over = why
         waiting, self._waiting = self._waiting, []
         for _, d in waiting:
             if not d.called:
-                d.errback(AssertionError(f"{why} while waiting: {self._state()}"))
+                d.errback(self._failure())
+
+    def _failure(self) -> AssertionError:
+        return AssertionError(f"{self._over} while waiting: {self._state()}")
 
 
 class Probe(WebSocketClientProtocol):
