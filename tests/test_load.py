@@ -13,7 +13,7 @@ import socket
 import struct
 import subprocess
 
-from helpers import BIN, Twistd, poll_until
+from helpers import BIN, Twistd, poll_until, read_line
 
 TOTAL = 100 << 20
 
@@ -82,8 +82,8 @@ def test_stalled_follower_does_not_hold_back_the_appender_or_grow_memory(tmp_pat
             stderr=subprocess.PIPE,
         )
         assert appender.stdin is not None and appender.stderr is not None
-        while b"appending to" not in appender.stderr.readline():
-            assert appender.poll() is None
+        while b"appending to" not in (line := read_line(appender.stderr)):
+            assert line, "the appender ended before it began"
         sock, head = _handshake(server.port, "/big.bin")
         assert b" 101 " in head.split(b"\r\n")[0]
         # The follower now reads nothing until the appender is done.
