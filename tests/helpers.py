@@ -401,7 +401,7 @@ class Follower:
         self.received = bytearray()
         self.end: End | None = None
         self._conditions = Conditions(
-            lambda: f"{len(self.received)} bytes received, {self.end}"
+            lambda: f"{len(self.received)} bytes received, {self.end or 'open'}"
         )
 
     @property
@@ -431,7 +431,7 @@ class Follower:
         if self.end is None:
             self.end = end
             self._conditions.check()
-            self._conditions.fail(f"the stream ended ({end})")
+            self._conditions.fail("the stream ended")
 
 
 class _HttpFollower(Follower):
