@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from helpers import Server, Twistd, start_server
+from helpers import TRANSPORTS, Server, Twistd, start_server
 from twisted.internet.defer import Deferred
 from twisted.python.filepath import FilePath
 
@@ -28,6 +28,15 @@ def make_server(tmp_path: Any) -> Iterator[Callable[..., Server]]:
 @pytest.fixture
 def server(make_server: Callable[..., Server]) -> Server:
     return make_server()
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: Any) -> str:
+    """
+    Each follower transport in turn, for `open_follower`: a test that takes
+    this runs over WebSocket FOLLOW and over ``GET ?follow=1``.
+    """
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")

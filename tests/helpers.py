@@ -1,8 +1,9 @@
-"""Test helpers: a real server on 127.0.0.1 and a recording WebSocket client."""
+"""Test helpers: a real server on 127.0.0.1, and real clients to talk to it."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 import resource
@@ -13,10 +14,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import treq
 from autobahn.twisted.websocket import (
@@ -29,6 +31,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.protocols import portforward
 from twisted.python.filepath import FilePath
+from twisted.web.client import UNKNOWN_LENGTH
 from twisted.web.resource import Resource
 
 from httpfstream import StreamRegistry, StreamResource
@@ -105,6 +108,68 @@ def start_server(
     return Server(registry, listening, root)
 
 
+class Conditions:
+    """
+    The one way in-reactor tests wait: ``until(predicate)`` is a Deferred
+    that fires once ``predicate()`` holds, or fails after ``timeout``
+    seconds.  The owner (a client protocol) calls `check` whenever what the
+    predicates read may have changed (bytes or a message arrived), and
+    `fail` once nothing more will change (the connection is gone), so a
+    wait costs nothing between events, never sleeps, and fails as soon as
+    it cannot come true.
+
+    :param state: describes the owner's state, for the failure messages.
+    """
+
+    def __init__(self, state: Callable[[], str]) -> None:
+        self._state = state
+        self._waiting: list[tuple[Callable[[], bool], Deferred[None]]] = []
+        self._over: str | None = None
+
+    def until(
+        self, predicate: Callable[[], bool], timeout: float = 10
+    ) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if predicate():
+            d.callback(None)
+            return d
+        if self._over is not None:
+            d.errback(self._failure())
+            return d
+        self._waiting.append((predicate, d))
+
+        def timed_out(result: Any, timeout: float) -> None:
+            raise TimeoutError(f"not so after {timeout}s: {self._state()}")
+
+        return d.addTimeout(timeout, reactor, onTimeoutCancel=timed_out)
+
+    def check(self) -> None:
+        """Fire the waits whose predicate now holds."""
+        # Decide first, fire after: a fired wait's callbacks may wait again.
+        ready, still = [], []
+        for predicate, d in self._waiting:
+            if d.called:  # it timed out
+                continue
+            if predicate():
+                ready.append(d)
+            else:
+                still.append((predicate, d))
+        self._waiting = still
+        for d in ready:
+            d.callback(None)
+
+    def fail(self, why: str) -> None:
+        """Fail every wait, now and later: ``why`` nothing more will change."""
+        self._over = why
+        waiting, self._waiting = self._waiting, []
+        for _, d in waiting:
+            if not d.called:
+                d.errback(self._failure())
+
+    def _failure(self) -> AssertionError:
+        return AssertionError(f"{self._over} while waiting: {self._state()}")
+
+
 class Probe(WebSocketClientProtocol):
     """
     Records everything: the handshake answer, messages, the close.
@@ -123,43 +188,27 @@ class Probe(WebSocketClientProtocol):
         self.received = bytearray()
         self.close_code: int | None = None
         self.close_reason: str | None = None
-        self.is_opened = False
-        self.on_message: Any = None
-        self._waiting: list[tuple[Any, Deferred[None]]] = []
+        self._conditions = Conditions(
+            lambda: f"{len(self.received)} bytes received, acks {self.acks[-1:]}"
+        )
 
     def onConnect(self, response: Any) -> None:
         self.status = 101
         self.headers = dict(response.headers)
 
     def onOpen(self) -> None:
-        self.is_opened = True
         self.ready.callback(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.messages.append((payload, isBinary))
-        if isBinary or self.factory.collect_text:
-            self.received += payload
-        if self.on_message is not None:
-            self.on_message(payload, isBinary)
-        self._check()
+        self.received += payload
+        self._conditions.check()
 
-    def _check(self) -> None:
-        still = []
-        for predicate, d in self._waiting:
-            if predicate():
-                d.callback(None)
-            else:
-                still.append((predicate, d))
-        self._waiting = still
-
-    def until(self, predicate: Any, timeout: float = 10) -> Deferred[None]:
+    def until(
+        self, predicate: Callable[[], bool], timeout: float = 10
+    ) -> Deferred[None]:
         """Fire once ``predicate()`` holds, checked after each message."""
-        d: Deferred[None] = Deferred()
-        if predicate():
-            d.callback(None)
-            return d
-        self._waiting.append((predicate, d))
-        return d.addTimeout(timeout, reactor)
+        return self._conditions.until(predicate, timeout)
 
     def until_bytes(self, n: int, timeout: float = 10) -> Deferred[None]:
         """Fire once at least ``n`` bytes have arrived."""
@@ -178,9 +227,7 @@ class Probe(WebSocketClientProtocol):
                 self.status = int(parts[1])
                 self.headers = dict(getattr(self, "http_headers", {}) or {})
             self.ready.callback(self)
-        for _, d in self._waiting:
-            d.errback(AssertionError(f"closed ({code} {reason}) while waiting"))
-        self._waiting = []
+        self._conditions.fail(f"closed ({code} {reason})")
         self.done.callback(code)
 
     @property
@@ -188,17 +235,10 @@ class Probe(WebSocketClientProtocol):
         return [int(p) for p, binary in self.messages if not binary]
 
 
-@dataclass
-class _Options:
-    collect_text: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 async def ws(
     url: str,
     verb: str | None = None,
     headers: dict[str, str] | None = None,
-    collect_text: bool = True,
     timeout: float = 10,
     **options: Any,
 ) -> Probe:
@@ -208,7 +248,6 @@ async def ws(
         all_headers["X-Verb"] = verb
     factory = WebSocketClientFactory(url, headers=all_headers)
     factory.protocol = Probe
-    factory.collect_text = collect_text
     # The server answers an appender's Close only once every byte is
     # persisted and synced; Autobahn's default 1 s close timeout, rounded
     # down to whole seconds (STACK_NOTES.md 5.5), can be nearly nothing.
@@ -253,37 +292,25 @@ class Raw(Protocol):
     def __init__(self) -> None:
         self.received = bytearray()
         self.closed: Deferred[None] = Deferred()
-        self._waiting: list[tuple[Any, Deferred[None]]] = []
+        self._conditions = Conditions(lambda: f"got {bytes(self.received)[-500:]!r}")
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
-        still = []
-        for predicate, d in self._waiting:
-            if predicate(bytes(self.received)):
-                d.callback(None)
-            else:
-                still.append((predicate, d))
-        self._waiting = still
+        self._conditions.check()
 
     def connectionLost(self, reason: Any = None) -> None:
-        for _, d in self._waiting:
-            d.errback(
-                AssertionError(f"connection closed; got {bytes(self.received)!r}")
-            )
-        self._waiting = []
+        self._conditions.fail("connection closed")
         self.closed.callback(None)
 
     def send(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
 
-    def until(self, predicate: Any, timeout: float = 10) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        if predicate(bytes(self.received)):
-            d.callback(None)
-            return d
-        self._waiting.append((predicate, d))
-        return d.addTimeout(timeout, reactor)
+    def until(
+        self, predicate: Callable[[bytes], bool], timeout: float = 10
+    ) -> Deferred[None]:
+        """Fire once ``predicate(received)`` holds, checked as bytes arrive."""
+        return self._conditions.until(lambda: predicate(bytes(self.received)), timeout)
 
     async def response_head(self) -> tuple[int, dict[str, str]]:
         """Wait for an HTTP response head; its status and headers."""
@@ -351,7 +378,302 @@ async def raw_request(
     return status, head, client.body()
 
 
+# -- a follower over either transport ----------------------------------------
+
+#: The follower transports: WebSocket FOLLOW and ``GET ?follow=1``.
+TRANSPORTS = ("ws", "http")
+
+
+@dataclass(frozen=True)
+class End:
+    """
+    How a follow ended.  ``clean``: the server ended it as the protocol
+    says (a WebSocket Close, the last chunk of a chunked body, a body of
+    ``Content-Length`` read whole), rather than the connection being cut or
+    the server breaking the protocol (``reason`` says which).  ``code``: the
+    WebSocket close code; an HTTP follow has none to give (PROTOCOL.md
+    section 5: a chunked stream cannot say how it ended).
+    """
+
+    clean: bool
+    code: int | None = None
+    reason: str = ""
+
+
+class Follower:
+    """
+    One follow of a resource over either transport, made by `open_follower`,
+    for tests whose property holds for both (STYLE.md habit 7).
+
+    ``status`` and ``headers`` (lower-case names) are the server's answer;
+    ``received`` is every byte of the stream, or of the answer's body when
+    it is not a live follow (a finished resource, a refusal).
+    """
+
+    transport_name: str
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.received = bytearray()
+        self.end: End | None = None
+        self._conditions = Conditions(
+            lambda: f"{len(self.received)} bytes received, {self.end or 'open'}"
+        )
+
+    @property
+    def live(self) -> bool:
+        """Whether the server follows the resource live for us."""
+        raise NotImplementedError
+
+    @property
+    def offset(self) -> int:
+        """The absolute offset the bytes start at (``Httpfstream-Offset``)."""
+        return int(self.headers["httpfstream-offset"])
+
+    def until_bytes(self, n: int, timeout: float = 10) -> Deferred[None]:
+        """Fire once at least ``n`` bytes have arrived."""
+        return self._conditions.until(lambda: len(self.received) >= n, timeout)
+
+    def ended(self, timeout: float = 10) -> Deferred[End]:
+        """Fire with the `End` once the stream has ended."""
+        d = self._conditions.until(lambda: self.end is not None, timeout)
+        return d.addCallback(lambda _: self.end)
+
+    def _received(self, data: bytes) -> None:
+        self.received += data
+        self._conditions.check()
+
+    def _ended(self, end: End) -> None:
+        if self.end is None:
+            self.end = end
+            self._conditions.check()
+            self._conditions.fail("the stream ended")
+
+
+class _HttpFollower(Follower):
+    """``GET ?follow=1`` through treq, its body read as it streams."""
+
+    transport_name = "http"
+
+    def __init__(self, response: Any) -> None:
+        super().__init__()
+        self.status = response.code
+        self.headers = {
+            k.decode().lower(): v[-1].decode()
+            for k, v in response.headers.getAllRawHeaders()
+        }
+        # twisted.web's client takes Content-Length out of the headers.
+        if response.length != UNKNOWN_LENGTH:
+            self.headers["content-length"] = str(response.length)
+        treq.collect(response, self._received).addCallbacks(
+            lambda _: self._ended(End(clean=True)),
+            lambda failure: self._ended(
+                End(clean=False, reason=failure.getErrorMessage())
+            ),
+        )
+
+    @property
+    def live(self) -> bool:
+        # A live follow is streamed (chunked); anything else has a length.
+        return self.status == 200 and "content-length" not in self.headers
+
+
+class _BrokenProtocol(Exception):
+    """The server sent what RFC 6455 forbids a server to send."""
+
+
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class _WebSocketFollower(Follower, Protocol):
+    """
+    WebSocket FOLLOW, read off the socket by hand.  Autobahn's client drops
+    a handshake answered with anything but 101 without reading the body, and
+    a FOLLOW of a resource with no appender is answered 200 with the content
+    (PROTOCOL.md section 4); this reads both.  It checks what RFC 6455 says
+    a client must (the accept key; unmasked frames without reserved bits;
+    whole, short control frames; nothing after the Close), answers pings,
+    and answers the server's Close with its own.
+    """
+
+    transport_name = "ws"
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.answered: Deferred[None] = Deferred()
+        self._request = upgrade_request(path)
+        key = re.search(rb"Sec-WebSocket-Key: (\S+)", self._request)
+        assert key is not None
+        accept = base64.b64encode(hashlib.sha1(key.group(1) + _WS_GUID).digest())
+        self._accept = accept.decode()
+        self._buffer = bytearray()
+        self._length: int | None = None  # of a body, when not upgraded
+        self._message: int | None = None  # opcode of a fragmented message
+        self._closed = False  # by the server's Close frame, with:
+        self._close_code: int | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.status == 101
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self._request)
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        self._buffer += data
+        try:
+            if not self.status:
+                self._head()
+            if self.status == 101:
+                self._frames()
+            elif self.status:
+                self._body()
+        except _BrokenProtocol as e:
+            self._ended(End(clean=False, reason=str(e)))
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if not self.answered.called:
+            self.answered.errback(AssertionError("connection lost before an answer"))
+        if self._closed:
+            self._ended(End(clean=True, code=self._close_code))
+        else:
+            self._ended(End(clean=False, reason="connection lost"))
+
+    def _head(self) -> None:
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        lines = self._buffer[:end].decode("latin-1").split("\r\n")
+        del self._buffer[: end + 4]
+        for line in lines[1:]:
+            key, _, value = line.partition(":")
+            self.headers[key.strip().lower()] = value.strip()
+        self.status = int(lines[0].split()[1])
+        if self.status == 101:
+            if self.headers.get("sec-websocket-accept") != self._accept:
+                raise _BrokenProtocol("101 with a wrong Sec-WebSocket-Accept")
+        elif "content-length" in self.headers:
+            self._length = int(self.headers["content-length"])
+        else:
+            raise _BrokenProtocol(f"{self.status} without Content-Length")
+        self.answered.callback(None)
+
+    def _body(self) -> None:
+        assert self._length is not None and self.transport is not None
+        data, self._buffer = bytes(self._buffer), bytearray()
+        if len(self.received) + len(data) > self._length:
+            raise _BrokenProtocol("a body longer than its Content-Length")
+        self._received(data)
+        if len(self.received) == self._length:
+            self._ended(End(clean=True))
+            self.transport.loseConnection()
+
+    def _frames(self) -> None:
+        buffer, at = self._buffer, 0
+        while len(buffer) - at >= 2:
+            first, second = buffer[at], buffer[at + 1]
+            start, length = at + 2, second & 0x7F
+            if length == 126:
+                if len(buffer) - start < 2:
+                    break
+                (length,) = struct.unpack_from("!H", buffer, start)
+                start += 2
+            elif length == 127:
+                if len(buffer) - start < 8:
+                    break
+                (length,) = struct.unpack_from("!Q", buffer, start)
+                start += 8
+            if len(buffer) - start < length:
+                break
+            at = start + length
+            if second & 0x80:
+                raise _BrokenProtocol("a masked frame from the server")
+            self._frame(first, bytes(buffer[start:at]))
+        del buffer[:at]
+
+    def _frame(self, first: int, payload: bytes) -> None:
+        assert self.transport is not None
+        fin, opcode = first & 0x80, first & 0x0F
+        if first & 0x70:
+            raise _BrokenProtocol("reserved bits set")
+        if self._closed:
+            raise _BrokenProtocol("a frame after the Close")
+        if opcode >= 0x8:
+            if not fin or len(payload) > 125:
+                raise _BrokenProtocol("a fragmented or long control frame")
+            if opcode == 0x8:
+                if len(payload) == 1:
+                    raise _BrokenProtocol("a Close with a one-byte payload")
+                self._closed = True
+                if payload:
+                    (self._close_code,) = struct.unpack("!H", payload[:2])
+                self.transport.write(client_frame(payload[:2], opcode=0x8))
+            elif opcode == 0x9:
+                self.transport.write(client_frame(payload, opcode=0xA))
+            elif opcode != 0xA:
+                raise _BrokenProtocol(f"unknown control opcode {opcode:#x}")
+            return
+        if opcode == 0x0:
+            if self._message is None:
+                raise _BrokenProtocol("a continuation frame outside a message")
+        elif opcode in (0x1, 0x2):
+            if self._message is not None:
+                raise _BrokenProtocol("a new message inside a fragmented one")
+        else:
+            raise _BrokenProtocol(f"unknown data opcode {opcode:#x}")
+        self._message = None if fin else (opcode or self._message)
+        self._received(payload)
+
+
+async def open_follower(
+    server: Server | Proxy,
+    name: str,
+    transport: str,
+    timeout: float = 10,
+    **query: object,
+) -> Follower:
+    """
+    Follow ``name`` over ``transport`` (one of `TRANSPORTS`) with the query
+    parameters ``query``, from ``server`` or through a `Proxy` in front of
+    it; returns once the server has answered, whatever it answered (see
+    `Follower.status` and `Follower.live`).
+    """
+    if transport == "http":
+        url = server.url(name, follow=1, **query)
+        response = await treq.get(url, unbuffered=True, timeout=timeout)
+        return _HttpFollower(response)
+    assert transport == "ws", transport
+    url = urlsplit(server.url(name, **query))
+    follower = _WebSocketFollower(url.path + (f"?{url.query}" if url.query else ""))
+    endpoint = TCP4ClientEndpoint(reactor, *server.address)
+    await connectProtocol(endpoint, follower)
+    await follower.answered.addTimeout(timeout, reactor)
+    return follower
+
+
 BIN = Path(sys.executable).parent
+
+
+def poll_until(
+    predicate: Callable[[], bool], timeout: float, interval: float = 0.05
+) -> None:
+    """
+    Block until ``predicate()`` holds, calling it every ``interval``
+    seconds; `TimeoutError` after ``timeout``.
+
+    Only for what another process does that gives this one no event to wait
+    on (its entries under /proc, its memory while it runs): everything a
+    test's own connections see is waited on with `Conditions` instead.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"not so after {timeout}s")
+        time.sleep(interval)
 
 
 def read_line(stream: IO[bytes], timeout: float = 15) -> bytes:
@@ -487,8 +809,14 @@ class Proxy:
         self._factory = _RecordingProxyFactory(*server.address)
         self._port = reactor.listenTCP(0, self._factory, interface="127.0.0.1")
 
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self._port.getHost().port}/{MOUNT}/{quote(name)}"
+    @property
+    def address(self) -> tuple[str, int]:
+        return "127.0.0.1", self._port.getHost().port
+
+    def url(self, name: str, **query: object) -> str:
+        host, port = self.address
+        qs = ("?" + urlencode(query)) if query else ""
+        return f"http://{host}:{port}/{MOUNT}/{quote(name)}{qs}"
 
     def cut(self) -> None:
         """Drop every connection through the proxy, as a network fault would."""

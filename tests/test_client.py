@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from helpers import Proxy, appender, close
+from helpers import Conditions, Proxy, appender, close
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError
@@ -124,21 +124,14 @@ class _Collector:
 
     def __init__(self) -> None:
         self.data = bytearray()
-        self._want: tuple[int, Deferred[None]] | None = None
+        self._conditions = Conditions(lambda: f"{len(self.data)} bytes collected")
 
     def __call__(self, data: bytes) -> None:
         self.data += data
-        if self._want and len(self.data) >= self._want[0]:
-            d, self._want = self._want[1], None
-            d.callback(None)
+        self._conditions.check()
 
     def until(self, n: int) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        if len(self.data) >= n:
-            d.callback(None)
-        else:
-            self._want = (n, d)
-        return d.addTimeout(10, reactor)
+        return self._conditions.until(lambda: len(self.data) >= n)
 
 
 async def test_follow_resumes_after_a_dropped_connection(server):

@@ -9,7 +9,7 @@ import os
 import signal
 import time
 
-from helpers import Twistd, close, finished, get, ws
+from helpers import Twistd, close, finished, get, poll_until, ws
 
 
 async def test_sigkill_keeps_every_acknowledged_byte_and_allows_resume(tmp_path):
@@ -124,38 +124,36 @@ def test_running_out_of_file_descriptors_is_survived(tmp_path):
     root.mkdir()
     (root / "ok.log").write_bytes(b"ok")
     server = Twistd.start(root, max_open_files=48)
-    sockets = []
     try:
-        # Far more connections than the server has descriptors for.
-        for _ in range(80):
-            s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-            s.sendall(b"GET /ok.log HTTP/1.1\r\nHost: x\r\n\r\n")
-            sockets.append(s)
-        answers = []
-        for s in sockets:
-            data = b""
-            try:
-                while b"\r\n\r\n" not in data and (chunk := s.recv(4096)):
-                    data += chunk
-            except ConnectionResetError:
+        sockets = []
+        try:
+            # Far more connections than the server has descriptors for.
+            for _ in range(80):
+                s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                s.sendall(b"GET /ok.log HTTP/1.1\r\nHost: x\r\n\r\n")
+                sockets.append(s)
+            answers = []
+            for s in sockets:
                 data = b""
-            answers.append(data.split(b"\r\n", 1)[0])
-        served = [a for a in answers if a.startswith(b"HTTP/1.1 ")]
-        refused = [a for a in answers if not a]
-        assert served and refused, answers
-        # Every answer is 200 or 503, never an error page.
-        assert {a.split()[1] for a in served} <= {b"200", b"503"}
-    finally:
-        for s in sockets:
-            s.close()
-    try:
+                try:
+                    while b"\r\n\r\n" not in data and (chunk := s.recv(4096)):
+                        data += chunk
+                except ConnectionResetError:
+                    data = b""
+                answers.append(data.split(b"\r\n", 1)[0])
+            served = [a for a in answers if a.startswith(b"HTTP/1.1 ")]
+            refused = [a for a in answers if not a]
+            assert served and refused, answers
+            # Every answer is 200 or 503, never an error page.
+            assert {a.split()[1] for a in served} <= {b"200", b"503"}
+        finally:
+            for s in sockets:
+                s.close()
         # Once the crowd has gone (the server has closed its ends: another
         # process gives no event to wait on, so watch its descriptor table),
         # it serves as before.
         fds = f"/proc/{server.process.pid}/fd"
-        deadline = time.monotonic() + 10
-        while len(os.listdir(fds)) > 40 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll_until(lambda: len(os.listdir(fds)) <= 40, timeout=10)
         url = f"http://127.0.0.1:{server.port}/ok.log"
         with urllib.request.urlopen(url, timeout=10) as response:
             assert response.read() == b"ok"

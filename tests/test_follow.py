@@ -1,14 +1,29 @@
-"""PROTOCOL.md sections 4 and 7: FOLLOW over WebSocket, and close codes."""
+"""
+PROTOCOL.md sections 4, 5 and 7: following a resource, and how a follow
+ends.
+
+The tests that take the ``transport`` fixture run over WebSocket FOLLOW and
+over ``GET ?follow=1`` alike (STYLE.md habit 7) and assert what both promise:
+the answer's headers, the bytes from the offset, and that the stream ends.
+What only a WebSocket can say (close codes, text frames, pings) is in the
+WebSocket tests below them; an HTTP follow cannot say how it ended (section
+5), which the last test shows.
+"""
 
 from __future__ import annotations
 
 import struct
 
+import pytest
 from helpers import (
+    TRANSPORTS,
+    End,
+    Proxy,
     appender,
     close,
     finished,
     get,
+    open_follower,
     raw,
     upgrade_request,
     ws,
@@ -16,74 +31,179 @@ from helpers import (
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
+# -- over both transports ------------------------------------------------------
 
-async def test_follow_never_written_is_404(server):
-    f = await ws(server.ws_url("missing.log"))
+
+async def test_follow_never_written_is_404(server, transport):
+    f = await open_follower(server, "missing.log", transport)
     assert f.status == 404
     assert f.headers["httpfstream-active"] == "0"
+    assert "httpfstream-size" not in f.headers
 
 
-async def test_follow_finished_resource_is_200_with_the_content(server):
+async def test_follow_finished_resource_is_200_with_the_content(server, transport):
     await get(server.url("done.log"), method="POST", data=b"all of it\n")
-    client = await raw(server)
-    client.send(upgrade_request("/logs/done.log"))
-    status, headers = await client.response_head()
-    assert status == 200
-    assert headers["httpfstream-active"] == "0"
-    assert headers["httpfstream-size"] == "10"
-    assert headers["content-length"] == "10"
-    await client.until(lambda b: b.endswith(b"all of it\n"))
-    assert client.body() == b"all of it\n"
+    f = await open_follower(server, "done.log", transport)
+    assert (f.status, f.live) == (200, False)
+    assert f.headers["httpfstream-active"] == "0"
+    assert f.headers["httpfstream-size"] == "10"
+    assert f.headers["content-length"] == "10"
+    assert (await f.ended()).clean
+    assert f.received == b"all of it\n"
 
 
-async def test_follow_finished_resource_from_an_offset(server):
+async def test_follow_finished_resource_from_an_offset(server, transport):
     await get(server.url("done.log"), method="POST", data=b"0123456789")
-    client = await raw(server)
-    client.send(upgrade_request("/logs/done.log?offset=-4"))
-    status, headers = await client.response_head()
-    assert (status, headers["httpfstream-offset"]) == (200, "6")
-    await client.until(lambda b: b.endswith(b"\r\n\r\n6789"))
+    f = await open_follower(server, "done.log", transport, offset=-4)
+    assert (f.status, f.offset) == (200, 6)
+    assert (await f.ended()).clean
+    assert f.received == b"6789"
 
 
-async def test_follow_live_sends_history_then_live_bytes(server):
+async def test_follow_live_sends_history_then_live_bytes(server, transport):
     a = await appender(server, "live.log", ack=1)
     a.sendMessage(b"history ")
     await a.until_ack(8)
-    f = await ws(server.ws_url("live.log"))
-    assert f.status == 101
+    f = await open_follower(server, "live.log", transport)
+    assert f.live
     assert f.headers["httpfstream-active"] == "1"
     assert f.headers["httpfstream-size"] == "8"
-    assert f.headers["httpfstream-offset"] == "0"
+    assert f.offset == 0
     a.sendMessage(b"live", isBinary=False)
     await f.until_bytes(12)
-    assert bytes(f.received) == b"history live"
-    assert all(binary for _, binary in f.messages)
+    assert f.received == b"history live"
+    assert f.end is None  # open for as long as the appender is
     assert await close(a) == 1000
-    assert await finished(f) == 1000
+    assert (await f.ended()).clean
+    assert f.received == b"history live"
 
 
-async def test_follow_offsets(server):
+async def test_follow_offsets(server, transport):
     a = await appender(server, "off.log", ack=1)
     a.sendMessage(b"0123456789")
     await a.until_ack(10)
+    followers = []
     for offset, start, expect in [
-        (4, "4", b"456789"),
-        (-3, "7", b"789"),
-        (-50, "0", b"0123456789"),
-        (10, "10", b""),
+        (4, 4, b"456789"),
+        (-3, 7, b"789"),
+        (-50, 0, b"0123456789"),
+        (10, 10, b""),
     ]:
-        f = await ws(server.ws_url("off.log", offset=offset))
-        assert f.headers["httpfstream-offset"] == start
-        if expect:
-            await f.until_bytes(len(expect))
-        assert bytes(f.received) == expect
-        await close(f)
-    past = await ws(server.ws_url("off.log", offset=11))
+        f = await open_follower(server, "off.log", transport, offset=offset)
+        assert (f.live, f.offset) == (True, start)
+        await f.until_bytes(len(expect))
+        followers.append((f, expect))
+    past = await open_follower(server, "off.log", transport, offset=11)
     assert past.status == 416
     assert past.headers["httpfstream-size"] == "10"
-    bad = await ws(server.ws_url("off.log", offset="x"))
+    bad = await open_follower(server, "off.log", transport, offset="x")
     assert bad.status == 400
     await close(a)
+    for f, expect in followers:
+        assert (await f.ended()).clean
+        assert f.received == expect
+
+
+async def test_many_followers_each_get_every_byte(server, transport):
+    a = await appender(server, "fan.log")
+    followers = [await open_follower(server, "fan.log", transport) for _ in range(10)]
+    payload = b"".join(b"line %05d\n" % i for i in range(2000))
+    for i in range(0, len(payload), 1000):
+        a.sendMessage(payload[i : i + 1000])
+    assert await close(a) == 1000
+    for f in followers:
+        assert (await f.ended()).clean
+        assert f.received == payload
+
+
+async def test_follower_that_joins_after_the_close_gets_the_content(server, transport):
+    a = await appender(server, "late.log")
+    a.sendMessage(b"x")
+    await close(a)
+    f = await open_follower(server, "late.log", transport)
+    assert (f.status, f.live) == (200, False)
+    assert (await f.ended()).clean
+    assert f.received == b"x"
+
+
+async def test_server_shutdown_ends_followers_after_every_byte(server, transport):
+    a = await appender(server, "stop.log", ack=1)
+    f = await open_follower(server, "stop.log", transport)
+    a.sendMessage(b"before shutdown")
+    await f.until_bytes(15)
+    stopping = Deferred.fromCoroutine(server.stop())
+    assert (await f.ended()).clean
+    await stopping
+    assert f.received == b"before shutdown"
+    assert server.file("stop.log").getContent() == b"before shutdown"
+
+
+async def test_follower_limits_answer_503_with_retry_after(make_server, transport):
+    server = make_server(max_followers_per_resource=2, max_followers=3)
+    appenders = [await appender(server, name) for name in ("a.log", "b.log", "c.log")]
+    first = [await open_follower(server, "a.log", transport) for _ in range(2)]
+    assert [f.live for f in first] == [True, True]
+    # Followers over either transport count against the same limits.
+    for other in TRANSPORTS:
+        refused = await open_follower(server, "a.log", other)
+        assert (refused.status, refused.headers["retry-after"]) == (503, "5")
+    assert (await open_follower(server, "b.log", transport)).live  # 3 in total
+    for other in TRANSPORTS:
+        refused = await open_follower(server, "c.log", other)  # over the total
+        assert (refused.status, refused.headers["retry-after"]) == (503, "5")
+    # HEAD reads nothing and is never refused.
+    assert (await get(server.url("c.log"), method="HEAD"))[0] == 200
+    for a in appenders:
+        await close(a)
+
+
+async def test_a_cut_follow_is_told_from_an_ended_one_and_resumes(server, transport):
+    a = await appender(server, "cut.log", ack=1)
+    a.sendMessage(b"before ")
+    await a.until_ack(7)
+    proxy = Proxy(server)
+    try:
+        f = await open_follower(proxy, "cut.log", transport)
+        await f.until_bytes(7)
+        proxy.cut()
+        assert not (await f.ended()).clean
+    finally:
+        await proxy.stop()
+    # The appender carries on; the follower resumes from the bytes it has.
+    _, headers, _ = await get(server.url("cut.log"), method="HEAD")
+    assert headers["httpfstream-active"] == "1"
+    a.sendMessage(b"after")
+    g = await open_follower(server, "cut.log", transport, offset=len(f.received))
+    assert (g.live, g.offset) == (True, 7)
+    await close(a)
+    assert (await g.ended()).clean
+    assert f.received + g.received == b"before after"
+
+
+# -- WebSocket only: frames, close codes, pings --------------------------------
+
+
+@pytest.mark.parametrize(("ending", "code"), [("close", 1000), ("lost", 4000)])
+async def test_ws_followers_get_binary_frames_then_the_appenders_ending(
+    server, ending, code
+):
+    a = await appender(server, "end.log", ack=1)
+    a.sendMessage(b"history ")
+    await a.until_ack(8)
+    followers = [await ws(server.ws_url("end.log")) for _ in range(3)]
+    assert [f.status for f in followers] == [101] * 3
+    a.sendMessage(b"live", isBinary=False)  # binary all the same
+    for f in followers:
+        await f.until_bytes(12)
+    if ending == "close":
+        assert await close(a) == 1000
+    else:
+        a.transport.abortConnection()
+        await finished(a)
+    for f in followers:
+        assert await finished(f) == code
+        assert f.received == b"history live"
+        assert all(binary for _, binary in f.messages)
 
 
 async def test_frames_text(server):
@@ -95,26 +215,6 @@ async def test_frames_text(server):
     assert bytes(f.received) == "h\u00e9llo".encode()
     await close(a)
     assert await finished(f) == 1000
-
-
-async def test_many_followers_each_get_every_byte(server):
-    a = await appender(server, "fan.log")
-    followers = [await ws(server.ws_url("fan.log")) for _ in range(10)]
-    payload = b"".join(b"line %05d\n" % i for i in range(2000))
-    for i in range(0, len(payload), 1000):
-        a.sendMessage(payload[i : i + 1000])
-    assert await close(a) == 1000
-    for f in followers:
-        assert await finished(f) == 1000
-        assert bytes(f.received) == payload
-
-
-async def test_follower_that_joins_after_the_close_gets_200(server):
-    a = await appender(server, "late.log")
-    a.sendMessage(b"x")
-    await close(a)
-    f = await ws(server.ws_url("late.log"))
-    assert f.status == 200
 
 
 async def test_server_shutdown_closes_followers_and_appender_with_1001(server):
@@ -164,19 +264,27 @@ async def test_unanswered_pings_drop_the_follower(make_server):
     assert await close(a) == 1000
 
 
-async def test_follower_limits_answer_503_with_retry_after(make_server):
-    server = make_server(max_followers_per_resource=2, max_followers=3)
-    appenders = [await appender(server, name) for name in ("a.log", "b.log", "c.log")]
-    first = [await ws(server.ws_url("a.log")) for _ in range(2)]
-    assert [f.status for f in first] == [101, 101]
-    refused = await ws(server.ws_url("a.log"))
-    assert refused.status == 503
-    assert refused.headers["retry-after"] == "5"
-    status, headers, _ = await get(server.url("a.log", follow=1))
-    assert (status, headers["retry-after"]) == (503, "5")
-    assert (await ws(server.ws_url("b.log"))).status == 101  # 3 in total
-    assert (await ws(server.ws_url("c.log"))).status == 503  # over the total
-    # HEAD reads nothing and is never refused.
-    assert (await get(server.url("c.log"), method="HEAD"))[0] == 200
-    for a in appenders:
-        await close(a)
+# -- HTTP only -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ending", ["close", "lost"])
+async def test_http_follow_ends_the_same_way_however_the_appender_ended(server, ending):
+    a = await appender(server, "end.log", ack=1)
+    a.sendMessage(b"history ")
+    await a.until_ack(8)
+    f = await open_follower(server, "end.log", "http")
+    a.sendMessage(b"live")
+    await f.until_bytes(12)
+    if ending == "close":
+        assert await close(a) == 1000
+    else:
+        a.transport.abortConnection()
+        await finished(a)
+    # Every persisted byte, then the last chunk: no code says how the
+    # appender ended (section 5; over a WebSocket, 1000 or 4000)...
+    assert await f.ended() == End(clean=True, code=None)
+    assert f.received == b"history live"
+    # ...a client that needs to know asks afterwards: no appender is active,
+    # so the stream ended rather than being cut while one goes on.
+    _, headers, _ = await get(server.url("end.log"), method="HEAD")
+    assert headers["httpfstream-active"] == "0"

@@ -12,9 +12,8 @@ import os
 import socket
 import struct
 import subprocess
-import time
 
-from helpers import BIN, Twistd
+from helpers import BIN, Twistd, poll_until, read_line
 
 TOTAL = 100 << 20
 
@@ -83,8 +82,8 @@ def test_stalled_follower_does_not_hold_back_the_appender_or_grow_memory(tmp_pat
             stderr=subprocess.PIPE,
         )
         assert appender.stdin is not None and appender.stderr is not None
-        while b"appending to" not in appender.stderr.readline():
-            assert appender.poll() is None
+        while b"appending to" not in (line := read_line(appender.stderr)):
+            assert line, "the appender ended before it began"
         sock, head = _handshake(server.port, "/big.bin")
         assert b" 101 " in head.split(b"\r\n")[0]
         # The follower now reads nothing until the appender is done.
@@ -95,11 +94,13 @@ def test_stalled_follower_does_not_hold_back_the_appender_or_grow_memory(tmp_pat
                 appender.stdin.write(block)
                 peak = max(peak, server.rss())
         appender.stdin.close()
-        started = time.monotonic()
-        # Sample the server's memory until the appender exits.
-        while appender.poll() is None and time.monotonic() - started < 120:
+
+        def sampled_until_the_appender_exits() -> bool:
+            nonlocal peak
             peak = max(peak, server.rss())
-            time.sleep(0.05)
+            return appender.poll() is not None
+
+        poll_until(sampled_until_the_appender_exits, timeout=120)
         assert appender.wait(1) == 0, appender.stderr.read()
         appender.stderr.close()
         growth = peak - baseline

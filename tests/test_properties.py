@@ -10,12 +10,9 @@ import random
 
 import pytest
 import pytest_twisted
-import treq
-from helpers import appender, close, finished, ws
+from helpers import appender, close, finished, open_follower
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 
 _names = itertools.count()
 
@@ -42,13 +39,6 @@ def _payload(size: int, kind: str, seed: int) -> bytes:
     return b"\xff" + rng.randbytes(size - 1)
 
 
-class _HttpFollower:
-    def __init__(self, response) -> None:
-        self.offset = int(response.headers.getRawHeaders(b"httpfstream-offset")[0])
-        self.received = bytearray()
-        self.done: Deferred = treq.collect(response, self.received.extend)
-
-
 @pytest.fixture
 def small_tail_server(make_server):
     """A tail and messages small enough that followers also read the file."""
@@ -72,8 +62,7 @@ async def test_followers_get_the_files_bytes_from_their_offset(
     name = f"prop-{next(_names)}.bin"
     a = await appender(server, name, ack=1)
     sent = 0
-    ws_followers = []
-    http_followers = []
+    followers = []
     for action in actions:
         if action[0] == "chunk":
             _, size, kind, seed = action
@@ -85,34 +74,25 @@ async def test_followers_get_the_files_bytes_from_their_offset(
             await a.until_ack(sent)
         acked = a.acks[-1] if a.acks else 0
         offset = int(where * acked) if where <= 0 or acked else 0
-        if how == "http":
-            response = await treq.get(
-                server.url(name, follow=1, offset=offset), unbuffered=True, timeout=10
-            )
-            assert response.code == 200
-            http_followers.append(_HttpFollower(response))
-        else:
-            query = {"offset": offset}
-            if how == "ws-text":
-                query["frames"] = "text"
-            f = await ws(server.ws_url(name, **query))
-            assert f.status == 101, (f.status, f.close_reason)
-            ws_followers.append(f)
+        query = {"offset": offset}
+        if how == "ws-text":
+            query["frames"] = "text"
+        f = await open_follower(server, name, how.removesuffix("-text"), **query)
+        assert f.live, (f.status, bytes(f.received))
+        followers.append(f)
     if clean:
         assert await close(a) == 1000
         assert a.acks[-1] == sent
     else:
         a.transport.abortConnection()
         await finished(a)
-    for f in ws_followers:
-        assert await finished(f) == (1000 if clean else 4000)
-    for h in http_followers:
-        await h.done.addTimeout(10, reactor)
+    for f in followers:
+        end = await f.ended()
+        assert end.clean, end
+        if f.transport_name == "ws":  # HTTP has no close code to tell
+            assert end.code == (1000 if clean else 4000)
     content = server.file(name).getContent()
     if clean:
         assert len(content) == sent
-    for f in ws_followers:
-        start = int(f.headers["httpfstream-offset"])
-        assert bytes(f.received) == content[start:]
-    for h in http_followers:
-        assert bytes(h.received) == content[h.offset :]
+    for f in followers:
+        assert f.received == content[f.offset :]

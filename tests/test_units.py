@@ -254,15 +254,59 @@ def test_parse_size_refuses(text):
         parse_size(text)
 
 
-def test_options_defaults_and_bare_port():
+def test_options_defaults():
     options = Options()
     options.parseOptions([])
-    assert options["port"] == "tcp:8080"
-    assert options["fsync"] is FsyncPolicy.CLOSE
+    assert dict(options) == {
+        "root": "httpfstream-data",
+        "port": "tcp:8080",
+        "max-message-size": 16 << 20,
+        "max-resource-size": 64 << 30,
+        "fsync": FsyncPolicy.CLOSE,
+        "ping-interval": 30,
+        "ping-timeout": 30,
+        "handshake-timeout": 10,
+        "idle-timeout": 60,
+        "max-followers": 20000,
+        "max-followers-per-resource": 5000,
+        "auth": None,
+    }
+
+
+def test_options_every_option_given(tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("reader-token-0123456789 follow\n")
     options = Options()
-    options.parseOptions(["--port", "9000", "--max-message-size", "1M"])
-    assert options["port"] == "tcp:9000"
-    assert options["max-message-size"] == 1 << 20
+    options.parseOptions(
+        [
+            "--root=/srv/logs",
+            "--port=9000",  # a bare number means TCP
+            "--max-message-size=1M",
+            "--max-resource-size=2g",
+            "--fsync=ALWAYS",
+            "--ping-interval=0",
+            "--ping-timeout=5",
+            "--handshake-timeout=3",
+            "--idle-timeout=0",
+            "--max-followers=100",
+            "--max-followers-per-resource=7",
+            f"--auth={tokens}",
+        ]
+    )
+    assert dict(options) == {
+        "root": "/srv/logs",
+        "port": "tcp:9000",
+        "max-message-size": 1 << 20,
+        "max-resource-size": 2 << 30,
+        "fsync": FsyncPolicy.ALWAYS,
+        "ping-interval": 0,
+        "ping-timeout": 5,
+        "handshake-timeout": 3,
+        "idle-timeout": 0,
+        "max-followers": 100,
+        "max-followers-per-resource": 7,
+        "auth": str(tokens),
+    }
 
 
 @pytest.mark.parametrize(
