@@ -766,6 +766,10 @@ class Twistd:
         scheme = "https" if port.startswith("ssl:") else "http"
         return cls(process, found_port[0], root, log, scheme)
 
+    @property
+    def address(self) -> tuple[str, int]:
+        return "127.0.0.1", self.port
+
     def url(self, name: str, **query: object) -> str:
         qs = ("?" + urlencode(query)) if query else ""
         host = "localhost" if self.scheme == "https" else "127.0.0.1"

@@ -66,11 +66,7 @@ async def test_followers_frames(make_server, text_frames, query, binary):
 async def test_the_twistd_options(tmp_path):
     server = Twistd.start(tmp_path / "root", "--fin-ends-appender", "--text-frames")
     try:
-
-        class Address:
-            address = ("127.0.0.1", server.port)
-
-        a = await go_appender(Address, "/go.log")
+        a = await go_appender(server, "/go.log")
         a.send(client_frame(b"hello", opcode=1))
         follower = await ws(server.ws_url("go.log"))
         await follower.until_bytes(5)

@@ -267,9 +267,13 @@ def test_options_defaults():
         "ping-timeout": 30,
         "handshake-timeout": 10,
         "idle-timeout": 60,
+        "header-timeout": 30,
         "max-followers": 20000,
         "max-followers-per-resource": 5000,
+        "max-age": 0,
         "auth": None,
+        "fin-ends-appender": 0,
+        "text-frames": 0,
     }
 
 
@@ -288,9 +292,13 @@ def test_options_every_option_given(tmp_path):
             "--ping-timeout=5",
             "--handshake-timeout=3",
             "--idle-timeout=0",
+            "--header-timeout=4",
             "--max-followers=100",
             "--max-followers-per-resource=7",
+            "--max-age=30d",
             f"--auth={tokens}",
+            "--fin-ends-appender",
+            "--text-frames",
         ]
     )
     assert dict(options) == {
@@ -303,15 +311,24 @@ def test_options_every_option_given(tmp_path):
         "ping-timeout": 5,
         "handshake-timeout": 3,
         "idle-timeout": 0,
+        "header-timeout": 4,
         "max-followers": 100,
         "max-followers-per-resource": 7,
+        "max-age": 30 * 86400,
         "auth": str(tokens),
+        "fin-ends-appender": 1,
+        "text-frames": 1,
     }
 
 
 @pytest.mark.parametrize(
     "argv",
-    [["--fsync", "sometimes"], ["--max-resource-size", "lots"], ["--ping-interval=-1"]],
+    [
+        ["--fsync", "sometimes"],
+        ["--max-resource-size", "lots"],
+        ["--ping-interval=-1"],
+        ["--max-age=3 years"],
+    ],
 )
 def test_options_refuse_bad_values(argv):
     with pytest.raises(usage.UsageError):
