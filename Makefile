@@ -9,8 +9,7 @@ ROOT ?= data
 .PHONY: run test lint fuzz bench bench-quick clean
 
 # A compat-mode editable install: twistd finds plugins by scanning sys.path
-# directories, which the default (PEP 660) editable mode hides
-# (STACK_NOTES.md 2.3).
+# directories, which the default (PEP 660) editable mode hides.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -1,5 +1,5 @@
 """
-The WebSocket appender (PROTOCOL.md section 3): an Autobahn protocol that
+The WebSocket appender (docs/PROTOCOL.md section 3): an Autobahn protocol that
 drives one `session.AppendSession`.
 
 The resource has claimed the slot and begun the session before the 101;

@@ -1,5 +1,5 @@
 """
-Access control with bearer tokens (PROTOCOL.md section 8).
+Access control with bearer tokens (docs/PROTOCOL.md section 8).
 
 A token file holds one grant per line::
 

@@ -1,6 +1,6 @@
 """
 What a request asks for, decided from its method, headers and query alone
-(PROTOCOL sections 2, 10, 11 and 12): which action serves it and which
+(docs/PROTOCOL.md sections 2, 10, 11 and 12): which action serves it and which
 right it needs, or the refusal it gets.  No I/O: `StreamResource` checks the
 token and the name and then runs the action; this table is unit-tested on
 its own.

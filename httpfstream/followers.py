@@ -1,7 +1,7 @@
 """
 Readers, in one place: the two sinks a `stream.Cursor` sends to.
 
-- `FollowerProtocol`: a WebSocket follower (PROTOCOL.md section 4).  After
+- `FollowerProtocol`: a WebSocket follower (docs/PROTOCOL.md section 4).  After
   the 101 a cursor from the requested offset becomes the streaming producer
   of the transport; it sends binary (``frames=text``: text) messages while
   the transport takes them, then a Close with the cursor's code: 1000 the

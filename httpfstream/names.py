@@ -1,6 +1,6 @@
 """
 Resource names: from the path segments twisted.web hands us to a safe
-relative path under the storage root (PROTOCOL.md section 1).
+relative path under the storage root (docs/PROTOCOL.md section 1).
 
 This module does no I/O.  It refuses every name that could point outside
 the root *syntactically*; whether a symbolic link on disk leads outside is

@@ -196,7 +196,7 @@ class StreamResource(Resource):
 
     :param registry: the running registry that owns the streams.
     :param tokens: if given, every request needs a token granting its verb
-        on its name (PROTOCOL.md section 8); otherwise all are allowed.
+        on its name (docs/PROTOCOL.md section 8); otherwise all are allowed.
     :param websocket: pings and timeouts for WebSocket connections.
     """
 

@@ -8,7 +8,7 @@ and the stream open; the protocol that drives it attaches as its
 stream's `stream.AppenderObserver`, keeps the session's record, tells the
 growth feed what it persisted, and ends exactly once.
 
-Endings, by the appender's close code (PROTOCOL.md section 7)::
+Endings, by the appender's close code (docs/PROTOCOL.md section 7)::
 
     end(COMPLETE)            clean close / POST done  -> followers 1000
     end(GOING_AWAY)          server stopping          -> followers 1001

@@ -143,7 +143,7 @@ def body_limited(max_body_size: int) -> type[Request]:
     ``max_body_size`` bytes (0: no limit) with ``413`` before reading them:
     by ``Content-Length`` at once, a chunked body as soon as it passes the
     limit.  twisted.web otherwise reads every body whole (into a temporary
-    file) before any resource sees the request (STACK_NOTES.md 7.3).
+    file) before any resource sees the request.
 
     Uses twisted.web's ``gotLength``/``handleContentChunk`` hooks, which it
     documents as "not intended for users" (twisted issues #4688, #5511).

@@ -5,12 +5,12 @@ storage root.
 Every blocking call runs in the store's own thread pool and comes back as a
 Deferred, so the reactor thread never waits on the disk.  The store does not
 order writes itself: its caller (``stream.Stream``) keeps at most one write
-per file in flight, which is what keeps appends in order (STACK_NOTES.md
-8.2: concurrent ``deferToThread`` appends to one file come out of order).
+per file in flight, which is what keeps appends in order (concurrent
+``deferToThread`` appends to one file come out of order).
 Reads at an offset (``os.pread``) may run beside a write; they only ever ask
 for bytes the caller knows are already written.
 
-Completion (PROTOCOL section 9) is kept beside the bytes, outside the
+Completion (docs/PROTOCOL.md section 9) is kept beside the bytes, outside the
 names a request can reach: a resource whose last append session did not end
 well has an empty *marker* file at the same relative path under
 ``ROOT/.httpfstream/incomplete/``.  No marker means complete, so a file put

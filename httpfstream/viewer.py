@@ -1,5 +1,5 @@
 """
-What a browser gets (PROTOCOL sections 10 and 12): the page that shows a
+What a browser gets (docs/PROTOCOL.md sections 10 and 12): the page that shows a
 resource and follows it live, and the index of a folder; and the JSON
 listing for programs.
 

@@ -250,7 +250,7 @@ async def ws(
     factory.protocol = Probe
     # The server answers an appender's Close only once every byte is
     # persisted and synced; Autobahn's default 1 s close timeout, rounded
-    # down to whole seconds (STACK_NOTES.md 5.5), can be nearly nothing.
+    # down to whole seconds, can be nearly nothing.
     options.setdefault("closeHandshakeTimeout", 5)
     factory.setProtocolOptions(utf8validateIncoming=False, **options)
     host, port = factory.host, factory.port
@@ -391,7 +391,7 @@ class End:
     says (a WebSocket Close, the last chunk of a chunked body, a body of
     ``Content-Length`` read whole), rather than the connection being cut or
     the server breaking the protocol (``reason`` says which).  ``code``: the
-    WebSocket close code; an HTTP follow has none to give (PROTOCOL.md
+    WebSocket close code; an HTTP follow has none to give (docs/PROTOCOL.md
     section 5: a chunked stream cannot say how it ended).
     """
 
@@ -491,7 +491,7 @@ class _WebSocketFollower(Follower, Protocol):
     WebSocket FOLLOW, read off the socket by hand.  Autobahn's client drops
     a handshake answered with anything but 101 without reading the body, and
     a FOLLOW of a resource with no appender is answered 200 with the content
-    (PROTOCOL.md section 4); this reads both.  It checks what RFC 6455 says
+    (docs/PROTOCOL.md section 4); this reads both.  It checks what RFC 6455 says
     a client must (the accept key; unmasked frames without reserved bits;
     whole, short control frames; nothing after the Close), answers pings,
     and answers the server's Close with its own.

@@ -1,4 +1,4 @@
-"""PROTOCOL.md section 3: APPEND over WebSocket."""
+"""docs/PROTOCOL.md section 3: APPEND over WebSocket."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PROTOCOL.md section 8: access control with bearer tokens."""
+"""docs/PROTOCOL.md section 8: access control with bearer tokens."""
 
 from __future__ import annotations
 

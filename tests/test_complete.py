@@ -1,5 +1,5 @@
 """
-Durable completion (PROTOCOL section 9): ``Httpfstream-Complete`` says
+Durable completion (docs/PROTOCOL.md section 9): ``Httpfstream-Complete`` says
 whether a resource's last append session ended well, on every response
 about an existing resource, and survives the server.
 """

@@ -1,5 +1,5 @@
 """
-PROTOCOL.md sections 4, 5 and 7: following a resource, and how a follow
+docs/PROTOCOL.md sections 4, 5 and 7: following a resource, and how a follow
 ends.
 
 The tests that take the ``transport`` fixture run over WebSocket FOLLOW and

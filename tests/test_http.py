@@ -1,4 +1,4 @@
-"""PROTOCOL.md sections 1, 2, 5 and 6: names, verbs, plain GET/HEAD, POST."""
+"""docs/PROTOCOL.md sections 1, 2, 5 and 6: names, verbs, plain GET/HEAD, POST."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """
-A follower that stops reading while the appender writes 100 MB (PROTOCOL.md
+A follower that stops reading while the appender writes 100 MB (docs/PROTOCOL.md
 section 4: a slow follower never slows the appender, and costs the server a
 bounded amount of memory).  Runs against ``twistd`` in a subprocess so the
 server's memory can be measured on its own.

@@ -1,6 +1,6 @@
 """
 Property: whatever the chunks and whenever followers join, each follower's
-bytes are the file's bytes from its offset (PROTOCOL.md section 4).
+bytes are the file's bytes from its offset (docs/PROTOCOL.md section 4).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 The WebSocket side of the client: an Autobahn client protocol that turns
 Autobahn's callbacks into Deferreds, and `connect`, which opens one.
 
-Two Autobahn traps shape this (STACK_NOTES.md 5.5, 6.2, 6.3): a refused
+Two Autobahn traps shape this: a refused
 handshake (any status but 101) never reaches ``onConnect`` and fires no
 agent Deferred, so the status is read from ``http_status_line`` in
 ``onClose``; and Autobahn's timers are whole seconds, so the handshake also
@@ -113,7 +113,7 @@ async def connect(
         endpoint = wrapClientTLS(tls, endpoint)
     proto: ClientProtocol = await endpoint.connect(factory)
     opened = proto.opened
-    # Autobahn's own timer rounds to whole seconds (STACK_NOTES.md 5.5);
+    # Autobahn's own timer rounds to whole seconds;
     # this one makes sure the handshake can never hang.
     opened.addTimeout(timeout + 1, reactor)
     try:
