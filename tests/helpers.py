@@ -832,3 +832,19 @@ class Proxy:
     async def stop(self) -> None:
         self.cut()
         await self._port.stopListening()
+
+
+def require(what: str, found: object, install: str) -> None:
+    """
+    Skip the test when a real component it needs (a browser, nginx, Redis)
+    is missing from this machine, saying how to get it; under CI (CI=true),
+    where .ci/run installs every one of them, a missing one fails instead.
+    """
+    import pytest
+
+    if found:
+        return
+    message = f"{what} is not installed here ({install})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; CI must install it (.ci/packages.txt)")
+    pytest.skip(message)
