@@ -10,6 +10,7 @@ owns the counters; its reader limits read them too.
 
 from __future__ import annotations
 
+import bisect
 import enum
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from twisted.logger import Logger
 
 from .names import Name
 
-__all__ = ["Counters", "Kind", "SessionRecord"]
+__all__ = ["Counters", "Kind", "Latency", "SessionRecord"]
 
 _log = Logger(namespace="httpfstream.session")
 
@@ -41,6 +42,37 @@ class Kind(enum.Enum):
 _READERS = frozenset({Kind.FOLLOW_WS, Kind.FOLLOW_HTTP, Kind.SNAPSHOT})
 
 
+#: Upper bounds of the latency buckets, in seconds (the last is +Inf).
+LATENCY_BUCKETS = (
+    0.0001,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    float("inf"),
+)
+
+
+@dataclass
+class Latency:
+    """A histogram of durations: counts per bucket (not cumulative), sum."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+
 @dataclass
 class Counters:
     """
@@ -52,6 +84,9 @@ class Counters:
     :ivar bytes_appended: bytes appenders sent that were persisted.
     :ivar bytes_delivered: bytes sent to readers.
     :ivar swept: resources removed for being older than the maximum age.
+    :ivar refused: error responses, by status.
+    :ivar write_seconds: from a batch of writes queued to persisted.
+    :ivar sync_seconds: fsyncs of a resource file.
     """
 
     open: Counter[Kind] = field(default_factory=Counter)
@@ -59,6 +94,13 @@ class Counters:
     bytes_appended: int = 0
     bytes_delivered: int = 0
     swept: int = 0
+    refused: Counter[int] = field(default_factory=Counter)
+    write_seconds: Latency = field(default_factory=Latency)
+    sync_seconds: Latency = field(default_factory=Latency)
+
+    def observe(self, what: str, seconds: float) -> None:
+        """A write or a sync took ``seconds``."""
+        (self.write_seconds if what == "write" else self.sync_seconds).observe(seconds)
 
     @property
     def readers(self) -> int:

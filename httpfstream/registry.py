@@ -236,6 +236,10 @@ class StreamRegistry(Service):
         """How many streams are open now."""
         return len(self._streams)
 
+    def open_streams(self) -> list[Stream]:
+        """The streams open now (for metrics)."""
+        return [*self._streams.values(), *self._detached]
+
     def room_for_reader(self, stream: Stream) -> bool:
         """Whether one more reader of ``stream`` stays within the limits."""
         per = self.max_followers_per_resource
@@ -467,6 +471,8 @@ class StreamRegistry(Service):
             read_size=self.read_size,
             on_session_end=self._session_ended,
             on_idle=self._idle,
+            clock=self.reactor.seconds,
+            observe=self.counters.observe,
         )
         self._streams[name] = stream
         self._unwatch[stream] = self._feed.watch(name, stream)

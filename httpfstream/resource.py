@@ -289,6 +289,7 @@ class StreamResource(Resource):
         if self._tokens is not None and not self._allowed(
             request, self._tokens, decision.right, parsed
         ):
+            self._registry.counters.refused[request.code] += 1
             return
         try:
             if decision.refusal is not None:
@@ -302,6 +303,7 @@ class StreamResource(Resource):
         except Refusal as refusal:
             await self._refuse(request, None if folder else parsed, refusal)
         except ShuttingDown:
+            self._registry.counters.refused[503] += 1
             write_text(request, 503, "server shutting down", {b"Retry-After": b"5"})
 
     # -- access control -----------------------------------------------------
@@ -346,6 +348,7 @@ class StreamResource(Resource):
         self, request: Request, name: Name | None, refusal: Refusal
     ) -> None:
         """Answer with ``refusal`` and the resource's true state."""
+        self._registry.counters.refused[refusal.code] += 1
         state = refusal.state
         if state is None and name is not None:
             try:

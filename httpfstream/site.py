@@ -16,6 +16,7 @@ A second listener (an admin site) would be built here beside it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
@@ -133,11 +134,18 @@ def make_site(
         logFormatter=masked_log_formatter,
     )
     site.head_timeout = header_timeout
-    site.requestFactory = body_limited(registry.max_message_size)
+    counters = registry.counters
+
+    def refused() -> None:
+        counters.refused[413] += 1
+
+    site.requestFactory = body_limited(registry.max_message_size, refused)
     return site
 
 
-def body_limited(max_body_size: int) -> type[Request]:
+def body_limited(
+    max_body_size: int, on_refused: Callable[[], object] = lambda: None
+) -> type[Request]:
     """
     A ``Site.requestFactory`` that refuses request bodies over
     ``max_body_size`` bytes (0: no limit) with ``413`` before reading them:
@@ -169,6 +177,7 @@ def body_limited(max_body_size: int) -> type[Request]:
 
         def _refuse(self) -> None:
             self._refused = True
+            on_refused()
             body = b"the body is larger than the maximum of %d bytes\n" % max_body_size
             transport = self.channel.transport if self.channel else None
             if transport is None:

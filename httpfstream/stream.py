@@ -280,6 +280,9 @@ class Stream:
     :param on_session_end: called when the appender slot is released.
     :param on_idle: called when nothing uses the stream any more.
     :param on_cursors: called with +1 or -1 as a cursor starts or ends.
+    :param clock: the time now, in seconds, for timing I/O.
+    :param observe: told how long each write (``"write"``, from queued to
+        persisted) and each sync (``"sync"``) took.
     """
 
     def __init__(
@@ -295,6 +298,8 @@ class Stream:
         on_session_end: Callable[[Stream], None] = lambda s: None,
         on_idle: Callable[[Stream], None] = lambda s: None,
         on_cursors: Callable[[int], None] = lambda n: None,
+        clock: Callable[[], float] = lambda: 0.0,
+        observe: Callable[[str, float], None] = lambda what, seconds: None,
     ) -> None:
         self.name = name
         self.size: int = file.size
@@ -309,6 +314,8 @@ class Stream:
         self._on_session_end = on_session_end
         self._on_idle = on_idle
         self._on_cursors = on_cursors
+        self._clock = clock
+        self._observe = observe
 
         self._tail = bytearray()
         self._tail_start = self.size
@@ -344,6 +351,11 @@ class Stream:
     def followers(self) -> int:
         """How many cursors read the stream now."""
         return len(self._cursors)
+
+    @property
+    def behind(self) -> int:
+        """How many cursors are behind the tail, reading the file."""
+        return sum(1 for cursor in self._cursors if cursor.offset < self._tail_start)
 
     @property
     def queue_full(self) -> bool:
@@ -470,9 +482,12 @@ class Stream:
         self._pending_bytes = 0
         self._in_flight = len(batch)
         d = self._track(self._file.write(batch, self._fsync is FsyncPolicy.ALWAYS))
-        d.addCallbacks(self._written, self._write_failed, callbackArgs=(batch,))
+        d.addCallbacks(
+            self._written, self._write_failed, callbackArgs=(batch, self._clock())
+        )
 
-    def _written(self, _: None, batch: bytes) -> None:
+    def _written(self, _: None, batch: bytes, started: float) -> None:
+        self._observe("write", self._clock() - started)
         self._in_flight = 0
         self._tail += batch
         self.size += len(batch)
@@ -556,7 +571,9 @@ class Stream:
             await self.flush()
         if self._fsync is not FsyncPolicy.NEVER and self._failure is None:
             try:
+                started = self._clock()
                 await self._track(self._file.sync())
+                self._observe("sync", self._clock() - started)
             except Exception:
                 _log.failure("syncing {name} failed", name="/".join(self.name))
         if appender is not None and self._appender is appender:

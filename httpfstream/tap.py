@@ -19,6 +19,7 @@ from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
+from .admin import make_admin_site
 from .auth import TokenError, Tokens
 from .handoff import WebSocketOptions
 from .registry import StreamRegistry
@@ -186,6 +187,14 @@ class Options(usage.Options):
             _count,
         ],
         [
+            "admin",
+            None,
+            None,
+            "Endpoint of the admin site (/metrics for Prometheus, /healthz, /readyz),"
+            " e.g. tcp:9100:interface=127.0.0.1; a bare number means TCP. Off"
+            " unless given.",
+        ],
+        [
             "max-age",
             None,
             "0",
@@ -225,6 +234,8 @@ class Options(usage.Options):
         port = self["port"]
         if port.isdigit():
             self["port"] = f"tcp:{port}"
+        if self["admin"] and self["admin"].isdigit():
+            self["admin"] = f"tcp:{self['admin']}"
         try:
             self["fsync"] = FsyncPolicy(self["fsync"].lower())
         except ValueError:
@@ -334,4 +345,9 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     )
     endpoint = serverFromString(reactor, options["port"])
     _Listening(options["port"], endpoint, site).setServiceParent(top)
+    if options["admin"]:
+        admin = serverFromString(reactor, options["admin"])
+        _Listening(options["admin"], admin, make_admin_site(registry)).setServiceParent(
+            top
+        )
     return top
