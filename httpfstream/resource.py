@@ -4,8 +4,8 @@ below its mount point.
 
 A request goes through four steps:
 
-1. `decide.decide`: from method, verb, upgrade and ``follow=1`` alone, the
-   action and the right it needs (or a refusal);
+1. `decide.decide`: from the method, headers and query alone, the action
+   and the right it needs (or a refusal);
 2. with tokens configured, the token check (section 8: 401/403, nothing
    else revealed);
 3. the name (section 1);
@@ -407,6 +407,8 @@ class StreamResource(Resource):
                 b"Content-Range", b"bytes %d-%d/%d" % (start, stop - 1, stream.size)
             )
         request.setHeader(b"Accept-Ranges", b"bytes")
+        # A browser asking the same URL gets the viewer page instead.
+        request.setHeader(b"Vary", b"Accept")
         request.setHeader(b"Content-Type", _content_type(name))
         # The bytes are whatever anybody appended: never let a browser
         # guess a type it would run.

@@ -422,6 +422,8 @@ class Stream:
         `complete` says so at once when it becomes incomplete (before the
         record is written), and only once written when it becomes complete.
         """
+        if complete == self.complete:
+            return succeed(None)  # already recorded so
         if not complete:
             self.complete = False
         sync = self._fsync is not FsyncPolicy.NEVER
