@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from twisted.python.filepath import FilePath
 
-from twisted.python.filepath import FilePath  # noqa: E402
-
-from httpfstream.store import FileStore  # noqa: E402
+from httpfstream.store import FileStore
 
 
 def per_session(store: FileStore, sync: bool, sessions: int) -> float:
