@@ -8,8 +8,9 @@ Readers, in one place: the two sinks a `stream.Cursor` sends to.
   appender finished, 4000 it was lost, 1001 the server is stopping, 1011
   the file could not be read.
 - `ResponseSink`: an HTTP response body, for snapshots and ``follow=1``
-  (section 5); the response simply ends, since a chunked body cannot carry
-  a code.
+  (section 5); the response ends when the appender does (cleanly or lost:
+  a chunked body cannot carry a code), but a body cut short (the server
+  stopping, a failed read) is cut off, never ended as if whole.
 
 Each reader has a `records.SessionRecord`: bytes sent, and one log line
 with the code it really ended with (or ``cut`` when the client left).
@@ -20,13 +21,14 @@ back once its cursor exists (or at once, if the client has already gone).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
 from .handoff import HandedProtocol
-from .protocol import COMPLETE
+from .protocol import APPENDER_LOST, COMPLETE
 from .records import Kind, SessionRecord
 from .stream import Cursor, IFollowerSink, Stream
 
@@ -133,10 +135,18 @@ class ResponseSink:
         self._record.add(len(data))
 
     def finish(self, code: int, reason: str) -> None:
-        if not self._gone:
-            # A snapshot that got all its bytes logs its status; a follow
-            # logs how it ended, which its chunked body cannot say.
-            whole = code == COMPLETE and self._record.kind is Kind.SNAPSHOT
-            self._record.end(self._request.code if whole else code, reason)
-            self._request.unregisterProducer()
+        if self._gone:
+            return
+        # A snapshot that got all its bytes logs its status; a follow
+        # logs how it ended, which its chunked body cannot say.
+        whole = code == COMPLETE and self._record.kind is Kind.SNAPSHOT
+        self._record.end(self._request.code if whole else code, reason)
+        self._request.unregisterProducer()
+        if code in (COMPLETE, APPENDER_LOST):
             self._request.finish()
+        else:
+            # The body is cut short (the server stopping, a failed read):
+            # end it so no client can take it for whole.
+            self._gone = True
+            transport: Any = self._request.channel.transport
+            transport.abortConnection()
