@@ -20,85 +20,14 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 import treq
-from helpers import BIN, TO_CLIENT, TO_SERVER, Child, Forwarder, Twistd, get
+from helpers import APPEND, FOLLOW, TO_CLIENT, TO_SERVER, Stage
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
-
-APPEND = str(BIN / "httpfstream-append")
-FOLLOW = str(BIN / "httpfstream-follow")
 
 
 def lines(start: int, count: int) -> bytes:
     """Numbered lines, so a misplaced byte shows where."""
     return b"".join(b"line %06d of the log\n" % i for i in range(start, start + count))
-
-
-class Stage:
-    """
-    A ``twistd`` on one root, killed and started again at will, behind a
-    `Forwarder` whose URL stays the same; and the CLIs run against it.
-    """
-
-    def __init__(self, root: Path, frames: bool = False) -> None:
-        self.root = root
-        self.server: Twistd | None = None
-        self.forwarder = Forwarder(frames=frames)
-        self.children: list[Child] = []
-
-    async def start(self, connect: bool = True) -> Twistd:
-        """Start the server (in a thread: it blocks until it listens)."""
-        self.server = await threads.deferToThread(Twistd.start, self.root)
-        if connect:
-            self.connect()
-        return self.server
-
-    def connect(self) -> None:
-        """Forward to the running server."""
-        assert self.server is not None
-        self.forwarder.target = self.server.port
-
-    async def kill(self) -> None:
-        """SIGKILL the server; the forwarder refuses until the next start."""
-        assert self.server is not None
-        self.forwarder.target = None
-        self.server.process.kill()
-        await threads.deferToThread(self.server.process.wait, 10)
-
-    def url(self, name: str) -> str:
-        """The resource's URL through the forwarder."""
-        return self.forwarder.url(name)
-
-    def direct_url(self, name: str) -> str:
-        """The resource's URL on the running server itself."""
-        assert self.server is not None
-        return self.server.url(name)
-
-    def file(self, name: str) -> bytes:
-        return (self.root / name).read_bytes()
-
-    async def complete(self, name: str) -> str:
-        """``Httpfstream-Complete`` of a HEAD now."""
-        status, headers, _ = await get(self.direct_url(name), method="HEAD")
-        assert status == 200
-        return headers["httpfstream-complete"]
-
-    def run(self, *argv: str) -> Child:
-        child = Child(*argv)
-        self.children.append(child)
-        return child
-
-    async def appender(self, *argv: str) -> Child:
-        """An ``httpfstream-append -v``, once it holds the resource."""
-        child = self.run(APPEND, "-v", *argv)
-        await child.until_stderr(b"appending to")
-        return child
-
-    async def close(self) -> None:
-        for child in self.children:
-            child.reap()
-        await self.forwarder.stop()
-        if self.server is not None:
-            await threads.deferToThread(self.server.stop)
 
 
 @pytest.fixture
