@@ -206,7 +206,8 @@ async def test_chaos(stage: Stage):
     stage.connect()  # the server stays up from now on
 
     for name in names:
-        await generators[name].done
+        # (An appender that stopped reading would block its generator.)
+        await generators[name].done.addTimeout(FINISH, reactor)
     statuses = {}
     for name in names:
         statuses[name] = await appenders[name].exit_status(FINISH)
