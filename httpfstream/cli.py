@@ -351,9 +351,10 @@ def append_main(argv: list[str] | None = None) -> NoReturn:
         # Until standard input really ends, or the session does (an error).
         try:
             await _first(stdin.ended, appender.wait())
-        except _InputFailed:
+        except _InputFailed as e:
+            # Not the end of the input: the resource must not look complete.
             await appender.interrupt().addErrback(lambda f: None)
-            raise
+            raise _Exit(EXIT_ERROR, str(e)) from None
         except Exception:
             pass  # the session ended, or is ending: close() says how
         size = await appender.close()
