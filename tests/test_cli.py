@@ -177,17 +177,27 @@ def test_lost_appender_makes_follow_exit_6(twistd: Twistd):
     assert b"appender was lost" in follower.stderr.read()
 
 
-def test_ctrl_c_ends_an_append_cleanly(twistd: Twistd):
+def head(url: str) -> dict[str, str]:
+    """A HEAD request's headers, lowercase names."""
+    request = urllib.request.Request(url, method="HEAD")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return {k.lower(): v for k, v in response.getheaders()}
+
+
+def test_ctrl_c_ends_an_append_as_interrupted(twistd: Twistd):
     url = twistd.url("interrupted.log")
     appender = start_append(url)
     type_line(appender, b"kept\n")
-    follower = spawn(FOLLOW, url, stdout=subprocess.PIPE)
+    follower = spawn(FOLLOW, url, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert read_line(follower.stdout) == b"kept\n"
     appender.send_signal(signal.SIGINT)
     assert appender.wait(30) == 130
-    # A clean end: the follower is told the appender finished.
-    assert follower.wait(30) == 0
+    # Persisted, but not complete: the follower is told the appender is
+    # gone (4000), and exits "incomplete".
+    assert follower.wait(30) == 6
+    assert b"interrupted" in follower.stderr.read()
     assert fetch(url) == (200, b"kept\n")
+    assert head(url)["httpfstream-complete"] == "0"
 
 
 def test_ctrl_c_ends_a_follow(twistd: Twistd):

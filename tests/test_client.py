@@ -10,7 +10,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from helpers import Conditions, Proxy, appender, close
+from helpers import (
+    TO_SERVER,
+    Conditions,
+    Forwarder,
+    Proxy,
+    appender,
+    close,
+    finished,
+    get,
+    ws,
+)
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError
@@ -22,6 +32,8 @@ from twisted.internet.ssl import (
 )
 from twisted.protocols import portforward
 from twisted.web.client import ResponseNeverReceived
+from twisted.web.server import Site
+from twisted.web.static import File
 
 from httpfstream import client
 from httpfstream.auth import Tokens
@@ -435,3 +447,139 @@ def test_client_takes_tls_or_trust_root_not_both():
             tls=optionsForClientTLS("localhost", trustRoot=authority),
             trust_root=authority,
         )
+
+
+# -- truthful endings (issue 9) ---------------------------------------------------
+
+
+async def _lost(server, name: str, data: bytes) -> None:
+    """
+    A resource whose appender wrote ``data`` and was lost, once the server
+    has ended its session (no appender holds it any more).
+    """
+    a = await appender(server, name, ack=1)
+    a.sendMessage(data)
+    await a.until_ack(len(data))
+    a.transport.abortConnection()
+    await finished(a)
+    await server.registry.when_idle()
+
+
+async def test_follow_of_an_incomplete_resource_is_not_complete(server):
+    await _lost(server, "c/incomplete.log", b"partial")
+    chunks: list[bytes] = []
+    result = await client.follow(server.url("c/incomplete.log"), chunks.append)
+    assert (result.complete, result.code, result.offset) == (False, 4000, 7)
+    assert "not complete" in result.reason
+    assert b"".join(chunks) == b"partial"
+
+
+async def test_follow_with_retry_waits_for_a_new_appender(server):
+    url = server.url("c/comeback.log")
+    await _lost(server, "c/comeback.log", b"first ")
+    got = _Collector()
+    following = client.follow(url, got, retry=True, give_up_after=30)
+    await got.until(6)
+    assert not following.called  # not finished yet: waiting
+    b = await appender(server, "c/comeback.log", offset=6)
+    b.sendMessage(b"second")
+    assert await close(b) == 1000
+    result = await following.addTimeout(30, reactor)
+    assert (result.complete, result.offset) == (True, 12)
+    assert bytes(got.data) == b"first second"
+
+
+async def test_follow_with_retry_gives_up_after_its_budget_not_complete(server):
+    await _lost(server, "c/never.log", b"alone")
+    got = _Collector()
+    started = reactor.seconds()
+    result = await client.follow(
+        server.url("c/never.log"), got, retry=True, give_up_after=1.5
+    ).addTimeout(30, reactor)
+    assert 1.5 <= reactor.seconds() - started < 10
+    assert (result.complete, result.offset) == (False, 5)
+    assert bytes(got.data) == b"alone"
+
+
+async def test_follow_counts_a_server_without_the_header_as_complete(tmp_path):
+    # A plain static file server (as an older server) sends no
+    # Httpfstream-Complete: what it serves counts as complete.
+    (tmp_path / "plain.log").write_bytes(b"from a plain server")
+    site = Site(File(str(tmp_path)))
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    try:
+        url = f"http://127.0.0.1:{port.getHost().port}/plain.log"
+        chunks: list[bytes] = []
+        result = await client.follow(url, chunks.append)
+        assert (result.complete, result.code) == (True, 1000)
+        assert b"".join(chunks) == b"from a plain server"
+    finally:
+        await port.stopListening()
+
+
+async def test_interrupt_persists_and_leaves_the_resource_incomplete(server):
+    url = server.url("c/interrupted.log")
+    writer = await client.open_append(url)
+    writer.write(b"every byte")
+    f = await ws(server.ws_url("c/interrupted.log"))
+    assert await writer.interrupt() == 10
+    assert await finished(f) == 4000
+    assert bytes(f.received) == b"every byte"
+    _, headers, body = await get(url)
+    assert (headers["httpfstream-complete"], body) == ("0", b"every byte")
+    with pytest.raises(RuntimeError):
+        writer.write(b"more")
+    assert await writer.close() == 10  # only waits
+
+
+async def _closing_but_not_closed(make_server, name: str, retry: bool):
+    """
+    An appender through a forwarder that holds closes, whose server has
+    stopped: it has the server's Close 1001 and answered it, and its
+    connection has not ended.
+    """
+    first = make_server()
+    forwarder = Forwarder(first.address[1], frames=True)
+    url = forwarder.url(f"logs/{name}")
+    writer = await client.open_append(url, retry=retry)
+    acked = forwarder.until_ack(3)
+    writer.write(b"one")
+    await acked
+    forwarder.hold_closes = True
+    answered = forwarder.until_frame(
+        lambda d, opcode, p: opcode == 8 and d == TO_SERVER
+    )
+    await first.stop()
+    await answered
+    forwarder.target = None
+    return first, forwarder, writer
+
+
+async def test_write_while_the_connection_ends_is_kept_with_retry(make_server):
+    first, forwarder, writer = await _closing_but_not_closed(
+        make_server, "kept.log", retry=True
+    )
+    try:
+        writer.write(b"two")  # Autobahn would raise Disconnected here
+        second = make_server(first.root)
+        forwarder.target = second.address[1]
+        forwarder.release()
+        assert await writer.close() == 6
+        assert first.file("kept.log").getContent() == b"onetwo"
+    finally:
+        await forwarder.stop()
+
+
+async def test_write_while_the_connection_ends_fails_without_retry(make_server):
+    _, forwarder, writer = await _closing_but_not_closed(
+        make_server, "refused.log", retry=False
+    )
+    try:
+        with pytest.raises(client.AppendFailed) as failed:
+            writer.write(b"two")
+        assert failed.value.code == 1001
+        forwarder.release()
+        with pytest.raises(client.AppendFailed):
+            await writer.close()
+    finally:
+        await forwarder.stop()

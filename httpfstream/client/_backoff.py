@@ -59,10 +59,14 @@ class Backoff:
         Wait before the next try.
 
         :param error: what went wrong; raised if the deadline has passed.
+            The wait never ends past the deadline, so the last try is made
+            at it.
         """
-        if self._reactor.seconds() - self._since > self._give_up_after:
+        left = self._since + self._give_up_after - self._reactor.seconds()
+        if left <= 0:
             raise error
-        delay = self._delay * (0.5 + random.random())
+        # Never past the deadline: the last try comes at it.
+        delay = min(self._delay * (0.5 + random.random()), left)
         self._delay = min(self._delay * 2, 5.0)
         _log.info("retrying in {delay:.1f}s after: {error}", delay=delay, error=error)
         await deferLater(self._reactor, delay, lambda: None)

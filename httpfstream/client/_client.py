@@ -101,19 +101,28 @@ class Client:
         ``offset`` as they are persisted.
 
         Fires with a `FollowResult` when the appender finishes
-        (``complete``) or is lost (``complete`` false), or at once after the
-        whole content of a finished resource.
+        (``complete``) or is lost or interrupted (``complete`` false), or
+        after the whole content of a resource with no appender: complete
+        if ``Httpfstream-Complete`` says its last session ended well (or
+        the server does not say), else not complete.
 
         :param url: the resource's ``http://`` or ``https://`` URL (the
             WebSocket goes to its ``ws://`` or ``wss://`` twin).
         :param on_data: called with each piece of the resource, in order.
         :param offset: where to start; negative: the last ``-offset`` bytes.
-        :param retry: after a dropped connection (1006), a server restart
-            (1001) or a refused connection, reconnect from the bytes already
-            received, with backoff, so ``on_data`` sees every byte exactly
-            once.
-        :param give_up_after: seconds of failed reconnecting before the last
-            error is raised.
+        :param retry: see the whole resource.  After a dropped connection
+            (1006), a server restart (1001) or a refused connection,
+            reconnect from the bytes already received, with backoff, so
+            ``on_data`` sees every byte exactly once.  And a resource that
+            is not finished yet (its appender was lost or interrupted:
+            4000, or ``Httpfstream-Complete: 0``) is waited for: the follow
+            keeps what it has, polls with backoff from its offset, follows
+            a new appender once one comes, and fires not complete only if
+            none finished it within ``give_up_after``.
+        :param give_up_after: seconds of failed reconnecting, or of waiting
+            for a new appender, before giving up (the last error is raised;
+            a wait for an appender ends not complete).  Time spent
+            following an appender does not count.
         :param wait: if the resource was never written, wait (retrying with
             backoff, up to ``give_up_after``) for it to be.
         :param text_frames: ask for text frames instead of binary ones.
@@ -152,7 +161,11 @@ class Client:
             (`OffsetMismatch` otherwise).
         :param retry: after a dropped connection (1006) or a server restart
             (1001), reconnect with ``offset=`` the acknowledged size and
-            send the unacknowledged bytes again, with backoff.
+            send the unacknowledged bytes again, with backoff.  If the
+            server then holds more than was acknowledged (bytes persisted
+            whose acknowledgement never came), those bytes are read back
+            and, if they are the ones sent, resuming goes on after them;
+            otherwise the appender fails with `OffsetMismatch`.
         :param give_up_after: seconds of failed reconnecting before the
             appender fails with the last error.
         :param buffer_limit: with ``retry``, how many unacknowledged bytes

@@ -7,14 +7,22 @@ or a GET through that Agent.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    RequestTransmissionFailed,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
 from twisted.web.http_headers import Headers
 
 from ..protocol import X_VERB
+from ._errors import DROPPED, ConnectionLost
 from ._tls import TLSPolicy
 from ._urls import Target
 from ._websocket import ClientProtocol, connect
@@ -61,18 +69,25 @@ class Connections:
         )
 
     def get(
-        self, target: Target, verb: str | None = None, *, unbuffered: bool = False
+        self,
+        target: Target,
+        verb: str | None = None,
+        *,
+        unbuffered: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> Deferred[Any]:
         """
         GET ``target`` through the pooled Agent; fires with treq's response.
 
         :param verb: sent as ``X-Verb`` if given.
         :param unbuffered: do not buffer the body (for streaming it).
+        :param headers: more request headers (``Range``, say).
         """
-        headers = Headers({k: [v] for k, v in self._headers(verb).items()})
+        fields = {**self._headers(verb), **(headers or {})}
+        sent = Headers({k: [v] for k, v in fields.items()})
         return self._http.get(
             target.http_url,
-            headers=headers,
+            headers=sent,
             timeout=self._timeout,
             unbuffered=unbuffered,
             reactor=self.reactor,
@@ -90,3 +105,20 @@ def response_headers(response: Any) -> dict[str, str]:
         k.decode("latin-1").lower(): v[0].decode("latin-1")
         for k, v in response.headers.getAllRawHeaders()
     }
+
+
+#: What twisted.web's Agent fails with when a connection ends mid-request.
+_CUT_OFF = (ResponseFailed, ResponseNeverReceived, RequestTransmissionFailed)
+
+
+def as_dropped(error: Exception) -> Exception:
+    """
+    ``error``, or a `ConnectionLost` with code 1006 if it says an HTTP
+    connection ended before its response did (which a resuming caller
+    treats as it treats a dropped WebSocket).
+
+    :param error: what a GET through `Connections.get` failed with.
+    """
+    if isinstance(error, _CUT_OFF):
+        return ConnectionLost(DROPPED, f"HTTP connection ended early: {error}")
+    return error

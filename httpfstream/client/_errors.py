@@ -51,7 +51,18 @@ class AppenderConflict(HTTPError):
 
 
 class OffsetMismatch(HTTPError):
-    """412: the resource does not hold the ``offset`` bytes asked for."""
+    """
+    412: the resource does not hold the ``offset`` bytes asked for.
+
+    :ivar why: when a resuming appender gave up on it, the reason (the
+        bytes it holds are not the ones the appender sent, say).
+    """
+
+    def __init__(
+        self, status: int, message: str, headers: dict[str, str], why: str = ""
+    ) -> None:
+        super().__init__(status, f"{message}: {why}" if why else message, headers)
+        self.why = why
 
 
 class ConnectionLost(Exception):
@@ -96,11 +107,17 @@ class FollowResult:
     How a follow ended.
 
     :ivar complete: ``True`` if the appender finished cleanly (close 1000)
-        or the resource was already finished; ``False`` if the appender was
-        lost (close 4000).
-    :ivar code: the close code (1000 for a finished resource served whole).
+        or the resource was already finished and complete
+        (``Httpfstream-Complete: 1``, or no such header from an older
+        server); ``False`` if the appender was lost or interrupted (close
+        4000) or the resource was found finished but incomplete
+        (``Httpfstream-Complete: 0``), and, with ``retry``, no new
+        appender finished it within ``give_up_after``.
+    :ivar code: the close code: 1000 (also for a complete resource served
+        whole) or 4000 (also for an incomplete one served whole).
     :ivar offset: the offset after the last byte received.
-    :ivar reason: the close reason the server gave.
+    :ivar reason: the close reason the server gave, or why the resource is
+        not complete.
     """
 
     complete: bool

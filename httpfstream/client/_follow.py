@@ -2,19 +2,45 @@
 Following a resource: over a WebSocket while an appender holds it, as one
 plain GET when none does, resuming from the bytes already received after a
 dropped connection.
+
+How a follow ends (PROTOCOL.md sections 4, 7 and 9):
+
+- a WebSocket closed with 1000, or a resource with no appender whose
+  ``Httpfstream-Complete`` is ``1`` (or absent: an older server), is
+  complete;
+- a WebSocket closed with 4000 (the appender was lost, or interrupted), or
+  a resource with no appender and ``Httpfstream-Complete: 0``, is *not
+  finished yet*: without ``retry`` the follow ends there, not complete;
+  with ``retry`` it keeps what it has, polls (reconnecting with backoff,
+  ``offset=`` the bytes it has) until a new appender comes or the resource
+  turns complete, and ends not complete if neither happens within
+  ``give_up_after``;
+- anything else (a dropped connection, 1001) is an error, retried with
+  ``retry``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import treq
+from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.client import ResponseFailed
 
-from ..protocol import ACTIVE, APPENDER_LOST, COMPLETE, FOLLOW, OFFSET, Param
+from ..protocol import (
+    ACTIVE,
+    APPENDER_LOST,
+    COMPLETE,
+    COMPLETE_HEADER,
+    FOLLOW,
+    OFFSET,
+    Param,
+)
 from ._backoff import Backoff, retryable
-from ._connections import Connections, response_headers
+from ._connections import Connections, as_dropped, response_headers
 from ._errors import (
     ACTIVE_YES,
     ConnectionLost,
@@ -24,6 +50,15 @@ from ._errors import (
     http_error,
 )
 from ._urls import TEXT_FRAMES, YES, target
+
+_log = Logger()
+
+#: ``Httpfstream-Complete`` of a resource whose last session did not end well.
+_INCOMPLETE = "0"
+#: `FollowResult.reason` for a resource found finished but incomplete.
+INCOMPLETE_REASON = (
+    "the resource is not complete: its last appender was lost or interrupted"
+)
 
 
 async def follow(
@@ -41,7 +76,7 @@ async def follow(
     backoff = Backoff(connections.reactor, give_up_after)
     while True:
         try:
-            result = await _follow_once(
+            ending = await _follow_once(
                 connections, url, on_data, position, text_frames
             )
         except _AppenderAppeared:
@@ -51,11 +86,50 @@ async def follow(
             waiting = wait and isinstance(p.error, NotFound)
             if not waiting and (not retry or not retryable(p.error)):
                 raise p.error from None
-            if p.moved:
+            if p.alive:
                 backoff.reset()
             await backoff.wait(p.error)
             continue
-        return result
+        result = ending.result
+        if result.complete or not retry:
+            return result
+        # Not finished yet: wait for a new appender, from where we are.
+        position = result.offset
+        if ending.live:
+            # The time spent following an appender is no time spent
+            # waiting for one.
+            backoff.reset()
+        try:
+            await backoff.wait(_NotFinished(result.offset))
+        except _NotFinished:
+            _log.info(
+                "no appender came back within {seconds}s: {url} is not complete",
+                seconds=give_up_after,
+                url=url,
+            )
+            return result
+
+
+class _NotFinished(Exception):
+    """The resource is not complete yet; the follow waits for an appender."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(
+            f"{INCOMPLETE_REASON}; waiting for a new appender, at offset {offset}"
+        )
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """
+    How one attempt ended.
+
+    :ivar result: what the follow would fire with if it ended here.
+    :ivar live: whether an appender held the resource (a WebSocket follow).
+    """
+
+    result: FollowResult
+    live: bool
 
 
 class _AppenderAppeared(Exception):
@@ -63,10 +137,30 @@ class _AppenderAppeared(Exception):
 
 
 class _Progress(Exception):
-    """A follow attempt failed after reaching ``offset``."""
+    """
+    A follow attempt failed after reaching ``offset``.
 
-    def __init__(self, error: BaseException, offset: int, moved: bool) -> None:
-        self.error, self.offset, self.moved = error, offset, moved
+    :ivar alive: whether it got anywhere: reached an appender (a WebSocket
+        follow) or received bytes; the budget for retrying starts again.
+    """
+
+    def __init__(self, error: BaseException, offset: int, alive: bool) -> None:
+        self.error, self.offset, self.alive = error, offset, alive
+
+
+def _complete(headers: dict[str, str]) -> bool:
+    """
+    Whether a response about a resource with no appender says it is
+    complete (a server that does not say counts as saying so).
+    """
+    return headers.get(COMPLETE_HEADER.lower()) != _INCOMPLETE
+
+
+def _unappended(offset: int, headers: dict[str, str]) -> _Ending:
+    """The ending at ``offset`` of a resource with no appender."""
+    if _complete(headers):
+        return _Ending(FollowResult(True, COMPLETE, offset), False)
+    return _Ending(FollowResult(False, APPENDER_LOST, offset, INCOMPLETE_REASON), False)
 
 
 async def _follow_once(
@@ -75,19 +169,21 @@ async def _follow_once(
     on_data: Callable[[bytes], object],
     offset: int,
     text_frames: bool,
-) -> FollowResult:
+) -> _Ending:
     frames = TEXT_FRAMES if text_frames else None
     where = target(url, {Param.OFFSET: offset or None, Param.FRAMES: frames})
     try:
         proto = await connections.websocket(where, FOLLOW)
     except HTTPError as e:
         if e.status == 200:
+            if offset >= 0 and e.size == offset:
+                # Nothing new to fetch: the answer says all there is.
+                return _unappended(offset, e.headers)
             return await _finished(connections, url, on_data, offset)
         raise _Progress(e, offset, False) from None
     except Exception as e:
         raise _Progress(e, offset, False) from None
     position = int(proto.response_headers.get(OFFSET.lower(), offset))
-    start = position
 
     def received(payload: bytes, is_binary: bool) -> None:
         nonlocal position
@@ -97,10 +193,10 @@ async def _follow_once(
     proto.on_message = received
     code, reason = await proto.closed
     if code == COMPLETE:
-        return FollowResult(True, COMPLETE, position, reason)
+        return _Ending(FollowResult(True, COMPLETE, position, reason), True)
     if code == APPENDER_LOST:
-        return FollowResult(False, APPENDER_LOST, position, reason)
-    raise _Progress(ConnectionLost(code, reason), position, position > start)
+        return _Ending(FollowResult(False, APPENDER_LOST, position, reason), True)
+    raise _Progress(ConnectionLost(code, reason), position, True)
 
 
 async def _finished(
@@ -108,17 +204,20 @@ async def _finished(
     url: str,
     on_data: Callable[[bytes], object],
     offset: int,
-) -> FollowResult:
+) -> _Ending:
     """The resource has no appender: fetch its content from ``offset``."""
     where = target(url, {Param.FOLLOW: YES, Param.OFFSET: offset or None})
-    response = await connections.get(where, FOLLOW, unbuffered=True)
+    try:
+        response = await connections.get(where, FOLLOW, unbuffered=True)
+    except Exception as e:
+        raise _Progress(as_dropped(e), offset, False) from None
     headers = response_headers(response)
     if response.code != 200:
         await treq.content(response)
         raise _Progress(
             http_error(response.code, response.phrase.decode(), headers), offset, False
         )
-    position = int(headers.get(OFFSET.lower(), "0"))
+    position = start = int(headers.get(OFFSET.lower(), "0"))
     if headers.get(ACTIVE.lower()) == ACTIVE_YES:
         # An appender arrived since the WebSocket was refused: follow it
         # over a WebSocket instead, from where this response would start.
@@ -130,8 +229,12 @@ async def _finished(
         position += len(data)
         on_data(data)
 
-    await treq.collect(response, received)
-    return FollowResult(True, COMPLETE, position)
+    try:
+        await treq.collect(response, received)
+    except ResponseFailed as e:
+        # Cut off mid-body: what arrived counts, the rest comes on a retry.
+        raise _Progress(as_dropped(e), position, position > start) from None
+    return _unappended(position, headers)
 
 
 class _Discard:

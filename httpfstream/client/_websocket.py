@@ -39,7 +39,9 @@ class ClientProtocol(WebSocketClientProtocol):
 
     :ivar opened: fires with the protocol once the handshake succeeds; fails
         with an `HTTPError` for a refusal, or `ConnectionLost`.
-    :ivar closed: fires with ``(code, reason)`` once an open connection ends.
+    :ivar closed: fires with ``(code, reason)`` once an open connection
+        ends: the server's Close code and reason if one came, else what
+        Autobahn reports (1006 for a connection dropped without one).
     :ivar on_message: called with ``(payload, is_binary)`` for each message.
     :ivar response_headers: the 101 response's headers, lowercase names.
     """
@@ -67,8 +69,14 @@ class ClientProtocol(WebSocketClientProtocol):
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if not self.opened.called:
             self.opened.errback(self._refusal(reason))
-        else:
-            self.closed.callback((code, reason or ""))
+            return
+        remote = getattr(self, "remoteCloseCode", None)
+        if remote is not None:
+            # The server's Close says how the session ended, even if its
+            # TCP connection then failed to end in time (Autobahn reports
+            # that as 1006): its bytes and acknowledgements came before.
+            code, reason = remote, getattr(self, "remoteCloseReason", None) or reason
+        self.closed.callback((code, reason or ""))
 
     def _refusal(self, reason: str | None) -> Exception:
         status_line = getattr(self, "http_status_line", None)
