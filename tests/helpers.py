@@ -703,6 +703,10 @@ class Twistd:
 
     scheme: str = "http"
 
+    #: Every port it listens on, in the order its ``--port``s were given
+    #: (``port`` is the first); filled in from its log as each starts.
+    ports: list[int] = field(default_factory=list)
+
     @classmethod
     def start(
         cls,
@@ -764,7 +768,7 @@ class Twistd:
             process.kill()
             raise RuntimeError(b"twistd did not start:\n" + b"".join(log))
         scheme = "https" if port.startswith("ssl:") else "http"
-        return cls(process, found_port[0], root, log, scheme)
+        return cls(process, found_port[0], root, log, scheme, found_port)
 
     @property
     def address(self) -> tuple[str, int]:
