@@ -1,0 +1,312 @@
+"""
+Running it as people do (README "Deploying"), each through the real thing:
+Debian's nginx in front with the configuration the README shows, systemd
+socket activation through ``systemd-socket-activate``, JSON log lines
+through twistd's ``--logger``, and the wheel as pip builds it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import pytest
+from helpers import (
+    Twistd,
+    close,
+    get,
+    open_follower,
+    poll_until,
+    require,
+    ws,
+)
+
+from httpfstream.tap import Options, parse_duration, parse_size
+
+REPO = Path(__file__).resolve().parent.parent
+README = (REPO / "README.md").read_text()
+
+
+def shown_in_readme(path: Path, fence: str) -> str:
+    """
+    The text of ``path``, checked to be in the README whole, as a fenced
+    block of kind ``fence``: what the tests run is what the README shows.
+    """
+    text = path.read_text()
+    assert f"```{fence}\n{text}```\n" in README, (
+        f"README.md does not show {path.relative_to(REPO)} as it is"
+        f" (a ```{fence} block holding exactly the file)"
+    )
+    return text
+
+
+def server_defaults() -> Options:
+    options = Options()
+    options.parseOptions([])
+    return options
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the caller retries if one takes it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        process.wait(20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+# -- nginx in front -------------------------------------------------------------
+
+NGINX_CONF = REPO / "docs" / "nginx.conf"
+#: What the test changes in docs/nginx.conf, and nothing else: where nginx
+#: listens and where the server is.
+NGINX_LISTEN = "listen 80;"
+NGINX_UPSTREAM = "proxy_pass http://127.0.0.1:8080;"
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+
+
+@dataclass
+class Nginx:
+    """A private nginx on 127.0.0.1: its own prefix, pid, logs and temp files."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    prefix: Path
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return "127.0.0.1", self.port
+
+    def url(self, name: str, **query: object) -> str:
+        qs = ("?" + urlencode(query)) if query else ""
+        return f"http://127.0.0.1:{self.port}/{quote(name)}{qs}"
+
+    def ws_url(self, name: str, **query: object) -> str:
+        return self.url(name, **query).replace("http", "ws", 1)
+
+    def error_log(self) -> str:
+        path = self.prefix / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    @classmethod
+    def start(cls, binary: str, prefix: Path, upstream: int) -> Nginx:
+        """
+        Run docs/nginx.conf, as the README shows it, in an nginx.conf of
+        its own whose http context includes it (as Debian's includes
+        conf.d/*.conf); only its listen address and upstream port change.
+        """
+        site = shown_in_readme(NGINX_CONF, "nginx")
+        assert site.count(NGINX_LISTEN) == 1 and site.count(NGINX_UPSTREAM) == 1
+        for _ in range(5):
+            port = free_port()
+            (prefix / "httpfstream.conf").write_text(
+                site.replace(NGINX_LISTEN, f"listen 127.0.0.1:{port};").replace(
+                    NGINX_UPSTREAM, f"proxy_pass http://127.0.0.1:{upstream};"
+                )
+            )
+            # As root, nginx's workers would run as nobody, who cannot
+            # enter pytest's temporary folders.
+            user = "user root;\n" if os.geteuid() == 0 else ""
+            (prefix / "nginx.conf").write_text(
+                f"{user}worker_processes 1;\n"
+                f"pid {prefix}/nginx.pid;\n"
+                f"lock_file {prefix}/nginx.lock;\n"
+                f"error_log {prefix}/error.log info;\n"
+                "events { worker_connections 512; }\n"
+                "http {\n"
+                f"    access_log {prefix}/access.log;\n"
+                f"    client_body_temp_path {prefix}/client_body;\n"
+                f"    proxy_temp_path {prefix}/proxy;\n"
+                f"    fastcgi_temp_path {prefix}/fastcgi;\n"
+                f"    uwsgi_temp_path {prefix}/uwsgi;\n"
+                f"    scgi_temp_path {prefix}/scgi;\n"
+                f"    include {prefix}/httpfstream.conf;\n"
+                "}\n"
+            )
+            process = subprocess.Popen(
+                [
+                    binary,
+                    "-p",
+                    f"{prefix}/",
+                    "-c",
+                    str(prefix / "nginx.conf"),
+                    "-e",
+                    str(prefix / "error.log"),
+                    "-g",
+                    "daemon off;",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            nginx = cls(process, port, prefix)
+            # nginx says nothing when it is ready: try its port.
+            try:
+                poll_until(lambda: process.poll() is not None or accepts(port), 15)
+            except TimeoutError:
+                stop(process)
+                raise
+            if process.poll() is None:
+                return nginx
+            if "Address already in use" not in nginx.error_log():
+                raise RuntimeError(f"nginx did not start:\n{nginx.error_log()}")
+        raise RuntimeError(f"no free port for nginx:\n{nginx.error_log()}")
+
+    def stop(self) -> None:
+        stop(self.process)
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    """The server behind nginx, with its default options."""
+    server = Twistd.start(tmp_path_factory.mktemp("behind-nginx"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def nginx(backend, tmp_path_factory):
+    binary = nginx_binary()
+    require("nginx", binary, "apt-get install nginx")
+    assert binary is not None
+    front = Nginx.start(binary, tmp_path_factory.mktemp("nginx"), backend.port)
+    yield front
+    front.stop()
+
+
+def test_the_nginx_configuration_fits_the_servers_defaults():
+    site = shown_in_readme(NGINX_CONF, "nginx")
+    defaults = server_defaults()
+
+    def value(directive: str) -> str:
+        found = re.findall(rf"^\s*{directive}\s+(\S+);", site, re.MULTILINE)
+        assert len(found) == 1, (directive, found)
+        return found[0]
+
+    # A POST the server takes is one nginx takes, and no larger.
+    assert parse_size(value("client_max_body_size")) == defaults["max-message-size"]
+    # A WebSocket carrying only pings is never cut for being quiet.
+    for directive in ("proxy_read_timeout", "proxy_send_timeout"):
+        assert parse_duration(value(directive)) > defaults["ping-interval"]
+    assert value("proxy_http_version") == "1.1"
+    assert "proxy_buffering" not in site
+
+
+async def test_append_and_follow_through_nginx_byte_exact(nginx, backend):
+    name = "through nginx/build 1.log"  # a space and a folder on the way
+    payload = bytes(range(256)) * 256
+    chunks = [payload[i : i + 4000] for i in range(0, len(payload), 4000)]
+    a = await ws(nginx.ws_url(name, ack=1), "APPEND")
+    assert a.status == 101, (a.status, a.close_reason)
+    a.sendMessage(chunks[0], isBinary=True)
+    await a.until_ack(len(chunks[0]))
+    followers = [await open_follower(nginx, name, t) for t in ("ws", "http")]
+    for follower in followers:
+        assert follower.live, (follower.transport_name, follower.status)
+    for chunk in chunks[1:]:
+        a.sendMessage(chunk, isBinary=True)
+    await a.until_ack(len(payload))
+    for follower in followers:
+        await follower.until_bytes(len(payload))
+    assert await close(a) == 1000
+    ws_end, http_end = [await f.ended() for f in followers]
+    assert (ws_end.clean, ws_end.code) == (True, 1000)
+    assert http_end.clean
+    for follower in followers:
+        assert bytes(follower.received) == payload, follower.transport_name
+    assert (backend.root / name).read_bytes() == payload
+    # The finished resource: a snapshot, a range, and a follow from the end.
+    status, headers, body = await get(nginx.url(name))
+    assert (status, body) == (200, payload)
+    assert headers["httpfstream-complete"] == "1"
+    status, headers, body = await get(nginx.url(name), headers={"Range": "bytes=-100"})
+    assert (status, body) == (206, payload[-100:])
+    late = await open_follower(nginx, name, "ws", offset=-10)
+    assert (await late.ended()).clean
+    assert bytes(late.received) == payload[-10:]
+
+
+async def test_follow_1_is_streamed_through_nginx_unbuffered(nginx):
+    # nginx buffers a proxied answer unless told otherwise; the server's
+    # "X-Accel-Buffering: no" tells it, so one byte, far below any proxy
+    # buffer, reaches the follower while the appender is still open.
+    a = await ws(nginx.ws_url("unbuffered.log", ack=1), "APPEND")
+    assert a.status == 101
+    follower = await open_follower(nginx, "unbuffered.log", "http")
+    assert follower.live and follower.status == 200
+    a.sendMessage(b"!", isBinary=True)
+    await follower.until_bytes(1)
+    assert a.close_code is None and follower.end is None
+    a.sendMessage(b"?", isBinary=True)
+    await follower.until_bytes(2)
+    assert bytes(follower.received) == b"!?"
+    assert await close(a) == 1000
+    assert (await follower.ended()).clean
+    assert bytes(follower.received) == b"!?"
+
+
+async def test_post_and_its_size_limit_through_nginx(nginx, backend):
+    body = bytes(range(256)) * 100 + b"\r\n\0end"
+    status, _, _ = await get(nginx.url("posted.bin"), method="POST", data=body)
+    assert status == 200
+    status, headers, got = await get(nginx.url("posted.bin"))
+    assert (status, got) == (200, body)
+    assert headers["httpfstream-size"] == str(len(body))
+    # The limits agree: the server's largest body passes nginx, one byte
+    # more is refused (by nginx, before the server sees it).
+    limit = server_defaults()["max-message-size"]
+    status, _, _ = await get(nginx.url("big.bin"), method="POST", data=b"b" * limit)
+    assert status == 200
+    assert (backend.root / "big.bin").stat().st_size == limit
+    status, _, _ = await get(
+        nginx.url("too-big.bin"), method="POST", data=b"b" * (limit + 1)
+    )
+    assert status == 413
+    assert not (backend.root / "too-big.bin").exists()
+
+
+async def test_the_viewer_page_through_nginx(nginx, backend):
+    await get(nginx.url("viewed.log"), method="POST", data=b"\x1b[31mred\x1b[0m\n")
+    browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    direct = await get(backend.url("viewed.log"), headers=browser)
+    proxied = await get(nginx.url("viewed.log"), headers=browser)
+    for status, headers, _ in (direct, proxied):
+        assert status == 200
+        assert headers["content-type"] == "text/html; charset=utf-8"
+    # Each answer has its own script nonce: otherwise the same bytes.
+    nonce = re.compile(r"'nonce-([^']+)'")
+    direct_nonce = nonce.findall(direct[1]["content-security-policy"])[0]
+    proxied_nonce = nonce.findall(proxied[1]["content-security-policy"])[0]
+    assert proxied[1]["content-security-policy"] == direct[1][
+        "content-security-policy"
+    ].replace(direct_nonce, proxied_nonce)
+    assert proxied[2] == direct[2].replace(direct_nonce.encode(), proxied_nonce.encode())
+    # And the bytes behind the page, for a browser asking for them raw.
+    status, _, raw = await get(nginx.url("viewed.log", raw=1), headers=browser)
+    assert (status, raw) == (200, b"\x1b[31mred\x1b[0m\n")
