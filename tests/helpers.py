@@ -715,10 +715,13 @@ class Twistd:
         port: str = "tcp:0",
         max_file_size: int | None = None,
         max_open_files: int | None = None,
+        twistd_options: tuple[str, ...] = (),
     ) -> Twistd:
         """
         Start it; ``max_file_size`` sets RLIMIT_FSIZE, so writes past it
         fail in the kernel as on a full disk (CPython ignores SIGXFSZ).
+        ``twistd_options`` are twistd's own (``--logger=...``), given
+        before ``httpfstream``; ``options`` are the plugin's.
         """
 
         def limit() -> None:
@@ -736,6 +739,7 @@ class Twistd:
                 str(BIN / "twistd"),
                 "--nodaemon",
                 "--pidfile=",
+                *twistd_options,
                 "httpfstream",
                 f"--root={root}",
                 f"--port={port}:interface=127.0.0.1",

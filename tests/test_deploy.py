@@ -7,6 +7,7 @@ through twistd's ``--logger``, and the wheel as pip builds it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -168,7 +169,7 @@ class Nginx:
             nginx = cls(process, port, prefix)
             # nginx says nothing when it is ready: try its port.
             try:
-                poll_until(lambda: process.poll() is not None or accepts(port), 15)
+                poll_until(nginx.ready, 15)
             except TimeoutError:
                 stop(process)
                 raise
@@ -177,6 +178,10 @@ class Nginx:
             if "Address already in use" not in nginx.error_log():
                 raise RuntimeError(f"nginx did not start:\n{nginx.error_log()}")
         raise RuntimeError(f"no free port for nginx:\n{nginx.error_log()}")
+
+    def ready(self) -> bool:
+        """Whether it has exited, or answers on its port."""
+        return self.process.poll() is not None or accepts(self.port)
 
     def stop(self) -> None:
         stop(self.process)
@@ -306,7 +311,62 @@ async def test_the_viewer_page_through_nginx(nginx, backend):
     assert proxied[1]["content-security-policy"] == direct[1][
         "content-security-policy"
     ].replace(direct_nonce, proxied_nonce)
-    assert proxied[2] == direct[2].replace(direct_nonce.encode(), proxied_nonce.encode())
+    assert proxied[2] == direct[2].replace(
+        direct_nonce.encode(), proxied_nonce.encode()
+    )
     # And the bytes behind the page, for a browser asking for them raw.
     status, _, raw = await get(nginx.url("viewed.log", raw=1), headers=browser)
     assert (status, raw) == (200, b"\x1b[31mred\x1b[0m\n")
+
+
+# -- JSON log lines ---------------------------------------------------------------
+
+
+async def test_json_log_lines_through_twistds_logger_option(tmp_path):
+    server = Twistd.start(
+        tmp_path / "root", twistd_options=("--logger=httpfstream.logs.json_observer",)
+    )
+
+    def sessions() -> list[dict]:
+        events = [json.loads(line) for line in server.log]
+        return [e for e in events if e["log_namespace"] == "httpfstream.session"]
+
+    try:
+        a = await ws(server.ws_url("json.log", ack=1), "APPEND")
+        a.sendMessage(b"12345", isBinary=True)
+        await a.until_ack(5)
+        follower = await open_follower(server, "json.log", "ws")
+        streamed = await open_follower(server, "json.log", "http")
+        await follower.until_bytes(5)
+        await streamed.until_bytes(5)
+        assert await close(a) == 1000
+        assert (await follower.ended()).clean and (await streamed.ended()).clean
+        assert (await get(server.url("json.log"), method="POST", data=b"678"))[0] == 200
+        assert (await get(server.url("json.log")))[2] == b"12345678"
+        # The server writes its session lines as sessions end; another
+        # process gives no event to wait on, so watch its output.
+        poll_until(lambda: len(sessions()) == 5, timeout=10)
+    finally:
+        server.stop()
+    # Every line it wrote, start-up and access log included, is one JSON
+    # object.
+    for line in server.log:
+        assert isinstance(json.loads(line), dict), line
+    ended = {
+        (e["kind"], e["name"], e["offset"], e["nbytes"], e["outcome"])
+        for e in sessions()
+    }
+    assert ended == {
+        ("append", "json.log", 0, 5, "1000"),
+        ("follow-ws", "json.log", 0, 5, "1000"),
+        ("follow-http", "json.log", 0, 5, "1000"),
+        ("post", "json.log", 5, 3, "200"),
+        ("snapshot", "json.log", 0, 8, "200"),
+    }
+    # And each still reads as the text line twistd would otherwise write.
+    append = next(e for e in sessions() if e["kind"] == "append")
+    text = append["log_format"].format(**append)
+    assert re.fullmatch(
+        r"append .+ on json\.log from 0: 5 bytes in [0-9]+\.[0-9]{3}s, ended 1000",
+        text,
+    ), text
