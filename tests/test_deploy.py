@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -20,6 +21,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 from helpers import (
+    BIN,
     Twistd,
     close,
     get,
@@ -80,6 +82,51 @@ def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
             process.wait(10)
 
 
+@dataclass
+class Front:
+    """Where clients reach a server (a process in front of it, or itself)."""
+
+    port: int
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return "127.0.0.1", self.port
+
+    def url(self, name: str, **query: object) -> str:
+        qs = ("?" + urlencode(query)) if query else ""
+        return f"http://127.0.0.1:{self.port}/{quote(name)}{qs}"
+
+    def ws_url(self, name: str, **query: object) -> str:
+        return self.url(name, **query).replace("http", "ws", 1)
+
+
+async def append_and_follow(front: Front, name: str, payload: bytes) -> None:
+    """
+    Through ``front``: APPEND ``payload`` over a WebSocket while it is
+    followed over a WebSocket and with ``follow=1``, each follower joining
+    after the first piece; both get every byte, in order, and a clean end.
+    """
+    chunks = [payload[i : i + 4000] for i in range(0, len(payload), 4000)]
+    a = await ws(front.ws_url(name, ack=1), "APPEND", timeout=30)
+    assert a.status == 101, (a.status, a.close_reason)
+    a.sendMessage(chunks[0], isBinary=True)
+    await a.until_ack(len(chunks[0]))
+    followers = [await open_follower(front, name, t) for t in ("ws", "http")]
+    for follower in followers:
+        assert follower.live, (follower.transport_name, follower.status)
+    for chunk in chunks[1:]:
+        a.sendMessage(chunk, isBinary=True)
+    await a.until_ack(len(payload))
+    for follower in followers:
+        await follower.until_bytes(len(payload))
+    assert await close(a) == 1000
+    ws_end, http_end = [await f.ended() for f in followers]
+    assert (ws_end.clean, ws_end.code) == (True, 1000)
+    assert http_end.clean
+    for follower in followers:
+        assert bytes(follower.received) == payload, follower.transport_name
+
+
 # -- nginx in front -------------------------------------------------------------
 
 NGINX_CONF = REPO / "docs" / "nginx.conf"
@@ -94,23 +141,11 @@ def nginx_binary() -> str | None:
 
 
 @dataclass
-class Nginx:
+class Nginx(Front):
     """A private nginx on 127.0.0.1: its own prefix, pid, logs and temp files."""
 
     process: subprocess.Popen[bytes]
-    port: int
     prefix: Path
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return "127.0.0.1", self.port
-
-    def url(self, name: str, **query: object) -> str:
-        qs = ("?" + urlencode(query)) if query else ""
-        return f"http://127.0.0.1:{self.port}/{quote(name)}{qs}"
-
-    def ws_url(self, name: str, **query: object) -> str:
-        return self.url(name, **query).replace("http", "ws", 1)
 
     def error_log(self) -> str:
         path = self.prefix / "error.log"
@@ -166,7 +201,7 @@ class Nginx:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            nginx = cls(process, port, prefix)
+            nginx = cls(port, process, prefix)
             # nginx says nothing when it is ready: try its port.
             try:
                 poll_until(nginx.ready, 15)
@@ -226,25 +261,7 @@ def test_the_nginx_configuration_fits_the_servers_defaults():
 async def test_append_and_follow_through_nginx_byte_exact(nginx, backend):
     name = "through nginx/build 1.log"  # a space and a folder on the way
     payload = bytes(range(256)) * 256
-    chunks = [payload[i : i + 4000] for i in range(0, len(payload), 4000)]
-    a = await ws(nginx.ws_url(name, ack=1), "APPEND")
-    assert a.status == 101, (a.status, a.close_reason)
-    a.sendMessage(chunks[0], isBinary=True)
-    await a.until_ack(len(chunks[0]))
-    followers = [await open_follower(nginx, name, t) for t in ("ws", "http")]
-    for follower in followers:
-        assert follower.live, (follower.transport_name, follower.status)
-    for chunk in chunks[1:]:
-        a.sendMessage(chunk, isBinary=True)
-    await a.until_ack(len(payload))
-    for follower in followers:
-        await follower.until_bytes(len(payload))
-    assert await close(a) == 1000
-    ws_end, http_end = [await f.ended() for f in followers]
-    assert (ws_end.clean, ws_end.code) == (True, 1000)
-    assert http_end.clean
-    for follower in followers:
-        assert bytes(follower.received) == payload, follower.transport_name
+    await append_and_follow(nginx, name, payload)
     assert (backend.root / name).read_bytes() == payload
     # The finished resource: a snapshot, a range, and a follow from the end.
     status, headers, body = await get(nginx.url(name))
@@ -317,6 +334,105 @@ async def test_the_viewer_page_through_nginx(nginx, backend):
     # And the bytes behind the page, for a browser asking for them raw.
     status, _, raw = await get(nginx.url("viewed.log", raw=1), headers=browser)
     assert (status, raw) == (200, b"\x1b[31mred\x1b[0m\n")
+
+
+# -- systemd ---------------------------------------------------------------------
+
+SYSTEMD = REPO / "docs" / "systemd"
+#: Where the unit expects the install (README "Installing"), and its root.
+UNIT_TWISTD = "/opt/httpfstream/bin/twistd"
+UNIT_ROOT = "/var/lib/httpfstream"
+
+
+def unit_setting(unit: str, key: str) -> str:
+    found = re.findall(rf"^{key}=(.*)$", unit, re.MULTILINE)
+    assert len(found) == 1, (key, found)
+    return found[0]
+
+
+def units() -> tuple[str, str]:
+    """httpfstream.socket and httpfstream.service, as the README shows them."""
+    return (
+        shown_in_readme(SYSTEMD / "httpfstream.socket", "ini"),
+        shown_in_readme(SYSTEMD / "httpfstream.service", "ini"),
+    )
+
+
+def test_the_systemd_units_are_valid(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    require("systemd-analyze", analyze, "apt-get install systemd")
+    assert analyze is not None
+    socket_unit, service = units()
+    (tmp_path / "httpfstream.socket").write_text(socket_unit)
+    # Only the install path changes: systemd checks that it can be run.
+    assert service.count(UNIT_TWISTD) == 1
+    (tmp_path / "httpfstream.service").write_text(
+        service.replace(UNIT_TWISTD, str(BIN / "twistd"))
+    )
+    result = subprocess.run(
+        [analyze, "verify", "httpfstream.socket", "httpfstream.service"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    # Unknown keys are only warned about: nothing must be said at all.
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+
+
+async def test_socket_activation_as_the_units_say(tmp_path):
+    activate = shutil.which("systemd-socket-activate")
+    require("systemd-socket-activate", activate, "apt-get install systemd")
+    assert activate is not None
+    socket_unit, service = units()
+    host, _ = unit_setting(socket_unit, "ListenStream").rsplit(":", 1)
+    assert host == "127.0.0.1"
+    name = unit_setting(socket_unit, "FileDescriptorName")
+    # The service's command, with the install and the root put here.
+    command = shlex.split(unit_setting(service, "ExecStart"))
+    assert command[0] == UNIT_TWISTD
+    assert f"systemd:domain=INET:name={name}" in command
+    command[0] = str(BIN / "twistd")
+    command[command.index("--root") + 1] = str(tmp_path / "root")
+    log = tmp_path / "activate.log"
+    for _ in range(5):
+        port = free_port()
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [activate, "-l", f"{host}:{port}", f"--fdname={name}", *command],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+        def listening(process: subprocess.Popen[bytes] = process) -> bool:
+            return process.poll() is not None or b"Listening on" in log.read_bytes()
+
+        try:
+            # It says when it listens; another process, so watch its output.
+            poll_until(listening, timeout=15)
+        except TimeoutError:
+            stop(process)
+            raise
+        if process.poll() is None:
+            break
+        assert b"in use" in log.read_bytes(), log.read_text()
+    try:
+        # Nothing runs until a client connects; the first one starts
+        # twistd on the socket, and waits in its queue meanwhile.
+        assert b"Execing" not in log.read_bytes()
+        payload = os.urandom(50_000)
+        await append_and_follow(Front(port), "activated.log", payload)
+        assert (tmp_path / "root" / "activated.log").read_bytes() == payload
+        text = log.read_text()
+        assert f"Execing {command[0]}" in text
+        assert re.search(rf"Site starting on {port}\b", text), text
+        # systemd-socket-activate became twistd; SIGTERM stops it cleanly.
+        # twistd ends by the signal once shut down, which systemd counts as
+        # a clean stop.
+        stop(process)
+        assert process.returncode == -signal.SIGTERM, log.read_text()
+        assert "Server Shut Down." in log.read_text()
+    finally:
+        stop(process)
 
 
 # -- JSON log lines ---------------------------------------------------------------
