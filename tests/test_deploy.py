@@ -15,6 +15,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -486,3 +488,119 @@ async def test_json_log_lines_through_twistds_logger_option(tmp_path):
         r"append .+ on json\.log from 0: 5 bytes in [0-9]+\.[0-9]{3}s, ended 1000",
         text,
     ), text
+
+
+# -- the wheel and the Dockerfile -------------------------------------------------
+
+
+def run(*command: str | Path, **kwargs) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(c) for c in command], capture_output=True, text=True, timeout=120, **kwargs
+    )
+    assert result.returncode == 0, (command, result.stdout, result.stderr)
+    return result
+
+
+@pytest.mark.slow
+def test_the_wheel_builds_and_installs_with_pip_alone(tmp_path):
+    """
+    pip builds the wheel from the files a clone has and installs it into a
+    new virtualenv, where twistd finds the plugin and the viewer's files.
+    No network: the build uses the setuptools installed here (the test
+    extra), and the new virtualenv sees the test virtualenv's packages as
+    its dependencies (a .pth file), so pip finds them installed.  CI's
+    .ci/wheel does the same from the package index.
+    """
+    files = run("git", "ls-files", "-co", "--exclude-standard", "-z", cwd=REPO)
+    source = tmp_path / "clone"
+    for name in filter(None, files.stdout.split("\0")):
+        if (REPO / name).is_file():  # not one deleted in the work tree
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
+    python = BIN / "python"
+    dist = tmp_path / "dist"
+    run(python, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+        "--no-index", "-w", dist, source)  # fmt: skip
+    (wheel,) = dist.glob("httpfstream-*-py3-none-any.whl")
+    inside = set(zipfile.ZipFile(wheel).namelist())
+    assets = {
+        f"httpfstream/assets/{p.name}" for p in (REPO / "httpfstream/assets").iterdir()
+    }
+    assert assets and assets <= inside
+    assert {"twisted/plugins/httpfstream_plugin.py", "httpfstream/py.typed"} <= inside
+    assert not any("dropin.cache" in n or n.startswith("tests/") for n in inside)
+
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", venv)
+    fresh = venv / "bin" / "python"
+    site = run(fresh, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))")
+    ours = run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))")
+    Path(site.stdout.strip(), "dependencies.pth").write_text(ours.stdout)
+    run(fresh, "-m", "pip", "install", "--no-index", wheel)
+    # Away from the source tree, so that only the installed copy is seen.
+    away = tmp_path / "elsewhere"
+    away.mkdir()
+    twistd = "import sys; from twisted.scripts.twistd import run; sys.exit(run())"
+    listed = run(fresh, "-c", twistd, "--help", cwd=away).stdout
+    assert re.search(r"^\s*httpfstream\s", listed, re.MULTILINE), listed
+    assert "--max-message-size" in run(fresh, "-c", twistd, "httpfstream", "--help",
+                                       cwd=away).stdout  # fmt: skip
+    check = run(
+        fresh,
+        "-c",
+        "import httpfstream; from importlib import resources;"
+        " from httpfstream import viewer;"
+        " print(httpfstream.__file__);"
+        " print(sorted(p.name for p in"
+        " resources.files('httpfstream').joinpath('assets').iterdir()));"
+        " assert b'<script' in viewer.resource_page(('x.log',), None).body",
+        cwd=away,
+    ).stdout.splitlines()
+    assert check[0].startswith(site.stdout.strip()), check
+    assert check[1] == repr(sorted(Path(a).name for a in assets)), check
+    assert "usage" in run(venv / "bin" / "httpfstream-follow", "--help").stdout.lower()
+
+
+DOCKERFILE = REPO / "Dockerfile"
+
+
+def test_the_dockerfile_as_documented(twistd):
+    """
+    No Docker daemon here to build it: check what it says, and run its
+    health check against a real server.
+    """
+    text = shown_in_readme(DOCKERFILE, "dockerfile")
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert re.findall(r"^FROM (\S+)", text, re.MULTILINE) == [
+        "python:3.11-slim",
+        "python:3.11-slim",
+    ]
+    (user,) = re.findall(r"^USER (\S+)$", text, re.MULTILINE)
+    assert user not in ("root", "0") and "useradd" in text and user in text
+    assert "VOLUME /data" in lines and "EXPOSE 8080" in lines
+    (cmd,) = re.findall(r"^CMD (.*)$", text, re.MULTILINE)
+    assert json.loads(cmd) == [
+        "twistd", "-n", "--pidfile=", "httpfstream", "--root", "/data",
+        "--port", "tcp:8080",
+    ]  # fmt: skip
+    # The install steps of README "Installing from a wheel" (and .ci/wheel).
+    cache = "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+    for shown in (text, README, (REPO / ".ci" / "wheel").read_text()):
+        assert f'python -c "{cache}"' in shown
+    assert "python -m pip wheel --no-cache-dir --no-deps -w /dist ." in text
+    assert "python -m pip install --no-cache-dir /dist/*.whl" in text
+    (health,) = re.findall(r"^HEALTHCHECK .*? CMD (.*)$", text, re.MULTILINE)
+    probe = json.loads(health)
+    assert probe[:2] == ["python", "-c"] and probe[2].count("8080") == 1
+    healthy = subprocess.run(
+        [sys.executable, "-c", probe[2].replace("8080", str(twistd.port))],
+        capture_output=True,
+        timeout=30,
+    )
+    assert healthy.returncode == 0, healthy.stderr
+    down = subprocess.run(
+        [sys.executable, "-c", probe[2].replace("8080", str(free_port()))],
+        capture_output=True,
+        timeout=30,
+    )
+    assert down.returncode != 0
