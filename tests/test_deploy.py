@@ -245,10 +245,11 @@ def backend(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def nginx(backend, tmp_path_factory):
+def nginx(request, tmp_path_factory):
     binary = nginx_binary()
     require("nginx", binary, "apt-get install nginx")
     assert binary is not None
+    backend = request.getfixturevalue("backend")  # only once nginx is there
     front = Nginx.start(binary, tmp_path_factory.mktemp("nginx"), backend.port)
     yield front
     front.stop()
