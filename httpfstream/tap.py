@@ -3,7 +3,7 @@
 
 `makeService` builds exactly what an embedder would: a `StreamRegistry`,
 a `StreamResource` as the root of `site.make_site`, and a listening
-endpoint.
+port for each ``--port`` endpoint.
 """
 
 from __future__ import annotations
@@ -103,15 +103,6 @@ class Options(usage.Options):
             "r",
             "httpfstream-data",
             "Storage root directory (created if missing).",
-        ],
-        [
-            "port",
-            "p",
-            "tcp:8080",
-            "Endpoint to listen on: a Twisted server endpoint string such as"
-            " tcp:8080, tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem"
-            ":certKey=cert.pem or unix:/run/httpfstream.sock; a bare number means"
-            " TCP.",
         ],
         [
             "max-message-size",
@@ -226,14 +217,31 @@ class Options(usage.Options):
         "max-age": parse_duration,
     }
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["port"] = []
+        # usage.Options shows an opt_ method's docstring with its indentation.
+        self.docs["port"] = (
+            "Endpoint to listen on; give it once per endpoint, each serving the"
+            " same resources: a Twisted server endpoint string such as tcp:8080,"
+            " tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey="
+            "cert.pem, unix:/run/httpfstream.sock or systemd:domain=INET:name=http;"
+            " a bare number means TCP. [default: tcp:8080]"
+        )
+
+    def opt_port(self, endpoint: str) -> None:
+        """Add an endpoint to listen on (see ``docs`` above)."""
+        self["port"].append(f"tcp:{endpoint}" if endpoint.isdigit() else endpoint)
+
+    opt_p = opt_port
+
     def postOptions(self) -> None:
         # usage.Options does not pass defaults through their coerce function.
         for key, convert in self._conversions.items():
             if isinstance(self[key], str):
                 self[key] = convert(self[key])
-        port = self["port"]
-        if port.isdigit():
-            self["port"] = f"tcp:{port}"
+        if not self["port"]:
+            self["port"] = ["tcp:8080"]
         if self["admin"] and self["admin"].isdigit():
             self["admin"] = f"tcp:{self['admin']}"
         try:
@@ -300,7 +308,7 @@ class _Listening(StreamServerEndpointService):
 
 def makeService(options: Options, reactor: Any = None) -> MultiService:
     """
-    Build the registry, the site and the listening port.  A root that
+    Build the registry, the site and its listening ports.  A root that
     cannot be used or a token file that cannot be read stops twistd with
     one line, before anything starts.
     """
@@ -327,8 +335,8 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         sweep_interval=min(3600, max(1, options["max-age"] // 10)),
         reactor=reactor,
     )
-    # The registry first, the port last: services stop in reverse order, so
-    # the port closes before followers are told the server is going away.
+    # The registry first, the ports last: services stop in reverse order, so
+    # the ports close before followers are told the server is going away.
     registry.setServiceParent(top)
     websocket = WebSocketOptions(
         ping_interval=options["ping-interval"],
@@ -343,8 +351,10 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         idle_timeout=options["idle-timeout"],
         header_timeout=options["header-timeout"],
     )
-    endpoint = serverFromString(reactor, options["port"])
-    _Listening(options["port"], endpoint, site).setServiceParent(top)
+    # One site on every endpoint: the same resources, limits and access log.
+    for description in options["port"]:
+        endpoint = serverFromString(reactor, description)
+        _Listening(description, endpoint, site).setServiceParent(top)
     if options["admin"]:
         admin = serverFromString(reactor, options["admin"])
         _Listening(options["admin"], admin, make_admin_site(registry)).setServiceParent(

@@ -708,6 +708,9 @@ class Twistd:
 
     #: Notified (under its lock) each time a line is added to ``log``.
     log_changed: threading.Condition = field(default_factory=threading.Condition)
+    #: Every port it listens on, in the order its ``--port``s were given
+    #: (``port`` is the first); filled in from its log as each starts.
+    ports: list[int] = field(default_factory=list)
 
     @classmethod
     def start(
@@ -717,10 +720,13 @@ class Twistd:
         port: str = "tcp:0",
         max_file_size: int | None = None,
         max_open_files: int | None = None,
+        twistd_options: tuple[str, ...] = (),
     ) -> Twistd:
         """
         Start it; ``max_file_size`` sets RLIMIT_FSIZE, so writes past it
         fail in the kernel as on a full disk (CPython ignores SIGXFSZ).
+        ``twistd_options`` are twistd's own (``--logger=...``), given
+        before ``httpfstream``; ``options`` are the plugin's.
         """
 
         def limit() -> None:
@@ -738,6 +744,7 @@ class Twistd:
                 str(BIN / "twistd"),
                 "--nodaemon",
                 "--pidfile=",
+                *twistd_options,
                 "httpfstream",
                 f"--root={root}",
                 f"--port={port}:interface=127.0.0.1",
@@ -775,7 +782,7 @@ class Twistd:
             process.kill()
             raise RuntimeError(b"twistd did not start:\n" + b"".join(log))
         scheme = "https" if port.startswith("ssl:") else "http"
-        return cls(process, found_port[0], root, log, scheme, log_changed)
+        return cls(process, found_port[0], root, log, scheme, log_changed, found_port)
 
     def wait_for_log(
         self, pattern: bytes, count: int = 1, timeout: float = 30

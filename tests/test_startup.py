@@ -13,9 +13,11 @@ import socket
 import subprocess
 
 import pytest
-from helpers import BIN, appender, close, get, raw
+from helpers import BIN, Twistd, appender, close, get, poll_until, raw
 from twisted.internet import reactor
 from twisted.internet.task import LoopingCall
+
+from httpfstream import client
 
 
 def twistd(*args: str, **kwargs) -> subprocess.CompletedProcess[bytes]:
@@ -48,6 +50,74 @@ def test_a_port_in_use_stops_it_with_one_line(tmp_path):
     assert len(lines) == 1, lines
     assert f"cannot listen on tcp:{port}" in lines[0]
     assert "in use" in lines[0]
+
+
+def test_one_port_of_several_in_use_stops_it_with_one_line_naming_it(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = twistd(
+            f"--root={tmp_path}",
+            "--port=tcp:0:interface=127.0.0.1",
+            f"--port=tcp:{port}:interface=127.0.0.1",
+        )
+    assert result.returncode != 0
+    # The first port was had, and its start is logged as ever; then the one
+    # line that says which could not be.
+    lines = [
+        line
+        for line in complaint(result)
+        if "Site starting on" not in line and "Starting factory" not in line
+    ]
+    assert len(lines) == 1, lines
+    assert f"cannot listen on tcp:{port}:interface=127.0.0.1" in lines[0]
+    assert "in use" in lines[0]
+
+
+async def test_every_port_serves_the_same_resources(tmp_path):
+    # Like `twist web --listen`: plain HTTP and TLS from one server.
+    import trustme
+
+    authority = trustme.CA()
+    cert = authority.issue_cert("localhost")
+    key_pem, cert_pem = tmp_path / "key.pem", tmp_path / "cert.pem"
+    cert.private_key_pem.write_to_path(str(key_pem))
+    cert.cert_chain_pems[0].write_to_path(str(cert_pem))
+    ca = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca))
+    server = Twistd.start(
+        tmp_path / "root",
+        "--port",
+        f"ssl:0:interface=127.0.0.1:privateKey={key_pem}:certKey={cert_pem}",
+    )
+    hfs = client.Client(reactor, trust_root=str(ca))
+    try:
+        poll_until(lambda: len(server.ports) == 2, timeout=10)
+        plain, secure = server.ports
+        assert plain != secure
+        name = "both/ports.log"
+        over_http = f"http://127.0.0.1:{plain}/{name}"
+        over_tls = f"https://localhost:{secure}/{name}"
+        # An appender on one port, a follower on the other, live.
+        writer = await hfs.open_append(over_http)
+        writer.write(b"plain ")
+        await writer.drained()
+        chunks: list[bytes] = []
+        following = hfs.follow(over_tls, chunks.append)  # wss
+        writer.write(b"and tls")
+        assert await writer.close() == len(b"plain and tls")
+        assert (await following.addTimeout(10, reactor)).complete
+        assert b"".join(chunks) == b"plain and tls"
+        # And the other way round: POST over TLS, read over plain HTTP.
+        await hfs.append(over_tls, b"\n")
+        assert await hfs.read(over_http) == b"plain and tls\n"
+        assert (tmp_path / "root" / "both" / "ports.log").read_bytes() == (
+            b"plain and tls\n"
+        )
+    finally:
+        await hfs.close()
+        server.stop()
 
 
 def test_a_root_that_is_a_file_stops_it_with_one_line(tmp_path):

@@ -259,7 +259,7 @@ def test_options_defaults():
     options.parseOptions([])
     assert dict(options) == {
         "root": "httpfstream-data",
-        "port": "tcp:8080",
+        "port": ["tcp:8080"],
         "max-message-size": 16 << 20,
         "max-resource-size": 64 << 30,
         "fsync": FsyncPolicy.CLOSE,
@@ -286,6 +286,10 @@ def test_options_every_option_given(tmp_path):
         [
             "--root=/srv/logs",
             "--port=9000",  # a bare number means TCP
+            "-p",
+            "ssl:8443:privateKey=key.pem:certKey=cert.pem",
+            "--port",
+            "unix:/run/httpfstream.sock",
             "--max-message-size=1M",
             "--max-resource-size=2g",
             "--fsync=ALWAYS",
@@ -305,7 +309,11 @@ def test_options_every_option_given(tmp_path):
     )
     assert dict(options) == {
         "root": "/srv/logs",
-        "port": "tcp:9000",
+        "port": [
+            "tcp:9000",
+            "ssl:8443:privateKey=key.pem:certKey=cert.pem",
+            "unix:/run/httpfstream.sock",
+        ],
         "max-message-size": 1 << 20,
         "max-resource-size": 2 << 30,
         "fsync": FsyncPolicy.ALWAYS,
