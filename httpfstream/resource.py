@@ -30,6 +30,7 @@ import mimetypes
 import re
 from collections.abc import Awaitable, Callable
 
+from autobahn.twisted.util import peer2str
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -99,7 +100,8 @@ def _state_headers(request: Request, state: ResourceState) -> None:
 
 
 def _peer(request: Request) -> str:
-    return str(request.getClientAddress())
+    """The client, as WebSocket sessions name theirs (``tcp4:HOST:PORT``)."""
+    return str(peer2str(request.getClientAddress()))
 
 
 def _busy(error: OSError) -> Exception:
