@@ -30,7 +30,7 @@ import mimetypes
 import re
 from collections.abc import Awaitable, Callable
 
-from autobahn.twisted.util import peer2str
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -101,7 +101,11 @@ def _state_headers(request: Request, state: ResourceState) -> None:
 
 def _peer(request: Request) -> str:
     """The client, as WebSocket sessions name theirs (``tcp4:HOST:PORT``)."""
-    return str(peer2str(request.getClientAddress()))
+    address = request.getClientAddress()
+    if isinstance(address, IPv4Address | IPv6Address):
+        family = "tcp4" if isinstance(address, IPv4Address) else "tcp6"
+        return f"{family}:{address.host}:{address.port}"
+    return str(address)
 
 
 def _busy(error: OSError) -> Exception:
