@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,8 @@ class Server:
             pinned(0, argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         assert self.process.stdout is not None
+        self.admin_port: int | None = None
+        admin = any(option.startswith("--admin") for option in options)
         while True:
             line = self.process.stdout.readline()
             if not line:
@@ -68,6 +71,10 @@ class Server:
             found = re.search(pattern, line)
             if found:
                 self.port = int(found.group(1))
+            found = re.search(rb"httpfstream-admin starting on (\d+)", line)
+            if found:
+                self.admin_port = int(found.group(1))
+            if getattr(self, "port", None) and (self.admin_port or not admin):
                 break
         # Keep draining its output so it never blocks on a full pipe.
         threading.Thread(target=self.process.stdout.read, daemon=True).start()
@@ -77,6 +84,21 @@ class Server:
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
         self.cpu_start = self.cpu()
+        self.scrapes = 0
+        if self.admin_port is not None:
+            threading.Thread(target=self._scrape, daemon=True).start()
+
+    def _scrape(self) -> None:
+        """Scrape /metrics once a second, as Prometheus would, while it runs."""
+        url = f"http://127.0.0.1:{self.admin_port}/metrics"
+        while self._sampling and self.process.poll() is None:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    response.read()
+                self.scrapes += 1
+            except OSError:
+                return
+            time.sleep(1)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}"
@@ -113,6 +135,7 @@ class Server:
             self.process.wait()
         shutil.rmtree(self.root, ignore_errors=True)
         return {
+            "scrapes": self.scrapes,
             "server_cpu_s": cpu,
             "server_rss_MB": self.baseline_rss / 1e6,
             "server_rss_growth_MB": (self.peak_rss - self.baseline_rss) / 1e6,
@@ -230,6 +253,21 @@ def scenarios(quick: bool) -> list[tuple[str, str, dict[str, Any], tuple[str, ..
                     (),
                 )
             )
+    # The same row with the admin site scraped once a second (its overhead).
+    plan.append(
+        (
+            "1x100 1KiB@1000/s +metrics",
+            "httpfstream",
+            {
+                **stream,
+                "followers": 20 if q else 100,
+                "size": 1024,
+                "rate": 1000,
+                "count": 300 if q else 10_000,
+            },
+            ("--admin=tcp:0:interface=127.0.0.1",),
+        )
+    )
     big = (64 if q else 1024) << 20
     plan += [
         (
@@ -343,6 +381,17 @@ def ratios(results: list[dict[str, Any]]) -> dict[str, float]:
             out[f"{name}: httpfstream / relay"] = (
                 ours["delivered_MBps"] / relay["delivered_MBps"]
             )
+    plain, scraped = (
+        by.get(("1x100 1KiB@1000/s", "httpfstream")),
+        by.get(("1x100 1KiB@1000/s +metrics", "httpfstream")),
+    )
+    if plain and scraped and plain.get("server_cpu") and plain.get("p99_ms"):
+        out["1x100 with /metrics scraped every 1 s / without: server CPU"] = (
+            scraped["server_cpu"] / plain["server_cpu"]
+        )
+        out["1x100 with /metrics scraped every 1 s / without: p99"] = (
+            scraped["p99_ms"] / plain["p99_ms"]
+        )
     alone, stalled = (
         by.get(("append alone", "httpfstream")),
         by.get(("append + 1 stalled", "httpfstream")),
