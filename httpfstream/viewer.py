@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import html
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from importlib import resources
@@ -38,10 +39,17 @@ def _asset(name: str) -> str:
     return resources.files("httpfstream").joinpath("assets", name).read_text("utf-8")
 
 
+_FIELD = re.compile(r"\{(\w+)\}")
+
+
 def _template(name: str, nonce: str, **fields: str) -> bytes:
-    text = _asset(name).replace("{nonce}", nonce)
-    for key, value in fields.items():
-        text = text.replace("{" + key + "}", value)
+    """
+    The asset ``name`` with each ``{field}`` replaced, in one pass over the
+    template alone: a value (a resource's name, the script) is never
+    searched for further fields.
+    """
+    values = {"nonce": nonce, **fields}
+    text = _FIELD.sub(lambda m: values.get(m.group(1), m.group(0)), _asset(name))
     return text.encode("utf-8")
 
 

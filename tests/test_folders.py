@@ -168,6 +168,14 @@ async def test_a_browser_gets_the_viewer_and_raw_gets_the_bytes(server):
     assert (await get(server.url("none.log"), headers=BROWSER))[0] == 404
 
 
+async def test_a_name_is_never_taken_for_a_part_of_the_page(server):
+    # The page is filled from its template in one pass: a name that looks
+    # like one of its fields stays a name.
+    await get(server.url("{script}{config}.log"), method="POST", data=b"x")
+    _, _, body = await get(server.url("{script}{config}.log"), headers=BROWSER)
+    assert b"<title>{script}{config}.log</title>" in body
+
+
 @pytest.mark.parametrize("name", ["a b.log", "ü.log", "x&y<z>.log"])
 async def test_index_links_are_escaped(server, name):
     await get(server.url(name), method="POST", data=b"x")
