@@ -4,10 +4,12 @@ resource and follows it live, and the index of a folder; and the JSON
 listing for programs.
 
 Pages are built here from the resource's *name* and state only; the
-resource's bytes never enter the HTML: the page's script fetches them over
-the WebSocket and puts them in the document as text.  Every page is sent
-with a strict Content-Security-Policy whose only script and style are the
-page's own, allowed by a per-response nonce.
+resource's bytes never enter the HTML: the page's script (``assets/ansi.js``,
+the SGR state machine, then ``assets/viewer.js``) fetches them, over a
+WebSocket FOLLOW while an appender holds the resource and over
+``GET ?follow=1`` otherwise, and draws them as text nodes and spans.  Every
+page is sent with a strict Content-Security-Policy whose only script and
+style are the page's own, allowed by a per-response nonce.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def resource_page(name: Name, token: bytes | None) -> Page:
         nonce,
         title=html.escape("/".join(name)),
         style=_asset("viewer.css"),
-        script=_asset("viewer.js"),
+        # The SGR state machine, then the page that uses it.
+        script=_asset("ansi.js") + "\n" + _asset("viewer.js"),
         # JSON in a script element: escape "<" so "</script>" cannot close it.
         config=json.dumps(config).replace("<", "\\u003c"),
     )
