@@ -143,7 +143,11 @@ def test_twistd_sweeps_with_max_age(tmp_path):
         # no event to wait on.
         poll_until(lambda: not stale.exists(), timeout=10)
         assert not (root / "logs").exists()
-        assert any(b"removed logs/stale.log" in line for line in server.log)
+        # The log line comes through another thread's pipe: wait for it too.
+        poll_until(
+            lambda: any(b"removed logs/stale.log" in line for line in server.log),
+            timeout=10,
+        )
     finally:
         server.stop()
 
