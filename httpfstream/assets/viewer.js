@@ -234,15 +234,23 @@
     document.body.dataset.bytes = String(n);
   }
 
+  // New bytes are drawn at the next frame, but no more often than every
+  // FRAME_GAP ms: a log that pours in (a 50 MB catch-up) spends its time
+  // reading rather than drawing lines that scroll past at once; scrolling
+  // is drawn at once whatever comes in (layout on "scroll").
+  const FRAME_GAP = 50;
   let scheduled = false;
+  let lastFrame = -Infinity;
   function schedule() {
-    if (!scheduled) {
-      scheduled = true;
-      requestAnimationFrame(frame);
-    }
+    if (scheduled) return;
+    scheduled = true;
+    const wait = lastFrame + FRAME_GAP - performance.now();
+    if (wait > 0) setTimeout(function () { requestAnimationFrame(frame); }, wait);
+    else requestAnimationFrame(frame);
   }
   function frame() {
     scheduled = false;
+    lastFrame = performance.now();
     describeSize();
     const total = shownCount = model.count;
     const digits = String(Math.max(total, 1)).length;
