@@ -4,10 +4,12 @@ resource and follows it live, and the index of a folder; and the JSON
 listing for programs.
 
 Pages are built here from the resource's *name* and state only; the
-resource's bytes never enter the HTML: the page's script fetches them over
-the WebSocket and puts them in the document as text.  Every page is sent
-with a strict Content-Security-Policy whose only script and style are the
-page's own, allowed by a per-response nonce.
+resource's bytes never enter the HTML: the page's script (``assets/ansi.js``,
+the SGR state machine, then ``assets/viewer.js``) fetches them, over a
+WebSocket FOLLOW while an appender holds the resource and over
+``GET ?follow=1`` otherwise, and draws them as text nodes and spans.  Every
+page is sent with a strict Content-Security-Policy whose only script and
+style are the page's own, allowed by a per-response nonce.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import datetime
 import html
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from importlib import resources
@@ -38,10 +41,17 @@ def _asset(name: str) -> str:
     return resources.files("httpfstream").joinpath("assets", name).read_text("utf-8")
 
 
+_FIELD = re.compile(r"\{(\w+)\}")
+
+
 def _template(name: str, nonce: str, **fields: str) -> bytes:
-    text = _asset(name).replace("{nonce}", nonce)
-    for key, value in fields.items():
-        text = text.replace("{" + key + "}", value)
+    """
+    The asset ``name`` with each ``{field}`` replaced, in one pass over the
+    template alone: a value (a resource's name, the script) is never
+    searched for further fields.
+    """
+    values = {"nonce": nonce, **fields}
+    text = _FIELD.sub(lambda m: values.get(m.group(1), m.group(0)), _asset(name))
     return text.encode("utf-8")
 
 
@@ -57,7 +67,8 @@ def resource_page(name: Name, token: bytes | None) -> Page:
         nonce,
         title=html.escape("/".join(name)),
         style=_asset("viewer.css"),
-        script=_asset("viewer.js"),
+        # The SGR state machine, then the page that uses it.
+        script=_asset("ansi.js") + "\n" + _asset("viewer.js"),
         # JSON in a script element: escape "<" so "</script>" cannot close it.
         config=json.dumps(config).replace("<", "\\u003c"),
     )

@@ -143,7 +143,11 @@ def test_twistd_sweeps_with_max_age(tmp_path):
         # no event to wait on.
         poll_until(lambda: not stale.exists(), timeout=10)
         assert not (root / "logs").exists()
-        assert any(b"removed logs/stale.log" in line for line in server.log)
+        # The log line comes through another thread's pipe: wait for it too.
+        poll_until(
+            lambda: any(b"removed logs/stale.log" in line for line in server.log),
+            timeout=10,
+        )
     finally:
         server.stop()
 
@@ -166,6 +170,14 @@ async def test_a_browser_gets_the_viewer_and_raw_gets_the_bytes(server):
         assert headers["x-content-type-options"] == "nosniff"
     # Never written: a 404, browser or not.
     assert (await get(server.url("none.log"), headers=BROWSER))[0] == 404
+
+
+async def test_a_name_is_never_taken_for_a_part_of_the_page(server):
+    # The page is filled from its template in one pass: a name that looks
+    # like one of its fields stays a name.
+    await get(server.url("{script}{config}.log"), method="POST", data=b"x")
+    _, _, body = await get(server.url("{script}{config}.log"), headers=BROWSER)
+    assert b"<title>{script}{config}.log</title>" in body
 
 
 @pytest.mark.parametrize("name", ["a b.log", "ü.log", "x&y<z>.log"])
