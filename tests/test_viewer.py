@@ -254,6 +254,11 @@ async def test_carriage_returns_overwrite(chromium, server):
     a.sendMessage(b"windows line\r\nnext\n")
     await tab.until_lines(3)
     assert await tab.lines() == ["fetching 100%", "windows line", "next"]
+    # The model has the lines; the rows are drawn at most every 50 ms.
+    await tab.until(
+        """() => { const n = document.querySelector('.ln[data-n="1"]');
+                   return n && n.nextElementSibling.textContent === 'fetching 100%'; }"""
+    )
     assert (await tab.eval(STYLES, 1))[0][:2] == ["fetching 100%", GREEN]
     assert await close(a) == 1000
     await tab.until_state("finished")
