@@ -14,15 +14,24 @@ WebSocket pings and timeouts.  ``httpfstream.client`` is the
 Deferred-returning client API.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from .handoff import WebSocketOptions
 from .registry import StreamRegistry
 from .resource import StreamResource
 from .site import body_limited, make_site
 
+try:
+    #: The installed distribution's version (``pyproject.toml``'s).
+    __version__ = version("httpfstream")
+except PackageNotFoundError:  # run from a tree that is not installed
+    __version__ = "0+unknown"
+
 __all__ = [
     "StreamRegistry",
     "StreamResource",
     "WebSocketOptions",
+    "__version__",
     "body_limited",
     "make_site",
 ]

@@ -277,12 +277,35 @@ EXPORTED = {
     "FollowResult",
     "HTTPError",
     "NotFound",
+    "NotTLS",
     "OffsetMismatch",
+    "TLSExpected",
+    "UntrustedCertificate",
+    "WrongTransport",
     "append",
     "follow",
     "open_append",
     "read",
 }
+
+
+async def test_refusals_carry_the_servers_reason(server):
+    """HTTPError.reason: the body's line, over HTTP and over a WebSocket."""
+    with pytest.raises(client.NotFound) as over_http:
+        await client.read(server.url("never.log"))
+    assert over_http.value.reason == "no such resource"
+    assert str(over_http.value) == "404 Not Found: no such resource"
+    await client.append(server.url("held.log"), b"abc")
+    appender = await client.open_append(server.url("held.log"))
+    try:
+        with pytest.raises(client.HTTPError) as over_ws:
+            await client.follow(server.url("held.log"), lambda data: None, 10)
+        assert over_ws.value.status == 416
+        assert over_ws.value.reason == (
+            "offset 10 is past the end of the resource (3 bytes)"
+        )
+    finally:
+        await appender.close()
 
 
 def test_public_names_stay_exported():

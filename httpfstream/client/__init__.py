@@ -23,9 +23,12 @@ shortcuts that make a `Client` for one call from their ``reactor``,
 URLs are ``http://`` or ``https://`` (the WebSocket calls use ``ws://`` or
 ``wss://`` to the same place).  Errors are exceptions to catch by kind:
 `NotFound`, `AppenderConflict`, `OffsetMismatch`, `AccessDenied`, or
-`HTTPError` with the status for the rest; `AppendFailed` when the server
-ends an appender with a close code other than 1000; `ConnectionLost` when a
-connection ends otherwise.
+`HTTPError` with the status for the rest (``reason``: the server's own
+words); `AppendFailed` when the server ends an appender with a close code
+other than 1000; `ConnectionLost` when a connection ends otherwise, or its
+kinds `WrongTransport` for a mistake that retrying will not mend: `NotTLS`
+(``https://`` to a plain-HTTP port), `TLSExpected` (``http://`` to a TLS
+port), `UntrustedCertificate` (``trust_root`` missing or wrong).
 """
 
 from ._append import Appender
@@ -38,7 +41,11 @@ from ._errors import (
     FollowResult,
     HTTPError,
     NotFound,
+    NotTLS,
     OffsetMismatch,
+    TLSExpected,
+    UntrustedCertificate,
+    WrongTransport,
 )
 
 __all__ = [
@@ -51,7 +58,11 @@ __all__ = [
     "FollowResult",
     "HTTPError",
     "NotFound",
+    "NotTLS",
     "OffsetMismatch",
+    "TLSExpected",
+    "UntrustedCertificate",
+    "WrongTransport",
     "append",
     "follow",
     "open_append",

@@ -616,7 +616,7 @@ class Appender:
         if response.code == 200:  # the whole content, Range ignored
             return body[start:end]
         raise http_error(
-            response.code, response.phrase.decode(), response_headers(response)
+            response.code, response.phrase.decode(), response_headers(response), body
         )
 
     def _finish(self, size: int | None, error: BaseException | None) -> None:
@@ -670,6 +670,16 @@ async def open_appender(
     buffer_limit: int,
 ) -> Appender:
     """`Client.open_append`, which documents the parameters."""
-    appender = Appender(connections, url, retry, give_up_after, buffer_limit)
-    await appender._open(offset)
-    return appender
+    backoff = Backoff(connections.reactor, give_up_after)
+    while True:
+        appender = Appender(connections, url, retry, give_up_after, buffer_limit)
+        try:
+            await appender._open(offset)
+        except Exception as e:
+            # With retry, a server not reachable yet (or restarting) is
+            # waited for, as a follower waits for it.
+            if not retry or not retryable(e):
+                raise
+            await backoff.wait(e)
+            continue
+        return appender

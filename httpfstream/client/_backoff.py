@@ -13,7 +13,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from ..protocol import GOING_AWAY
-from ._errors import DROPPED, ConnectionLost, HTTPError
+from ._errors import DROPPED, ConnectionLost, HTTPError, WrongTransport
 
 _log = Logger()
 
@@ -26,8 +26,11 @@ _RETRY_STATUSES = frozenset({502, 503, 504})
 def retryable(error: BaseException) -> bool:
     """
     Whether ``error`` may go away if the call is tried again: a dropped
-    connection or a server restart, 502-504, or a failure to connect.
+    connection or a server restart, 502-504, or a failure to connect; not
+    a mistake of scheme or trust (`WrongTransport`).
     """
+    if isinstance(error, WrongTransport):
+        return False
     if isinstance(error, ConnectionLost):
         return error.code in RESUMABLE
     if isinstance(error, HTTPError):
@@ -68,5 +71,10 @@ class Backoff:
         # Never past the deadline: the last try comes at it.
         delay = min(self._delay * (0.5 + random.random()), left)
         self._delay = min(self._delay * 2, 5.0)
-        _log.info("retrying in {delay:.1f}s after: {error}", delay=delay, error=error)
+        _log.info(
+            "retrying in {delay:.1f}s ({left:.0f}s left) after: {error}",
+            delay=delay,
+            left=left,
+            error=error,
+        )
         await deferLater(self._reactor, delay, lambda: None)

@@ -79,7 +79,10 @@ class Client:
             body: bytes = await treq.content(response)
             if response.code != 200:
                 raise http_error(
-                    response.code, response.phrase.decode(), response_headers(response)
+                    response.code,
+                    response.phrase.decode(),
+                    response_headers(response),
+                    body,
                 )
             return body
 
@@ -159,7 +162,9 @@ class Client:
         :param url: the resource's ``http://`` or ``https://`` URL.
         :param offset: expect the resource to hold exactly this many bytes
             (`OffsetMismatch` otherwise).
-        :param retry: after a dropped connection (1006) or a server restart
+        :param retry: if the server cannot be reached yet (refused, 502-504,
+            dropped), keep trying with backoff, up to ``give_up_after``;
+            after a dropped connection (1006) or a server restart
             (1001), reconnect with ``offset=`` the acknowledged size and
             send the unacknowledged bytes again, with backoff.  If the
             server then holds more than was acknowledged (bytes persisted

@@ -27,12 +27,20 @@ class HTTPError(Exception):
     :ivar headers: the response headers, lowercase names.
     :ivar size: ``Httpfstream-Size`` from the response, if it had one.
     :ivar active: whether ``Httpfstream-Active`` said an appender held it.
+    :ivar reason: the server's reason: the first line of a ``text/plain``
+        body (httpfstream's refusals are one line), else ``""``.  Also for
+        a refused WebSocket handshake, as far as the body came with the
+        response's head (`._websocket` waits for a short one).
     """
 
-    def __init__(self, status: int, message: str, headers: dict[str, str]) -> None:
-        super().__init__(f"{status} {message}".strip())
+    def __init__(
+        self, status: int, message: str, headers: dict[str, str], reason: str = ""
+    ) -> None:
+        text = f"{status} {message}".strip()
+        super().__init__(f"{text}: {reason}" if reason else text)
         self.status = status
         self.headers = headers
+        self.reason = reason
         size = headers.get(SIZE.lower())
         self.size: int | None = int(size) if size and size.isdigit() else None
         self.active = headers.get(ACTIVE.lower()) == ACTIVE_YES
@@ -59,9 +67,16 @@ class OffsetMismatch(HTTPError):
     """
 
     def __init__(
-        self, status: int, message: str, headers: dict[str, str], why: str = ""
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str],
+        why: str = "",
+        reason: str = "",
     ) -> None:
-        super().__init__(status, f"{message}: {why}" if why else message, headers)
+        super().__init__(
+            status, f"{message}: {why}" if why else message, headers, reason
+        )
         self.why = why
 
 
@@ -90,15 +105,38 @@ _KINDS: dict[int, type[HTTPError]] = {
 }
 
 
-def http_error(status: int, message: str, headers: dict[str, str]) -> HTTPError:
+#: How much of a refusal's body is read for its reason.
+REASON_LIMIT = 4096
+
+
+def reason_of(headers: dict[str, str], body: bytes) -> str:
+    """
+    The server's reason in a refusal's body: its first line, if the body
+    is ``text/plain`` (as httpfstream's are), else ``""``.
+
+    :param headers: the response headers, lowercase names.
+    :param body: the body, or as much of it as arrived.
+    """
+    kind = headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "text/plain":
+        return ""
+    line = body[:REASON_LIMIT].split(b"\n", 1)[0].strip()
+    return line.decode("utf-8", "replace")
+
+
+def http_error(
+    status: int, message: str, headers: dict[str, str], body: bytes = b""
+) -> HTTPError:
     """
     The `HTTPError` of the right kind for a refusal.
 
     :param status: the HTTP status code.
     :param message: the reason phrase.
     :param headers: the response headers, lowercase names.
+    :param body: the response body (or its beginning), for `HTTPError.reason`.
     """
-    return _KINDS.get(status, HTTPError)(status, message, headers)
+    kind = _KINDS.get(status, HTTPError)
+    return kind(status, message, headers, reason=reason_of(headers, body))
 
 
 @dataclass(frozen=True)
@@ -124,3 +162,46 @@ class FollowResult:
     code: int
     offset: int
     reason: str = ""
+
+
+class WrongTransport(ConnectionLost):
+    """
+    The connection failed for a reason that trying again will not mend: the
+    URL's scheme does not match what the server speaks, or its certificate
+    is not trusted.  Never retried.
+
+    :ivar message: what was found, without the hint.
+    :ivar hint: what to change, in words.
+    """
+
+    hint = ""
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, f"{message} ({self.hint})" if self.hint else message)
+        self.code = DROPPED
+        self.message = message
+
+
+class NotTLS(WrongTransport):
+    """An ``https://`` URL, but the server answers in plain HTTP."""
+
+    hint = "use http:// for a plain-HTTP port"
+
+
+class TLSExpected(WrongTransport):
+    """An ``http://`` URL, but the server speaks TLS."""
+
+    hint = "use https:// for a TLS port"
+
+
+class UntrustedCertificate(WrongTransport):
+    """
+    The server's certificate is not trusted (no trusted authority signed
+    it), or is not for the host the URL names (``wrong_host``).
+    """
+
+    hint = "trust_root= the authority that signed it, and the host it names"
+
+    def __init__(self, message: str, wrong_host: bool = False) -> None:
+        super().__init__(message)
+        self.wrong_host = wrong_host

@@ -213,10 +213,9 @@ async def _finished(
         raise _Progress(as_dropped(e), offset, False) from None
     headers = response_headers(response)
     if response.code != 200:
-        await treq.content(response)
-        raise _Progress(
-            http_error(response.code, response.phrase.decode(), headers), offset, False
-        )
+        body = await treq.content(response)
+        refusal = http_error(response.code, response.phrase.decode(), headers, body)
+        raise _Progress(refusal, offset, False)
     position = start = int(headers.get(OFFSET.lower(), "0"))
     if headers.get(ACTIVE.lower()) == ACTIVE_YES:
         # An appender arrived since the WebSocket was refused: follow it

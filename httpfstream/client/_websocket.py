@@ -7,6 +7,21 @@ handshake (any status but 101) never reaches ``onConnect`` and fires no
 agent Deferred, so the status is read from ``http_status_line`` in
 ``onClose``; and Autobahn's timers are whole seconds, so the handshake also
 gets a reactor timeout of our own.
+
+Autobahn drops a refused handshake's connection as soon as the response's
+head has arrived, keeping what it read (``data``): `ClientProtocol` waits
+for a short refusal's whole body first (by its ``Content-Length``, at most
+`REASON_LIMIT` bytes), so that `HTTPError.reason` has the server's words;
+no second request is made for them.
+
+Mistakes of scheme or trust are told apart from a lost connection
+(`WrongTransport`): an ``https://`` URL whose TLS handshake has not
+finished after `_PROBE_AFTER` seconds gets a second, plain connection that
+sends ``HEAD /``: an HTTP answer there means the port is plain HTTP
+(`NotTLS`); an ``http://`` connection the server closes without a byte gets
+a TLS handshake on a second connection: if it completes, the port is TLS
+(`TLSExpected`); and a certificate OpenSSL could not verify is
+`UntrustedCertificate`.
 """
 
 from __future__ import annotations
@@ -18,11 +33,27 @@ from autobahn.twisted.websocket import (
     WebSocketClientFactory,
     WebSocketClientProtocol,
 )
+from autobahn.websocket.protocol import parseHttpHeader
+from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from ._errors import DROPPED, ConnectionLost, http_error
+from ._errors import (
+    DROPPED,
+    REASON_LIMIT,
+    ConnectionLost,
+    NotTLS,
+    TLSExpected,
+    UntrustedCertificate,
+    http_error,
+)
 from ._tls import TLSSettings
 from ._urls import Target
 
@@ -31,8 +62,14 @@ _log = Logger()
 #: Seconds the server may take to answer our Close: it does so only once
 #: every byte is persisted (and synced), so Autobahn's 1 s is too short.
 _CLOSE_HANDSHAKE_TIMEOUT = 5
+#: Seconds a TLS handshake may take before a plain connection checks
+#: whether the port speaks plain HTTP.
+_PROBE_AFTER = 1.0
+#: Seconds a probe connection may take.
+_PROBE_TIMEOUT = 3.0
 
 
+@implementer(IHandshakeListener)
 class ClientProtocol(WebSocketClientProtocol):
     """
     Turns Autobahn's callbacks into two Deferreds and a message hook.
@@ -44,6 +81,10 @@ class ClientProtocol(WebSocketClientProtocol):
         Autobahn reports (1006 for a connection dropped without one).
     :ivar on_message: called with ``(payload, is_binary)`` for each message.
     :ivar response_headers: the 101 response's headers, lowercase names.
+    :ivar received: bytes received before the handshake succeeded.
+    :ivar tls_done: whether a TLS handshake has completed.
+    :ivar mistake: set (before dropping the connection) when the
+        connection failed for a reason found out otherwise (a probe).
     """
 
     def __init__(self) -> None:
@@ -52,6 +93,44 @@ class ClientProtocol(WebSocketClientProtocol):
         self.closed: Deferred[tuple[int | None, str]] = Deferred()
         self.on_message: Callable[[bytes, bool], None] = lambda p, b: None
         self.response_headers: dict[str, str] = {}
+        self.received = 0
+        self.tls_done = False
+        self.mistake: Exception | None = None
+        self._lost: Failure | None = None
+
+    def handshakeCompleted(self) -> None:
+        """`IHandshakeListener`: the TLS handshake is done."""
+        self.tls_done = True
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.opened.called:
+            self.received += len(data)
+        super().dataReceived(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._lost = reason
+        super().connectionLost(reason)
+
+    def processHandshake(self) -> None:
+        # A refusal with a short body: wait for it (Autobahn drops the
+        # connection as soon as the head is in).
+        end = self.data.find(b"\r\n\r\n")
+        if end >= 0 and not self._body_complete(end + 4):
+            return
+        super().processHandshake()
+
+    def _body_complete(self, start: int) -> bool:
+        """Whether the response in ``data`` (body from ``start``) is whole enough."""
+        head = self.data[:start].decode("latin-1")
+        status = head.split("\r\n", 1)[0].split(" ")
+        if len(status) < 2 or not status[1].isdigit() or int(status[1]) < 300:
+            return True  # 101, or a 200 whose body is the whole content
+        for line in head.split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length" and value.strip().isdigit():
+                wanted = min(int(value.strip()), REASON_LIMIT)
+                return len(self.data) - start >= wanted
+        return True
 
     def onConnect(self, response: Any) -> None:
         self.response_headers = dict(response.headers)
@@ -79,14 +158,40 @@ class ClientProtocol(WebSocketClientProtocol):
         self.closed.callback((code, reason or ""))
 
     def _refusal(self, reason: str | None) -> Exception:
-        status_line = getattr(self, "http_status_line", None)
-        if status_line:
+        if self.mistake is not None:
+            return self.mistake
+        # The head Autobahn read (it keeps what came: ``data``), even if
+        # the connection ended while we waited for the body.
+        end = self.data.find(b"\r\n\r\n")
+        if end >= 0:
+            status_line, headers, _ = parseHttpHeader(self.data[: end + 4])
             parts = status_line.split(" ", 2)
             if len(parts) >= 2 and parts[1].isdigit():
-                headers = dict(getattr(self, "http_headers", {}) or {})
                 message = parts[2] if len(parts) > 2 else ""
-                return http_error(int(parts[1]), message, headers)
+                body = bytes(self.data[end + 4 :])
+                return http_error(int(parts[1]), message, dict(headers), body)
+        lost = self._lost.value if self._lost is not None else None
+        if isinstance(lost, SSL.Error):
+            why = _tls_reason(lost)
+            if "certificate verify failed" in why:
+                return UntrustedCertificate(
+                    f"the server's certificate is not trusted: {why}"
+                )
+        if isinstance(lost, VerificationError):
+            return UntrustedCertificate(
+                f"the server's certificate is not for {self.factory.host}",
+                wrong_host=True,
+            )
         return ConnectionLost(DROPPED, reason)
+
+
+def _tls_reason(error: SSL.Error) -> str:
+    """OpenSSL's reasons, as words: ``certificate verify failed``."""
+    try:
+        reasons = [str(entry[-1]) for entry in error.args[0] if entry[-1]]
+    except (IndexError, TypeError):
+        reasons = []
+    return "; ".join(reasons) or str(error)
 
 
 async def connect(
@@ -121,6 +226,9 @@ async def connect(
         endpoint = wrapClientTLS(tls, endpoint)
     proto: ClientProtocol = await endpoint.connect(factory)
     opened = proto.opened
+    if target.secure:
+        probe = reactor.callLater(_PROBE_AFTER, _check_plain, reactor, target, proto)
+        opened.addBoth(_cancelling, probe)
     # Autobahn's own timer rounds to whole seconds;
     # this one makes sure the handshake can never hang.
     opened.addTimeout(timeout + 1, reactor)
@@ -129,3 +237,98 @@ async def connect(
     except CancelledError:
         proto.dropConnection(abort=True)
         raise ConnectionLost(DROPPED, "opening handshake timed out") from None
+    except ConnectionLost as e:
+        # Closed without a byte of answer: a TLS port, perhaps.
+        silent = type(e) is ConnectionLost and proto.received == 0
+        if silent and not target.secure and await _speaks_tls(reactor, target):
+            raise TLSExpected(
+                f"{target.host}:{target.port} speaks TLS, not plain HTTP"
+            ) from None
+        raise
+
+
+def _cancelling(result: object, call: Any) -> object:
+    if call.active():
+        call.cancel()
+    return result
+
+
+def _check_plain(reactor: Any, target: Target, proto: ClientProtocol) -> None:
+    """
+    The TLS handshake of ``proto`` is slow: if the port answers plain HTTP,
+    drop ``proto`` with `NotTLS`.
+    """
+
+    def answered(plain: bool) -> None:
+        if plain and not proto.tls_done and not proto.opened.called:
+            proto.mistake = NotTLS(
+                f"{target.host}:{target.port} answers plain HTTP, not TLS"
+            )
+            proto.dropConnection(abort=True)
+
+    Deferred.fromCoroutine(_answers_plain_http(reactor, target)).addCallback(answered)
+
+
+class _Probe(Protocol):
+    """A probe connection: ``done`` fires with whether it saw what it wanted."""
+
+    def __init__(self, send: bytes = b"") -> None:
+        self.done: Deferred[bool] = Deferred()
+        self._send = send
+        self._data = b""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        if self._send:
+            self.transport.write(self._send)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._data += data
+        if len(self._data) >= 5:
+            self._finish(self._data.startswith(b"HTTP/"))
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._finish(False)
+
+    def _finish(self, seen: bool) -> None:
+        if not self.done.called:
+            self.done.callback(seen)
+            if self.transport is not None:
+                self.transport.abortConnection()  # type: ignore[attr-defined]
+
+
+@implementer(IHandshakeListener)
+class _TLSProbe(_Probe):
+    def handshakeCompleted(self) -> None:
+        self._finish(True)
+
+
+async def _probe(reactor: Any, endpoint: Any, probe: _Probe) -> bool:
+    """Whether ``probe``, connected to ``endpoint``, sees what it looks for."""
+    try:
+        await endpoint.connect(Factory.forProtocol(lambda: probe))
+    except Exception:
+        return False
+
+    def timed_out(result: object, timeout: float) -> bool:
+        if probe.transport is not None:
+            probe.transport.abortConnection()  # type: ignore[attr-defined]
+        return False
+
+    probe.done.addTimeout(_PROBE_TIMEOUT, reactor, timed_out)
+    return await probe.done
+
+
+async def _answers_plain_http(reactor: Any, target: Target) -> bool:
+    """Whether ``target``'s port answers ``HEAD /`` in plain HTTP."""
+    endpoint = HostnameEndpoint(reactor, target.host, target.port, _PROBE_TIMEOUT)
+    request = f"HEAD / HTTP/1.0\r\nHost: {target.host}\r\n\r\n".encode()
+    return await _probe(reactor, endpoint, _Probe(request))
+
+
+async def _speaks_tls(reactor: Any, target: Target) -> bool:
+    """Whether a TLS handshake with ``target``'s port completes (unverified)."""
+    endpoint = HostnameEndpoint(reactor, target.host, target.port, _PROBE_TIMEOUT)
+    # Only whether it speaks TLS: no certificate is checked, nothing sent.
+    tls = wrapClientTLS(CertificateOptions(), endpoint)
+    return await _probe(reactor, tls, _TLSProbe())
