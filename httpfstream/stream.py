@@ -122,10 +122,17 @@ class IGrowthListener(Interface):
     def grown(size: int) -> None:
         """The file now holds ``size`` persisted bytes."""
 
-    def ended(size: int, code: int, reason: str) -> None:
+    def began() -> None:
+        """
+        An appender holds the resource elsewhere (another process): the
+        stream is live until `ended`.
+        """
+
+    def ended(size: int, code: int, reason: str, complete: bool | None = None) -> None:
         """
         The appender's session ended at ``size`` bytes; followers finish
-        there with ``code``.
+        there with ``code``.  ``complete``, when given, is whether the
+        resource is complete now (read from the shared root).
         """
 
 
@@ -324,6 +331,12 @@ class Stream:
         self._in_flight = 0
         self._flush_waiters: list[tuple[int, Deferred[int]]] = []
         self._appender: AppenderObserver | None = None
+        # An appender holds the resource in another process (told by the
+        # growth feed: `began` until `ended`).
+        self._remote = False
+        #: Asked before every write while set: whether the appender still
+        #: holds its slot (a lease that ran out stops every write).
+        self.fence: Callable[[], bool] | None = None
         self._failure: Failure | None = None
         self._cursors: set[Cursor] = set()
         self._holds = 0
@@ -339,8 +352,8 @@ class Stream:
 
     @property
     def active(self) -> bool:
-        """Whether an appender holds the stream."""
-        return self._appender is not None
+        """Whether an appender holds the stream, here or elsewhere."""
+        return self._appender is not None or self._remote
 
     @property
     def state(self) -> ResourceState:
@@ -477,6 +490,9 @@ class Stream:
     def _write_next(self) -> None:
         if self._in_flight or not self._pending:
             return
+        if self.fence is not None and not self.fence():
+            self._write_failed(Failure(WriteFailed("the appender's lease was lost")))
+            return
         batch = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
         self._pending = []
         self._pending_bytes = 0
@@ -528,8 +544,18 @@ class Stream:
         self._tail_start = self.size = size
         self._tell_growth()
 
-    def ended(self, size: int, code: int, reason: str) -> None:
+    def began(self) -> None:
+        """An appender elsewhere holds the resource: followers stay live."""
+        self._remote = True
+        self.complete = False
+
+    def ended(
+        self, size: int, code: int, reason: str, complete: bool | None = None
+    ) -> None:
         """Every live cursor finishes at ``size`` with ``code``."""
+        self._remote = False
+        if complete is not None:
+            self.complete = complete
         self.grown(size)
         for cursor in list(self._cursors):
             cursor.end_at(size, code, reason)
