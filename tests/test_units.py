@@ -275,6 +275,9 @@ def test_options_defaults():
         "auth": None,
         "fin-ends-appender": 0,
         "text-frames": 0,
+        "redis": None,
+        "redis-password-file": None,
+        "redis-lease": 10,
     }
 
 
@@ -301,6 +304,9 @@ def test_options_every_option_given(tmp_path):
             f"--auth={tokens}",
             "--fin-ends-appender",
             "--text-frames",
+            "--redis=rediss://redis.example:6380/2",
+            f"--redis-password-file={tokens}",
+            "--redis-lease=5",
         ]
     )
     assert dict(options) == {
@@ -321,6 +327,9 @@ def test_options_every_option_given(tmp_path):
         "auth": str(tokens),
         "fin-ends-appender": 1,
         "text-frames": 1,
+        "redis": "rediss://redis.example:6380/2",
+        "redis-password-file": str(tokens),
+        "redis-lease": 5,
     }
 
 
@@ -331,6 +340,8 @@ def test_options_every_option_given(tmp_path):
         ["--max-resource-size", "lots"],
         ["--ping-interval=-1"],
         ["--max-age=3 years"],
+        ["--redis-lease=0"],
+        ["--redis-password-file=/x"],
     ],
 )
 def test_options_refuse_bad_values(argv):
