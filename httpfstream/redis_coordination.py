@@ -529,7 +529,31 @@ class RedisCoordinator(Service):
             raise SlotTaken()
         lease = _Lease(self, path, str(value), sent)
         self._holding[path] = lease
+        # A stream open here may not have read the end of the session
+        # before ours yet: bring it up to date before it is appended to.
+        try:
+            for w in list(self._watches.get(self.key(path, "feed"), [])):
+                await w.lock.run(self._catch_up, w)
+        except BaseException:
+            lease.release()
+            raise
         return lease
+
+    def _catch_up(self, w: _Watch) -> Deferred[None]:
+        """Apply every entry before our claim; a session still live is lost."""
+        return Deferred.fromCoroutine(self._catching_up(w))
+
+    async def _catching_up(self, w: _Watch) -> None:
+        try:
+            _, entries = await self.run(
+                _CHECK,
+                [self.key(w.path, "lease"), self.key(w.path, "feed")],
+                [w.last],
+            )
+            await self._apply(w, entries)
+        finally:
+            if w.token is not None:
+                await self._lose(w, "appender lost: its lease expired")
 
     def held(self, name: Name) -> bool:
         path = "/".join(name)

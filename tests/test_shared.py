@@ -187,6 +187,35 @@ async def test_append_on_a_follow_on_b_and_c(cluster, transport):
         assert body == bytes(sent)
 
 
+async def test_the_next_session_on_another_server_at_once(cluster):
+    """
+    A closes, and the appender goes on at once on B, where a follower of the
+    first session is still open: B's stream has caught up before it appends.
+    """
+    a, b, _ = cluster
+    first = await ws(a.ws_url("relay.log", ack=1), "APPEND")
+    follower = await open_follower(b, "relay.log", "ws")
+    sent = bytearray()
+    for i in range(10):
+        chunk = b"%d" % i * 1000
+        first.sendMessage(chunk)
+        sent += chunk
+    assert await close(first) == 1000
+    second = await ws(b.ws_url("relay.log", offset=len(sent), ack=1), "APPEND")
+    assert second.status == 101, second.status
+    second.sendMessage(b"second\n")
+    await second.until_ack(len(sent) + 7)
+    end = await follower.ended()
+    assert (end.clean, end.code) == (True, 1000)
+    assert bytes(follower.received) == bytes(sent)
+    later = await open_follower(a, "relay.log", "ws", offset=len(sent))
+    assert await close(second) == 1000
+    assert (await later.ended()).code == 1000
+    assert bytes(later.received) == b"second\n"
+    status, _, body = await get(b.url("relay.log"))
+    assert body == bytes(sent) + b"second\n"
+
+
 async def test_twenty_racing_appends_over_three_servers_one_wins(cluster):
     attempts = [
         ws(cluster[i % 3].ws_url("race.log"), "APPEND") for i in range(20)
