@@ -334,6 +334,10 @@ class Stream:
         # An appender holds the resource in another process (told by the
         # growth feed: `began` until `ended`).
         self._remote = False
+        # Growth written elsewhere being read into the tail: the size it
+        # reaches, and whether that read is under way.
+        self._remote_target = 0
+        self._catching_up = False
         #: Asked before every write while set: whether the appender still
         #: holds its slot (a lease that ran out stops every write).
         self.fence: Callable[[], bool] | None = None
@@ -534,15 +538,51 @@ class Stream:
 
     def grown(self, size: int) -> None:
         """
-        The file holds ``size`` persisted bytes, written elsewhere: the tail
-        starts again at ``size`` and cursors read what they lack from the
-        file.
+        The file holds ``size`` persisted bytes, written elsewhere.  The new
+        bytes are read from the file once, into the tail, for every cursor;
+        more than the tail holds, and the tail starts again at ``size`` (the
+        cursors read what they lack from the file).
         """
+        if size <= max(self.size, self._remote_target):
+            return
+        if size - self.size > self._tail_size:
+            self._jump(size)
+            return
+        self._remote_target = size
+        self._catch_up()
+
+    def _jump(self, size: int) -> None:
+        """The size is ``size`` now; the tail starts again there."""
         if size <= self.size:
             return
         self._tail = bytearray()
         self._tail_start = self.size = size
         self._tell_growth()
+
+    def _catch_up(self) -> None:
+        start, stop = self.size, self._remote_target
+        if self._catching_up or stop <= start:
+            return
+        self._catching_up = True
+
+        def read(data: bytes) -> None:
+            self._catching_up = False
+            if self.size == start:
+                if len(data) == stop - start:
+                    self._tail += data
+                    self.size = stop
+                    self._trim_tail()
+                    self._tell_growth()
+                else:  # the file does not show it yet: the cursors will
+                    self._jump(stop)
+            self._catch_up()
+
+        def failed(reason: Failure) -> None:
+            self._catching_up = False
+            self._jump(stop)
+
+        d = self._track(self._file.read(start, stop - start))
+        d.addCallbacks(read, failed)
 
     def began(self) -> None:
         """An appender elsewhere holds the resource: followers stay live."""
@@ -556,7 +596,8 @@ class Stream:
         self._remote = False
         if complete is not None:
             self.complete = complete
-        self.grown(size)
+        # At once: the cursors are told to end there.
+        self._jump(size)
         for cursor in list(self._cursors):
             cursor.end_at(size, code, reason)
         self._check_idle()

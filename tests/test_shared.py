@@ -31,6 +31,56 @@ from twisted.internet import reactor
 from twisted.internet.defer import DeferredList
 from twisted.internet.task import deferLater
 
+def test_growth_from_elsewhere_is_read_once_for_every_cursor():
+    """
+    A stream whose appender is elsewhere reads each batch from the file
+    once, into its tail, not once per cursor; past the tail's size the
+    cursors read the file themselves.
+    """
+    from fakes import FakeFile, Sink
+
+    from httpfstream.stream import APPENDER_LOST, Stream
+
+    class CountingFile(FakeFile):
+        reads = 0
+
+        def read(self, offset: int, length: int) -> Any:
+            self.reads += 1
+            return super().read(offset, length)
+
+    file = CountingFile(b"abc")
+    stream = Stream(("s",), file, tail_size=16)
+    stream.began()
+    assert stream.active
+    sinks = [Sink() for _ in range(3)]
+    for sink in sinks:
+        stream.follow(sink, 3).wake()
+    file.content += b"defg"
+    stream.grown(7)
+    assert file.reads == 1
+    assert [s.data for s in sinks] == [b"defg"] * 3
+    file.content += b"x" * 40
+    stream.grown(47)  # more than the tail: each cursor reads the file
+    assert [s.data for s in sinks] == [b"defg" + b"x" * 40] * 3
+    assert file.reads == 1 + 3
+    stream.ended(47, APPENDER_LOST, "appender lost", complete=False)
+    assert not stream.active and not stream.complete
+    assert all(s.ended == (APPENDER_LOST, "appender lost") for s in sinks)
+
+
+def test_redis_urls():
+    from httpfstream.redis_coordination import RedisConfig, parse_redis_url
+
+    assert parse_redis_url("redis://localhost") == RedisConfig("localhost", 6379)
+    assert parse_redis_url("rediss://u:p%40ss@r.example:6380/3", lease=5) == (
+        RedisConfig("r.example", 6380, 3, "u", "p@ss", True, 5)
+    )
+    assert parse_redis_url("redis://:secret@h/1", password="file").password == "file"
+    for bad in ("http://h", "redis://h/x", "h:6379"):
+        with pytest.raises(ValueError):
+            parse_redis_url(bad)
+
+
 #: The lease the servers run with here (seconds): short, so a killed
 #: server's resource is free again soon.
 LEASE = 2
