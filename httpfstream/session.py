@@ -74,6 +74,7 @@ class AppendSession:
         self._ending: Deferred[int] | None = None
         self._final: int | None = None
         self._waiters: list[Deferred[int]] = []
+        self._lost_why: str | None = None
         stream.begin_session(self)
         if slot is not None:
             stream.fence = slot.valid
@@ -103,6 +104,8 @@ class AppendSession:
         self.listener = listener
         if self.shut_down:
             listener.shutdown()
+        elif self._lost_why is not None:
+            listener.lease_lost(self._lost_why)
 
     def append(self, data: bytes) -> None:
         """
@@ -159,6 +162,7 @@ class AppendSession:
     def _lost(self, why: str) -> None:
         if self._ending is not None:
             return
+        self._lost_why = why
         if self.listener is not None:
             self.listener.lease_lost(why)
         else:

@@ -495,7 +495,9 @@ class Stream:
         if self._in_flight or not self._pending:
             return
         if self.fence is not None and not self.fence():
-            self._write_failed(Failure(WriteFailed("the appender's lease was lost")))
+            # Not an I/O error: the session is being ended for it already.
+            lost = Failure(WriteFailed("the appender's lease was lost"))
+            self._write_failed(lost, logged=False)
             return
         batch = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
         self._pending = []
@@ -602,13 +604,14 @@ class Stream:
             cursor.end_at(size, code, reason)
         self._check_idle()
 
-    def _write_failed(self, reason: Failure) -> None:
-        _log.failure(
-            "writing {name} failed at {size} bytes",
-            reason,
-            name="/".join(self.name),
-            size=self.size,
-        )
+    def _write_failed(self, reason: Failure, logged: bool = True) -> None:
+        if logged:
+            _log.failure(
+                "writing {name} failed at {size} bytes",
+                reason,
+                name="/".join(self.name),
+                size=self.size,
+            )
         self._in_flight = 0
         self._pending = []
         self._pending_bytes = 0

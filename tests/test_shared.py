@@ -68,6 +68,57 @@ def test_growth_from_elsewhere_is_read_once_for_every_cursor():
     assert all(s.ended == (APPENDER_LOST, "appender lost") for s in sinks)
 
 
+def test_a_lost_slot_stops_every_write_and_ends_the_session_with_1013():
+    """The seam a lease uses: `ISlot.valid` before each write, `when_lost`."""
+    from fakes import FakeFile, Sink
+    from twisted.internet.task import Clock
+
+    from httpfstream.coordination import LocalFeed
+    from httpfstream.protocol import APPENDER_LOST, LEASE_LOST
+    from httpfstream.records import Counters, Kind, SessionRecord
+    from httpfstream.session import AppendSession
+    from httpfstream.stream import Stream
+
+    class Slot:
+        ok = True
+        lost: Any = None
+
+        def valid(self) -> bool:
+            return self.ok
+
+        def when_lost(self, lost: Any) -> None:
+            self.lost = lost
+
+        def release(self) -> None:
+            pass
+
+    file = FakeFile()
+    stream = Stream(("s",), file)
+    slot = Slot()
+    record = SessionRecord(Counters(), Clock(), Kind.APPEND, ("s",), "peer")
+    session = AppendSession(stream, record, LocalFeed(), slot)  # type: ignore[arg-type]
+    sink = Sink()
+    stream.follow(sink, 0).wake()
+    session.append(b"kept")
+    file.finish_write()
+    session.append(b"queued")  # waits behind nothing: in flight now
+    session.append(b"late")  # queued behind it
+    slot.ok = False  # the lease ran out
+    file.finish_write()  # "queued" was already in flight: it lands
+    assert bytes(file.content) == b"keptqueued"  # "late" never written
+    assert not file.writes
+    ended = session.end(LEASE_LOST, "lease lost")
+    assert ended.called and ended.result == 10
+    assert sink.data == b"keptqueued"
+    assert sink.ended == (APPENDER_LOST, "lease lost")
+    assert stream.fence is None
+    # Lost before anything else ended it: the session ends itself.
+    slot2 = Slot()
+    session2 = AppendSession(stream, record, LocalFeed(), slot2)  # type: ignore[arg-type]
+    slot2.lost("Redis unreachable")
+    assert session2.ending
+
+
 def test_redis_urls():
     from httpfstream.redis_coordination import RedisConfig, parse_redis_url
 
