@@ -469,12 +469,26 @@ class RedisCoordinator(Service):
                 return conn
         raise Unavailable("Redis cannot be reached", retry_after=1)
 
+    async def _connected(self, handler: Any) -> Any:
+        """
+        A connected protocol of ``handler``, waiting up to `timeout` for one
+        (at start-up, or while it reconnects); else `Unavailable`.
+        """
+        deadline = self.reactor.seconds() + self.timeout
+        while True:
+            try:
+                return self._connection(handler)
+            except Unavailable:
+                if self.reactor.seconds() >= deadline or not self.running:
+                    raise
+            await deferLater(self.reactor, 0.05, lambda: None)
+
     async def run(self, script: str, keys: list[str], args: list[str]) -> Any:
         """
         Run ``script`` on the command connection; `Unavailable` when Redis
         cannot be reached or does not answer within `timeout`.
         """
-        conn = self._connection(self._commands)
+        conn = await self._connected(self._commands)
         d = conn.eval(script, keys, args)
         try:
             return await d.addTimeout(self.timeout, self.reactor)

