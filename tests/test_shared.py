@@ -652,3 +652,31 @@ async def test_a_password_from_a_file(tmp_path):
         for server in servers:
             server.stop()
         redis.kill()
+
+
+async def test_listings_on_other_servers_learn_of_the_appender(cluster):
+    """
+    A server that has not opened the resource answers its listing from a
+    scan of the leases: right within about a lease.
+    """
+    import json
+
+    a, _, c = cluster
+
+    async def listed_active() -> bool:
+        status, _, body = await get(c.url("jobs/", format="json"))
+        assert status == 200
+        return bool(json.loads(body)["resources"][0]["active"])
+
+    async def until(want: bool) -> float:
+        started = time.monotonic()
+        while await listed_active() != want:
+            assert time.monotonic() - started < LEASE * 2 + 1
+            await sleep(0.1)
+        return time.monotonic() - started
+
+    appender = await ws(a.ws_url("jobs/1.log"), "APPEND")
+    appender.sendMessage(b"x")
+    print(f"listing on C active after {await until(True):.2f}s")
+    assert await close(appender) == 1000
+    print(f"listing on C inactive after {await until(False):.2f}s")
