@@ -71,7 +71,7 @@ from zope.interface import implementer
 
 from .coordination import IAppenderSlots, IGrowthFeed, ISlot, SlotTaken, Unavailable
 from .names import Name
-from .protocol import APPENDER_LOST
+from .protocol import APPENDER_LOST, COMPLETE
 from .store import Stored
 from .stream import IGrowthListener
 
@@ -226,10 +226,12 @@ return 1
 """
 )
 
-# KEYS lease feed.  {lease value or '', newest entry ID or '0-0'}.
+# KEYS lease feed.  {lease value or '', newest entry ID or '0-0', its
+# fields}.
 _WATCH = """
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
-return {redis.call('GET', KEYS[1]) or '', last and last[1] or '0-0'}
+return {redis.call('GET', KEYS[1]) or '', last and last[1] or '0-0',
+        last and last[2] or {}}
 """
 
 # KEYS lease feed; ARGV last.  {lease value or '', entries after last}.
@@ -667,14 +669,25 @@ class RedisCoordinator(Service):
 
     async def _watch(self, name: Name, listener: IGrowthListener) -> Callable[[], None]:
         path = "/".join(name)
-        value, last = await self.run(
+        value, last, pairs = await self.run(
             _WATCH, [self.key(path, "lease"), self.key(path, "feed")], []
         )
         w = _Watch(name, path, listener, str(last), self.reactor.seconds())
+        fields = dict(zip(pairs[::2], pairs[1::2], strict=False))
         holder = str(value)
+        # The file was opened before this: entries up to `last` may say it
+        # holds more than it did then.
         if holder and not holder.endswith(" " + self.server_id):
             w.token = holder.split(" ", 1)[0]
             listener.began()
+            if fields.get("k") == "g" and fields.get("t") == w.token:
+                listener.grown(int(fields["s"]))
+        elif fields and fields.get("o") != self.server_id:
+            # A session elsewhere ended (or was lost) lately: its last bytes
+            # and its completion, from the file (nobody follows it yet).
+            stored = await self._stat(name)
+            if stored is not None:
+                listener.ended(stored.size, COMPLETE, "", stored.complete)
         self._watches.setdefault(self.key(path, "feed"), []).append(w)
         if self._wake is not None:
             wake, self._wake = self._wake, None
