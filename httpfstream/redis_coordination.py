@@ -314,6 +314,9 @@ class _Lease:
             )
         except Unavailable:
             return  # tried again next time; the deadline stops us in time
+        except Exception:
+            _log.failure("renewing the lease of {path}", path=self.path)
+            return  # likewise
         if self.released or self.lost:
             return
         if int(ok) == 1:
