@@ -754,3 +754,24 @@ async def test_appenders_server_cut_off_from_redis_stops_before_another_claims(
             server.stop()
         with contextlib.suppress(Exception):
             await proxy.stop()
+
+
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        ("--redis=http://x", "--redis: 'http://x' is not a redis:// or rediss:// URL"),
+        (
+            "--redis-password-file=/nonexistent",
+            "--redis-password-file /nonexistent: No such file or directory",
+        ),
+    ],
+)
+def test_start_up_fails_with_one_line(tmp_path, option, says):
+    from helpers import BIN
+
+    argv = [str(BIN / "twistd"), "-n", "--pidfile=", "httpfstream"]
+    argv += [f"--root={tmp_path}", "--port=tcp:0:interface=127.0.0.1"]
+    argv += ["--redis=redis://127.0.0.1:1", option]
+    done = subprocess.run(argv, capture_output=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.decode().strip().splitlines()[-1] == f"httpfstream: {says}"
