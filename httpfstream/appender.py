@@ -20,9 +20,10 @@ exactly once.  Its phases (Autobahn keeps the WebSocket's own `state`)::
     CLOSING --session ended--> DONE: answer the Close (1000)
     OPEN  --message over the limit: Autobahn closes with 1009 itself
     OPEN  --resource over its limit (nothing of that message appended),
-            a write failed, or the server stopping--> ENDING
-          end(1009 | 1011 | 1001): persist what came before, release
-    ENDING  --session ended--> DONE: our Close (1009, 1011 or 1001)
+            a write failed, the server stopping, or (shared mode) the
+            lease lost--> ENDING
+          end(1009 | 1011 | 1001 | 1013): persist what came before, release
+    ENDING  --session ended--> DONE: our Close (1009, 1011, 1001 or 1013)
     ENDING  --peer's Close crosses ours--> answered after ours is sent
     OPEN  --connection lost-------------------------> DONE  end(lost):
           persist what arrived, release; followers get 4000.  With
@@ -44,7 +45,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .handoff import HandedProtocol
-from .protocol import COMPLETE, GOING_AWAY, TOO_BIG, WRITE_FAILED
+from .protocol import COMPLETE, GOING_AWAY, LEASE_LOST, TOO_BIG, WRITE_FAILED
 from .session import AppendSession
 from .stream import ResourceFull, WriteFailed
 
@@ -128,6 +129,9 @@ class AppenderProtocol(HandedProtocol[Appending]):
 
     def shutdown(self) -> None:
         self._end(GOING_AWAY, "server shutting down")
+
+    def lease_lost(self, reason: str) -> None:
+        self._end(LEASE_LOST, reason)
 
     # Endings.
 

@@ -15,7 +15,10 @@ behind two interfaces, with today's single-process implementations.
 
 Both local implementations answer at once (their Deferreds have already
 fired), so the registry's guarantee that of racing APPEND handshakes exactly
-one wins holds without any lock of its own.
+one wins holds without any lock of its own.  A shared implementation
+(`redis_coordination.RedisCoordinator`) decides a claim atomically in Redis
+instead, and its slots are leases: `ISlot.valid` says whether the holder may
+still write, and `ISlot.when_lost` is told when it may not any more.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ __all__ = [
     "LocalFeed",
     "LocalSlots",
     "SlotTaken",
+    "Unavailable",
 ]
 
 
@@ -42,11 +46,37 @@ class SlotTaken(Exception):
     """Another appender holds the resource's slot."""
 
 
+class Unavailable(Exception):
+    """
+    What several servers agree through cannot be reached now (Redis is
+    down): nothing was decided; try again later.
+
+    :ivar retry_after: seconds after which trying again may succeed.
+    """
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ISlot(Interface):
     """One held appender slot."""
 
     def release() -> None:
         """Give the slot back; once only."""
+
+    def valid() -> bool:
+        """
+        Whether the holder may still write: checked before every write, so
+        a holder whose lease ran out (another may hold it now) never writes
+        again.
+        """
+
+    def when_lost(lost: Callable[[str], None]) -> None:
+        """
+        Call ``lost(why)`` if the slot is lost before it is released (a
+        lease that could not be renewed); the session must then end.
+        """
 
 
 class IAppenderSlots(Interface):
@@ -72,6 +102,12 @@ class _LocalSlot:
             self._slots._held.discard(self._name)
             self._name = None
 
+    def valid(self) -> bool:
+        return True
+
+    def when_lost(self, lost: Callable[[str], None]) -> None:
+        pass  # a local slot is never lost
+
 
 @implementer(IAppenderSlots)
 class LocalSlots:
@@ -93,10 +129,13 @@ class LocalSlots:
 class IGrowthFeed(Interface):
     """News of resources growing, for streams whose appender is elsewhere."""
 
-    def watch(name: Name, listener: IGrowthListener) -> Callable[[], None]:
+    def watch(name: Name, listener: IGrowthListener) -> Deferred[Callable[[], None]]:
         """
         Tell ``listener`` of growth of ``name`` written elsewhere, until the
-        returned function is called.
+        function the Deferred fires with is called.  It fires once the
+        listener knows whether an appender holds ``name`` elsewhere (told
+        `IGrowthListener.began` if so); it fails with `Unavailable` if
+        that cannot be learnt now.
         """
 
     def grown(name: Name, size: int) -> None:
@@ -110,8 +149,10 @@ class IGrowthFeed(Interface):
 class LocalFeed:
     """One process: every writer is local, so there is nothing to relay."""
 
-    def watch(self, name: Name, listener: IGrowthListener) -> Callable[[], None]:
-        return lambda: None
+    def watch(
+        self, name: Name, listener: IGrowthListener
+    ) -> Deferred[Callable[[], None]]:
+        return succeed(lambda: None)
 
     def grown(self, name: Name, size: int) -> None:
         pass

@@ -21,6 +21,7 @@ __all__ = [
     "COMPLETE_HEADER",
     "FOLLOW",
     "GOING_AWAY",
+    "LEASE_LOST",
     "OFFSET",
     "READ_FAILED",
     "SIZE",
@@ -115,6 +116,11 @@ WRITE_FAILED = 1011
 READ_FAILED = 1011
 #: Follower: the appender was lost; you have every persisted byte.
 APPENDER_LOST = 4000
+#: Appender (shared mode, ``--redis``): the server could not keep its lease
+#: on the resource (Redis unreachable, or the lease expired), so it stopped
+#: writing; every acknowledged byte is persisted.  Try again later (resume
+#: with ``offset=``).  RFC 6455's "Try Again Later".
+LEASE_LOST = 1013
 
 
 # -- the state every response reports (section 2) ------------------------------

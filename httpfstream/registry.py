@@ -309,7 +309,7 @@ class StreamRegistry(Service):
         def begin(stream: Stream) -> None:
             self._held_slots[name] = slot
             record = self.record(kind, name, peer, stream.size)
-            sessions.append(AppendSession(stream, record, self._feed))
+            sessions.append(AppendSession(stream, record, self._feed, slot))
 
         try:
             stream = await self._get(name, True, expected_size, begin)
@@ -474,8 +474,17 @@ class StreamRegistry(Service):
             clock=self.reactor.seconds,
             observe=self.counters.observe,
         )
+        try:
+            # Whether an appender holds it elsewhere, before anybody sees it.
+            unwatch = await self._feed.watch(name, stream)
+        except BaseException:
+            try:
+                await stream.close()
+            finally:
+                self._done_opening(name)
+            raise
         self._streams[name] = stream
-        self._unwatch[stream] = self._feed.watch(name, stream)
+        self._unwatch[stream] = unwatch
         if then is not None:
             then(stream)
         stream.hold()

@@ -40,6 +40,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from . import viewer
 from .appender import AppenderProtocol, Appending
 from .auth import Access, Right, Tokens, mask_token
+from .coordination import Unavailable
 from .decide import Action, Asked, Refusal, decide, prefers_html
 from .followers import FollowerProtocol, Following, ResponseSink
 from .handoff import Handoff, WebSocketOptions
@@ -311,6 +312,11 @@ class StreamResource(Resource):
         except ShuttingDown:
             self._registry.counters.refused[503] += 1
             write_text(request, 503, "server shutting down", {b"Retry-After": b"5"})
+        except Unavailable as e:
+            # Shared mode: Redis cannot be reached; nothing was decided.
+            self._registry.counters.refused[503] += 1
+            retry = {b"Retry-After": b"%d" % e.retry_after}
+            write_text(request, 503, f"try again later: {e}", retry)
 
     # -- access control -----------------------------------------------------
 

@@ -15,26 +15,43 @@ Endings, by the appender's close code (docs/PROTOCOL.md section 7)::
     end(TOO_BIG | WRITE_FAILED, why)                  -> followers 4000
     end(None, why)           connection lost, or the
                              requester went away      -> followers 4000
+    end(LEASE_LOST, why)     the slot (a shared lease)
+                             could not be kept        -> followers 4000
+
+With a shared slot (a lease, `coordination.ISlot`), the stream asks the
+slot before every write whether it still holds (`Stream.fence`), and a
+slot that is lost ends the session with `LEASE_LOST` at once.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from .coordination import IGrowthFeed
+from .coordination import IGrowthFeed, ISlot
 from .names import Name
-from .protocol import APPENDER_LOST, COMPLETE, GOING_AWAY
+from .protocol import APPENDER_LOST, COMPLETE, GOING_AWAY, LEASE_LOST
 from .records import SessionRecord
 from .stream import AppenderObserver, Stream
 
-__all__ = ["AppendSession"]
+__all__ = ["AppendSession", "SessionListener"]
+
+
+class SessionListener(AppenderObserver, Protocol):
+    """What the protocol driving a session hears (the WebSocket appender)."""
+
+    def lease_lost(self, reason: str) -> None:
+        """The slot was lost: end the session with `LEASE_LOST` now."""
 
 
 class AppendSession:
     """
     One appender's session on ``stream``; see the module docstring.
 
+    :param slot: the slot it holds; a shared one is asked before every
+        write and may be lost (`coordination.ISlot`).
     :ivar listener: who hears of persisted bytes, failures and shutdown (the
         WebSocket protocol), once attached.
     :ivar shut_down: the server asked the session to end before a listener
@@ -42,18 +59,26 @@ class AppendSession:
     """
 
     def __init__(
-        self, stream: Stream, record: SessionRecord, feed: IGrowthFeed
+        self,
+        stream: Stream,
+        record: SessionRecord,
+        feed: IGrowthFeed,
+        slot: ISlot | None = None,
     ) -> None:
         self.stream = stream
         self.record = record
-        self.listener: AppenderObserver | None = None
+        self.listener: SessionListener | None = None
         self.shut_down = False
         self._feed = feed
         self._counted = stream.size
         self._ending: Deferred[int] | None = None
         self._final: int | None = None
         self._waiters: list[Deferred[int]] = []
+        self._lost_why: str | None = None
         stream.begin_session(self)
+        if slot is not None:
+            stream.fence = slot.valid
+            slot.when_lost(self._lost)
 
     @property
     def name(self) -> Name:
@@ -74,11 +99,13 @@ class AppendSession:
         """Whether `end` has been called."""
         return self._ending is not None
 
-    def attach(self, listener: AppenderObserver) -> None:
+    def attach(self, listener: SessionListener) -> None:
         """Send news to ``listener`` from now on."""
         self.listener = listener
         if self.shut_down:
             listener.shutdown()
+        elif self._lost_why is not None:
+            listener.lease_lost(self._lost_why)
 
     def append(self, data: bytes) -> None:
         """
@@ -125,11 +152,21 @@ class AppendSession:
         self, size: int, code: int | str | None, reason: str, follower_code: int
     ) -> None:
         self._final = size
+        self.stream.fence = None
         self._feed.ended(self.name, size, follower_code, reason)
         self.record.end("lost" if code is None else code, reason)
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.callback(size)
+
+    def _lost(self, why: str) -> None:
+        if self._ending is not None:
+            return
+        self._lost_why = why
+        if self.listener is not None:
+            self.listener.lease_lost(why)
+        else:
+            self.end(LEASE_LOST, why)
 
     # stream.AppenderObserver
 

@@ -122,10 +122,17 @@ class IGrowthListener(Interface):
     def grown(size: int) -> None:
         """The file now holds ``size`` persisted bytes."""
 
-    def ended(size: int, code: int, reason: str) -> None:
+    def began() -> None:
+        """
+        An appender holds the resource elsewhere (another process): the
+        stream is live until `ended`.
+        """
+
+    def ended(size: int, code: int, reason: str, complete: bool | None = None) -> None:
         """
         The appender's session ended at ``size`` bytes; followers finish
-        there with ``code``.
+        there with ``code``.  ``complete``, when given, is whether the
+        resource is complete now (read from the shared root).
         """
 
 
@@ -324,6 +331,16 @@ class Stream:
         self._in_flight = 0
         self._flush_waiters: list[tuple[int, Deferred[int]]] = []
         self._appender: AppenderObserver | None = None
+        # An appender holds the resource in another process (told by the
+        # growth feed: `began` until `ended`).
+        self._remote = False
+        # Growth written elsewhere being read into the tail: the size it
+        # reaches, and whether that read is under way.
+        self._remote_target = 0
+        self._catching_up = False
+        #: Asked before every write while set: whether the appender still
+        #: holds its slot (a lease that ran out stops every write).
+        self.fence: Callable[[], bool] | None = None
         self._failure: Failure | None = None
         self._cursors: set[Cursor] = set()
         self._holds = 0
@@ -339,8 +356,8 @@ class Stream:
 
     @property
     def active(self) -> bool:
-        """Whether an appender holds the stream."""
-        return self._appender is not None
+        """Whether an appender holds the stream, here or elsewhere."""
+        return self._appender is not None or self._remote
 
     @property
     def state(self) -> ResourceState:
@@ -479,6 +496,11 @@ class Stream:
     def _write_next(self) -> None:
         if self._in_flight or not self._pending:
             return
+        if self.fence is not None and not self.fence():
+            # Not an I/O error: the session is being ended for it already.
+            lost = Failure(WriteFailed("the appender's lease was lost"))
+            self._write_failed(lost, logged=False)
+            return
         batch = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
         self._pending = []
         self._pending_bytes = 0
@@ -520,30 +542,78 @@ class Stream:
 
     def grown(self, size: int) -> None:
         """
-        The file holds ``size`` persisted bytes, written elsewhere: the tail
-        starts again at ``size`` and cursors read what they lack from the
-        file.
+        The file holds ``size`` persisted bytes, written elsewhere.  The new
+        bytes are read from the file once, into the tail, for every cursor;
+        more than the tail holds, and the tail starts again at ``size`` (the
+        cursors read what they lack from the file).
         """
+        if size <= max(self.size, self._remote_target):
+            return
+        if size - self.size > self._tail_size:
+            self._jump(size)
+            return
+        self._remote_target = size
+        self._catch_up()
+
+    def _jump(self, size: int) -> None:
+        """The size is ``size`` now; the tail starts again there."""
         if size <= self.size:
             return
         self._tail = bytearray()
         self._tail_start = self.size = size
         self._tell_growth()
 
-    def ended(self, size: int, code: int, reason: str) -> None:
+    def _catch_up(self) -> None:
+        start, stop = self.size, self._remote_target
+        if self._catching_up or stop <= start:
+            return
+        self._catching_up = True
+
+        def read(data: bytes) -> None:
+            self._catching_up = False
+            if self.size == start:
+                if len(data) == stop - start:
+                    self._tail += data
+                    self.size = stop
+                    self._trim_tail()
+                    self._tell_growth()
+                else:  # the file does not show it yet: the cursors will
+                    self._jump(stop)
+            self._catch_up()
+
+        def failed(reason: Failure) -> None:
+            self._catching_up = False
+            self._jump(stop)
+
+        d = self._track(self._file.read(start, stop - start))
+        d.addCallbacks(read, failed)
+
+    def began(self) -> None:
+        """An appender elsewhere holds the resource: followers stay live."""
+        self._remote = True
+        self.complete = False
+
+    def ended(
+        self, size: int, code: int, reason: str, complete: bool | None = None
+    ) -> None:
         """Every live cursor finishes at ``size`` with ``code``."""
-        self.grown(size)
+        self._remote = False
+        if complete is not None:
+            self.complete = complete
+        # At once: the cursors are told to end there.
+        self._jump(size)
         for cursor in list(self._cursors):
             cursor.end_at(size, code, reason)
         self._check_idle()
 
-    def _write_failed(self, reason: Failure) -> None:
-        _log.failure(
-            "writing {name} failed at {size} bytes",
-            reason,
-            name="/".join(self.name),
-            size=self.size,
-        )
+    def _write_failed(self, reason: Failure, logged: bool = True) -> None:
+        if logged:
+            _log.failure(
+                "writing {name} failed at {size} bytes",
+                reason,
+                name="/".join(self.name),
+                size=self.size,
+            )
         self._in_flight = 0
         self._pending = []
         self._pending_bytes = 0

@@ -18,6 +18,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
+from twisted.python.filepath import FilePath
 
 from .admin import make_admin_site
 from .auth import TokenError, Tokens
@@ -195,6 +196,29 @@ class Options(usage.Options):
             parse_duration,
         ],
         [
+            "redis",
+            None,
+            None,
+            "Shared mode: several servers on one --root agree through this Redis"
+            " (redis://[:PASSWORD@]HOST[:PORT][/DB], rediss:// for TLS); see"
+            " docs/SCALING.md. Without it, one process, files only.",
+        ],
+        [
+            "redis-password-file",
+            None,
+            None,
+            "A file holding the Redis password (instead of one in the URL).",
+        ],
+        [
+            "redis-lease",
+            None,
+            "10",
+            "Shared mode: seconds an appender's lease lives unrenewed: the"
+            " longest a dead server's resource stays taken and its followers"
+            " elsewhere wait.",
+            _seconds,
+        ],
+        [
             "auth",
             None,
             None,
@@ -215,6 +239,7 @@ class Options(usage.Options):
         "max-followers": _count,
         "max-followers-per-resource": _count,
         "max-age": parse_duration,
+        "redis-lease": _seconds,
     }
 
     def __init__(self) -> None:
@@ -250,9 +275,11 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--fsync must be never, close or always, not {self['fsync']!r}"
             ) from None
-        for key in ("ping-timeout", "handshake-timeout"):
+        for key in ("ping-timeout", "handshake-timeout", "redis-lease"):
             if self[key] == 0:
                 raise usage.UsageError(f"--{key} must be at least 1")
+        if self["redis-password-file"] and not self["redis"]:
+            raise usage.UsageError("--redis-password-file needs --redis")
 
 
 class _StartupError(SystemExit):
@@ -306,6 +333,36 @@ class _Listening(StreamServerEndpointService):
             ) from None
 
 
+def _shared(options: Options, reactor: Any, top: MultiService) -> dict[str, Any]:
+    """
+    With ``--redis``, the registry's keywords for shared mode (a store, and
+    the Redis coordinator as its slots and feed, started before it so it
+    stops after it); without, none.
+    """
+    if not options["redis"]:
+        return {}
+    from .redis_coordination import RedisCoordinator, parse_redis_url
+    from .store import FileStore
+
+    password = None
+    if options["redis-password-file"]:
+        try:
+            with open(options["redis-password-file"]) as f:
+                password = f.read().strip()
+        except OSError as e:
+            raise _StartupError(
+                f"--redis-password-file {options['redis-password-file']}: {e.strerror}"
+            ) from None
+    try:
+        config = parse_redis_url(options["redis"], password, options["redis-lease"])
+    except ValueError as e:
+        raise _StartupError(f"--redis: {e}") from None
+    store = FileStore(FilePath(options["root"]), reactor)
+    coordinator = RedisCoordinator(config, store.stat, reactor)
+    coordinator.setServiceParent(top)
+    return {"store": store, "slots": coordinator, "feed": coordinator}
+
+
 def makeService(options: Options, reactor: Any = None) -> MultiService:
     """
     Build the registry, the site and its listening ports.  A root that
@@ -324,6 +381,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         except (OSError, TokenError) as e:
             raise _StartupError(f"--auth {options['auth']}: {e}") from None
     top = MultiService()
+    shared = _shared(options, reactor, top)
     registry = StreamRegistry(
         options["root"],
         max_message_size=options["max-message-size"],
@@ -334,6 +392,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         max_age=options["max-age"],
         sweep_interval=min(3600, max(1, options["max-age"] // 10)),
         reactor=reactor,
+        **shared,
     )
     # The registry first, the ports last: services stop in reverse order, so
     # the ports close before followers are told the server is going away.

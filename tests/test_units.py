@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from fakes import FakeFile, Sink
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, succeed
 from twisted.python import usage
@@ -28,6 +28,8 @@ from httpfstream.tap import Options, parse_size
 # -- names ---------------------------------------------------------------------
 
 
+# No deadline: a loaded CI machine can take long over one example.
+@settings(deadline=None)
 @given(st.lists(st.binary(max_size=12), max_size=6))
 def test_parsed_names_never_leave_the_root(segments):
     try:
@@ -275,6 +277,9 @@ def test_options_defaults():
         "auth": None,
         "fin-ends-appender": 0,
         "text-frames": 0,
+        "redis": None,
+        "redis-password-file": None,
+        "redis-lease": 10,
     }
 
 
@@ -305,6 +310,9 @@ def test_options_every_option_given(tmp_path):
             f"--auth={tokens}",
             "--fin-ends-appender",
             "--text-frames",
+            "--redis=rediss://redis.example:6380/2",
+            f"--redis-password-file={tokens}",
+            "--redis-lease=5",
         ]
     )
     assert dict(options) == {
@@ -329,6 +337,9 @@ def test_options_every_option_given(tmp_path):
         "auth": str(tokens),
         "fin-ends-appender": 1,
         "text-frames": 1,
+        "redis": "rediss://redis.example:6380/2",
+        "redis-password-file": str(tokens),
+        "redis-lease": 5,
     }
 
 
@@ -339,6 +350,8 @@ def test_options_every_option_given(tmp_path):
         ["--max-resource-size", "lots"],
         ["--ping-interval=-1"],
         ["--max-age=3 years"],
+        ["--redis-lease=0"],
+        ["--redis-password-file=/x"],
     ],
 )
 def test_options_refuse_bad_values(argv):

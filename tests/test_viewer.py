@@ -187,6 +187,12 @@ STYLES = """n => {
   });
 }"""
 
+#: Whether row ``n`` is drawn with ``text`` (the argument is ``[n, text]``).
+ROW_TEXT = """([n, text]) => {
+  const number = document.querySelector('.ln[data-n="' + n + '"]');
+  return number !== null && number.nextElementSibling.textContent === text;
+}"""
+
 RED = "rgb(255, 123, 114)"  # --c1 in viewer.css
 GREEN = "rgb(63, 185, 80)"  # --c2
 DEFAULT = "rgb(208, 215, 222)"  # --fg
@@ -222,6 +228,8 @@ async def test_coloured_lines_appear_styled(chromium, server):
         "✓ green",
     ]
     await tab.until(ROW_IN_SIGHT, 5)
+    # The model has the lines; the rows are drawn at most every 50 ms.
+    await tab.until(ROW_TEXT, [5, "✓ green"])
     red, _and, bold = await tab.eval(STYLES, 2)
     assert red[:2] == ["red", RED]
     assert bold[:3] == ["bold", DEFAULT, "700"]
@@ -255,10 +263,7 @@ async def test_carriage_returns_overwrite(chromium, server):
     await tab.until_lines(3)
     assert await tab.lines() == ["fetching 100%", "windows line", "next"]
     # The model has the lines; the rows are drawn at most every 50 ms.
-    await tab.until(
-        """() => { const n = document.querySelector('.ln[data-n="1"]');
-                   return n && n.nextElementSibling.textContent === 'fetching 100%'; }"""
-    )
+    await tab.until(ROW_TEXT, [1, "fetching 100%"])
     assert (await tab.eval(STYLES, 1))[0][:2] == ["fetching 100%", GREEN]
     assert await close(a) == 1000
     await tab.until_state("finished")
