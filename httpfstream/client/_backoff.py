@@ -12,13 +12,15 @@ from twisted.internet import error as net_error
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from ..protocol import GOING_AWAY
+from ..protocol import GOING_AWAY, LEASE_LOST
 from ._errors import DROPPED, ConnectionLost, HTTPError, WrongTransport
 
 _log = Logger()
 
-#: Close codes that mean "try again later" to a resuming client.
-RESUMABLE = frozenset({GOING_AWAY, DROPPED})
+#: Close codes that mean "try again later" to a resuming client: the server
+#: stopping, a dropped connection, and (shared mode) an appender's lease
+#: lost while Redis was out of reach.
+RESUMABLE = frozenset({GOING_AWAY, DROPPED, LEASE_LOST})
 #: Statuses that mean the same from a proxy or an overloaded server.
 _RETRY_STATUSES = frozenset({502, 503, 504})
 
