@@ -138,7 +138,10 @@ def test_running_out_of_file_descriptors_is_survived(tmp_path):
                 try:
                     while b"\r\n\r\n" not in data and (chunk := s.recv(4096)):
                         data += chunk
-                except ConnectionResetError:
+                except (ConnectionResetError, TimeoutError):
+                    # Reset by the server's reserved-descriptor accept, or
+                    # still waiting in the listen backlog for a descriptor
+                    # (a loaded machine): either way not served.
                     data = b""
                 answers.append(data.split(b"\r\n", 1)[0])
             served = [a for a in answers if a.startswith(b"HTTP/1.1 ")]
