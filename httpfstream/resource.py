@@ -365,6 +365,8 @@ class StreamResource(Resource):
         if state is None and name is not None:
             try:
                 state = await self._registry.describe(name)
+            except CancelledError:
+                raise  # the client went away: nobody to answer
             except Exception:
                 _log.failure("describing {name}", name="/".join(name))
         _state_headers(request, state or ResourceState(False, None))

@@ -17,6 +17,7 @@ import pytest_twisted
 from helpers import appender, close, finished, get, raw, upgrade_request, ws
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 METHODS = [b"GET", b"POST", b"HEAD", b"PUT", b"G\x00T", b"", b"GET GET"]
 
@@ -106,7 +107,11 @@ def stream(make_server):
     """
     server = make_server(handshake_timeout=2, max_message_size=1 << 16)
     state = {"server": server, "n": itertools.count()}
-    yield state
+    with capturedLogs() as events:
+        yield state
+    # Hostile input is refused, never a crash or a failure in the log.
+    critical = [e for e in events if e.get("log_level") is LogLevel.critical]
+    assert critical == [], [formatEvent(e) for e in critical[:3]]
     if state.get("cases"):
         seconds = time.monotonic() - state["started"]
         print(
