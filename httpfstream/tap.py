@@ -373,13 +373,14 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
-    _check_root(options["root"])
     tokens = None
     if options["auth"]:
         try:
             tokens = Tokens.load(options["auth"])
         except (OSError, TokenError) as e:
             raise _StartupError(f"--auth {options['auth']}: {e}") from None
+    # After the cheap checks: this one may create the root.
+    _check_root(options["root"])
     top = MultiService()
     shared = _shared(options, reactor, top)
     registry = StreamRegistry(
