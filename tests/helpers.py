@@ -661,6 +661,34 @@ async def open_follower(
 BIN = Path(sys.executable).parent
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if that has not ended it in 20 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """
+    A throwaway certificate authority and a certificate for ``localhost``
+    in ``folder``: the key, the certificate and the authority, as PEM files.
+    """
+    import trustme
+
+    authority = trustme.CA()
+    cert = authority.issue_cert("localhost")
+    key_pem, cert_pem, ca = folder / "key.pem", folder / "cert.pem", folder / "ca.pem"
+    cert.private_key_pem.write_to_path(str(key_pem))
+    cert.cert_chain_pems[0].write_to_path(str(cert_pem))
+    authority.cert_pem.write_to_path(str(ca))
+    return key_pem, cert_pem, ca
+
+
 def poll_until(
     predicate: Callable[[], bool], timeout: float, interval: float = 0.05
 ) -> None:
@@ -832,13 +860,7 @@ class Twistd:
         return int(kib.group(1)) * 1024
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(20)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
 
 
 class _RecordingProxyFactory(portforward.ProxyFactory):

@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from helpers import BIN, Twistd, read_line
+from helpers import BIN, Twistd, read_line, tls_files
 
 APPEND = str(BIN / "httpfstream-append")
 FOLLOW = str(BIN / "httpfstream-follow")
@@ -225,15 +225,7 @@ def test_make_run_serves_curl_style_requests(twistd: Twistd):
 
 
 def test_tls_endpoint_and_cafile(tmp_path):
-    import trustme
-
-    authority = trustme.CA()
-    cert = authority.issue_cert("localhost")
-    key_pem, cert_pem = tmp_path / "key.pem", tmp_path / "cert.pem"
-    cert.private_key_pem.write_to_path(str(key_pem))
-    cert.cert_chain_pems[0].write_to_path(str(cert_pem))
-    ca = tmp_path / "ca.pem"
-    authority.cert_pem.write_to_path(str(ca))
+    key_pem, cert_pem, ca = tls_files(tmp_path)
     server = Twistd.start(
         tmp_path / "root", port=f"ssl:0:privateKey={key_pem}:certKey={cert_pem}"
     )

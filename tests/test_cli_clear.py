@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import APPEND, FOLLOW, Child, Twistd
+from helpers import APPEND, FOLLOW, Child, Twistd, tls_files
 from twisted.internet import threads
 
 import httpfstream
@@ -94,15 +94,8 @@ def _head(port: int, name: str) -> bytes:
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Twistd, Path]]:
     """A ``twistd`` on an ``ssl:`` endpoint, and its authority's PEM file."""
-    import trustme
-
     folder = tmp_path_factory.mktemp("tls")
-    authority = trustme.CA()
-    cert = authority.issue_cert("localhost")
-    key_pem, cert_pem, ca = folder / "key.pem", folder / "cert.pem", folder / "ca.pem"
-    cert.private_key_pem.write_to_path(str(key_pem))
-    cert.cert_chain_pems[0].write_to_path(str(cert_pem))
-    authority.cert_pem.write_to_path(str(ca))
+    key_pem, cert_pem, ca = tls_files(folder)
     server = Twistd.start(
         folder / "root", port=f"ssl:0:privateKey={key_pem}:certKey={cert_pem}"
     )

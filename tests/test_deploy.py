@@ -33,6 +33,7 @@ from helpers import (
     open_follower,
     poll_until,
     require,
+    stop_process,
     ws,
 )
 
@@ -74,18 +75,6 @@ def accepts(port: int) -> bool:
     except OSError:
         return False
     return True
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, and SIGKILL if that has not ended it in 20 s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(20)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
 
 
 @dataclass
@@ -229,7 +218,7 @@ class Nginx(Front):
     def stop(self) -> None:
         """SIGTERM to the master, which stops its workers; else kill them all."""
         try:
-            stop(self.process)
+            stop_process(self.process)
         finally:
             # Usually the master took its workers with it: nothing is left.
             with contextlib.suppress(ProcessLookupError):
@@ -425,7 +414,7 @@ async def test_socket_activation_as_the_units_say(tmp_path):
             # It says when it listens; another process, so watch its output.
             poll_until(listening, timeout=15)
         except TimeoutError:
-            stop(process)
+            stop_process(process)
             raise
         if process.poll() is None:
             break
@@ -443,11 +432,11 @@ async def test_socket_activation_as_the_units_say(tmp_path):
         # systemd-socket-activate became twistd; SIGTERM stops it cleanly.
         # twistd ends by the signal once shut down, which systemd counts as
         # a clean stop.
-        stop(process)
+        stop_process(process)
         assert process.returncode == -signal.SIGTERM, log.read_text()
         assert "Server Shut Down." in log.read_text()
     finally:
-        stop(process)
+        stop_process(process)
 
 
 # -- JSON log lines ---------------------------------------------------------------

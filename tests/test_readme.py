@@ -36,7 +36,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -44,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import BIN, Twistd
+from helpers import BIN, Twistd, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
@@ -246,13 +245,9 @@ def _run_tac(clone: Clone, text: str) -> None:
         assert got.stdout == b"embedded\n"
         assert (clone.path / "app-data" / "build.log").read_bytes() == b"embedded\n"
     finally:
-        process.send_signal(signal.SIGTERM)
         try:
-            process.wait(20)
+            stop_process(process)
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait(10)
             process.stdout.close()
 
 

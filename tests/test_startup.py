@@ -13,7 +13,7 @@ import socket
 import subprocess
 
 import pytest
-from helpers import BIN, Twistd, appender, close, get, poll_until, raw
+from helpers import BIN, Twistd, appender, close, get, poll_until, raw, tls_files
 from twisted.internet import reactor
 from twisted.internet.task import LoopingCall
 
@@ -77,15 +77,7 @@ def test_one_port_of_several_in_use_stops_it_with_one_line_naming_it(tmp_path):
 
 async def test_every_port_serves_the_same_resources(tmp_path):
     # Like `twist web --listen`: plain HTTP and TLS from one server.
-    import trustme
-
-    authority = trustme.CA()
-    cert = authority.issue_cert("localhost")
-    key_pem, cert_pem = tmp_path / "key.pem", tmp_path / "cert.pem"
-    cert.private_key_pem.write_to_path(str(key_pem))
-    cert.cert_chain_pems[0].write_to_path(str(cert_pem))
-    ca = tmp_path / "ca.pem"
-    authority.cert_pem.write_to_path(str(ca))
+    key_pem, cert_pem, ca = tls_files(tmp_path)
     server = Twistd.start(
         tmp_path / "root",
         "--port",
@@ -132,10 +124,10 @@ def test_a_root_that_cannot_be_written_is_refused():
     # As root every folder is writable, and the venv under /root cannot be
     # run as another user: check the start-up test itself in a child
     # process that becomes nobody, as a service user would be.
-    from httpfstream.tap import _check_root
-
     # A folder of its own (pytest's temporary folders are closed to others).
     import tempfile
+
+    from httpfstream.tap import _check_root
 
     parent = tempfile.mkdtemp(prefix="httpfstream-ro-")
     os.chmod(parent, 0o755)
