@@ -137,6 +137,8 @@ class SessionRecord:
         self.nbytes = 0
         self.outcome: str | None = None
         self._counters = counters
+        # Decided once: `add` runs for every message sent to every reader.
+        self._reads = kind.reads
         self._clock = clock
         self._started = clock.seconds()
         counters.open[kind] += 1
@@ -148,7 +150,7 @@ class SessionRecord:
     def add(self, nbytes: int) -> None:
         """``nbytes`` more were sent (reader) or persisted (appender)."""
         self.nbytes += nbytes
-        if self.kind.reads:
+        if self._reads:
             self._counters.bytes_delivered += nbytes
         else:
             self._counters.bytes_appended += nbytes
