@@ -34,7 +34,7 @@ from .coordination import IGrowthFeed, ISlot
 from .names import Name
 from .protocol import APPENDER_LOST, COMPLETE, GOING_AWAY, LEASE_LOST
 from .records import SessionRecord
-from .stream import AppenderObserver, Stream
+from .stream import AppenderObserver, Fenced, Stream
 
 __all__ = ["AppendSession", "SessionListener"]
 
@@ -178,7 +178,13 @@ class AppendSession:
             self.listener.persisted(size)
 
     def failed(self, reason: Failure) -> None:
-        if self.listener is not None:
+        if self.listener is None:
+            return
+        if reason.check(Fenced):
+            # The slot refused the write: the lease is lost, whichever of
+            # the fence and the lease's own news came first (1013, not 1011).
+            self.listener.lease_lost(reason.getErrorMessage())
+        else:
             self.listener.failed(reason)
 
     def shutdown(self) -> None:

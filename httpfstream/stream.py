@@ -65,6 +65,7 @@ __all__ = [
     "WRITE_FAILED",
     "AppenderObserver",
     "Cursor",
+    "Fenced",
     "FsyncPolicy",
     "IFollowerSink",
     "IGrowthListener",
@@ -100,6 +101,13 @@ class ResourceFull(Exception):
 
 class WriteFailed(Exception):
     """A write to the file failed; the session cannot append any more."""
+
+
+class Fenced(WriteFailed):
+    """
+    A write refused before it reached the file: the session's slot (a shared
+    lease) no longer lets it write.  Not an I/O error.
+    """
 
 
 class IFollowerSink(Interface):
@@ -498,7 +506,7 @@ class Stream:
             return
         if self.fence is not None and not self.fence():
             # Not an I/O error: the session is being ended for it already.
-            lost = Failure(WriteFailed("the appender's lease was lost"))
+            lost = Failure(Fenced("the appender's lease was lost"))
             self._write_failed(lost, logged=False)
             return
         batch = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)

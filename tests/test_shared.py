@@ -775,3 +775,58 @@ def test_start_up_fails_with_one_line(tmp_path, option, says):
     done = subprocess.run(argv, capture_output=True, timeout=30)
     assert done.returncode == 1
     assert done.stderr.decode().strip().splitlines()[-1] == f"httpfstream: {says}"
+
+
+def test_a_write_refused_by_the_fence_ends_the_session_as_a_lost_lease():
+    """
+    The fence may see the lease gone before the lease's own news comes:
+    the protocol is still told the lease was lost (1013), not that a write
+    failed (1011).
+    """
+    from fakes import FakeFile
+    from twisted.internet.task import Clock
+
+    from httpfstream.coordination import LocalFeed
+    from httpfstream.records import Counters, Kind, SessionRecord
+    from httpfstream.session import AppendSession
+    from httpfstream.stream import Stream
+
+    class Slot:
+        ok = True
+
+        def valid(self) -> bool:
+            return self.ok
+
+        def when_lost(self, lost: Any) -> None:
+            pass
+
+        def release(self) -> None:
+            pass
+
+    class Listener:
+        def __init__(self) -> None:
+            self.heard: list[str] = []
+
+        def persisted(self, size: int) -> None:
+            pass
+
+        def failed(self, reason: Any) -> None:
+            self.heard.append("failed")
+
+        def shutdown(self) -> None:
+            self.heard.append("shutdown")
+
+        def lease_lost(self, reason: str) -> None:
+            self.heard.append("lease lost")
+
+    file = FakeFile()
+    stream = Stream(("s",), file)
+    slot = Slot()
+    record = SessionRecord(Counters(), Clock(), Kind.APPEND, ("s",), "peer")
+    session = AppendSession(stream, record, LocalFeed(), slot)  # type: ignore[arg-type]
+    listener = Listener()
+    session.attach(listener)  # type: ignore[arg-type]
+    slot.ok = False
+    session.append(b"refused")
+    assert listener.heard == ["lease lost"]
+    assert not file.writes
