@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from autobahn.websocket.protocol import PreparedMessage
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
@@ -48,6 +49,33 @@ class Following:
     record: SessionRecord
 
 
+class _LastFrame:
+    """
+    The frame of the last bytes a follower sent, for the next follower that
+    sends the very same bytes object: the stream gives every caught-up
+    cursor the same object (`stream.Tail`), so an append is framed once
+    for all its followers, not once each.
+    """
+
+    def __init__(self) -> None:
+        self._data: bytes | None = None
+        self._text = False
+        self._frame = b""
+
+    def frame(self, data: bytes, text: bool) -> bytes:
+        if data is not self._data or text != self._text:
+            # Compression is never negotiated: the frame goes out as built.
+            prepared = PreparedMessage(
+                data, isBinary=not text, applyMask=False, doNotCompress=True
+            )
+            self._data, self._text = data, text
+            self._frame = prepared.payloadHybi
+        return self._frame
+
+
+_frames = _LastFrame()
+
+
 @implementer(IFollowerSink)
 class FollowerProtocol(HandedProtocol[Following]):
     """One WebSocket follower (see the module docstring)."""
@@ -69,7 +97,10 @@ class FollowerProtocol(HandedProtocol[Following]):
     def send(self, data: bytes) -> None:
         if self.state == self.STATE_OPEN:
             try:
-                self.sendMessage(data, isBinary=not self.session.text)
+                # What sendPreparedMessage does, without the debug line
+                # Autobahn formats on every send (a follower never queues a
+                # synchronous send, so its send queue is always empty).
+                self._socket.write(_frames.frame(data, self.session.text))
             except Exception:
                 # Never let the follower believe it has every byte.
                 self.session.record.end("failed", "sending failed")

@@ -33,6 +33,7 @@ reused by another open, under a read still waiting in the store's threads.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import enum
 from collections.abc import Callable
@@ -71,6 +72,7 @@ __all__ = [
     "IGrowthListener",
     "ResourceFull",
     "Stream",
+    "Tail",
     "WriteFailed",
 ]
 
@@ -275,6 +277,72 @@ class Cursor:
         self.abort(READ_FAILED, "reading the resource failed")
 
 
+class Tail:
+    """
+    The most recent persisted bytes of a stream, kept as the batches that
+    were written (never copied into one buffer): at least ``size`` bytes,
+    and always the whole last batch, however big the appender's queue let
+    it grow, so a cursor that was caught up never falls behind the tail to
+    the file just because one write was bigger than the tail.
+
+    `read` gives a cursor that asks from the start of a batch that batch
+    itself: every caught-up cursor gets the very same bytes object, so the
+    bytes are copied, and framed (`followers`), once for all of them.
+
+    :param start: the offset of the first byte it will hold.
+    :param size: how many bytes to keep, at least.
+    """
+
+    def __init__(self, start: int, size: int) -> None:
+        self._size = size
+        self.reset(start)
+
+    def reset(self, start: int) -> None:
+        """Hold nothing; the next batch starts at ``start``."""
+        self.start = self.end = start
+        self._chunks: list[bytes] = []
+        self._starts: list[int] = []
+        # The chunks before this index were dropped (compacted now and then).
+        self._first = 0
+
+    def add(self, batch: bytes) -> None:
+        """``batch`` was written at `end`."""
+        self._chunks.append(batch)
+        self._starts.append(self.end)
+        self.end += len(batch)
+        chunks, starts, first = self._chunks, self._starts, self._first
+        # Drop the oldest batch while the rest still make ``size`` bytes.
+        while first + 1 < len(chunks) and self.end - starts[first + 1] >= self._size:
+            first += 1
+        self.start = starts[first]
+        if first > 64 and first * 2 > len(chunks):
+            del chunks[:first], starts[:first]
+            first = 0
+        self._first = first
+
+    def read(self, offset: int, length: int) -> bytes | None:
+        """
+        At most ``length`` bytes from ``offset``, or ``None`` if they are
+        no longer (or not yet) held.
+        """
+        if not self.start <= offset < self.end:
+            return None
+        starts, chunks = self._starts, self._chunks
+        i = bisect.bisect_right(starts, offset, self._first) - 1
+        chunk, skip = chunks[i], offset - starts[i]
+        whole = not skip and len(chunk) <= length
+        if whole and (i + 1 == len(chunks) or len(chunk) == length):
+            return chunk  # the same object for every cursor that asks
+        pieces: list[memoryview] = []
+        wanted = length
+        while wanted and i < len(chunks):
+            piece = memoryview(chunks[i])[skip : skip + wanted]
+            pieces.append(piece)
+            wanted -= len(piece)
+            i, skip = i + 1, 0
+        return b"".join(pieces)
+
+
 @implementer(IGrowthListener)
 class Stream:
     """
@@ -332,8 +400,7 @@ class Stream:
         self._clock = clock
         self._observe = observe
 
-        self._tail = bytearray()
-        self._tail_start = self.size
+        self._tail = Tail(self.size, tail_size)
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._in_flight = 0
@@ -380,7 +447,7 @@ class Stream:
     @property
     def behind(self) -> int:
         """How many cursors are behind the tail, reading the file."""
-        return sum(1 for cursor in self._cursors if cursor.offset < self._tail_start)
+        return sum(1 for cursor in self._cursors if cursor.offset < self._tail.start)
 
     @property
     def queue_full(self) -> bool:
@@ -521,17 +588,14 @@ class Stream:
     def _written(self, _: None, batch: bytes, started: float) -> None:
         self._observe("write", self._clock() - started)
         self._in_flight = 0
-        self._tail += batch
-        self.size += len(batch)
-        self._trim_tail()
+        self._grow(batch)
         self._write_next()
         self._tell_growth()
 
-    def _trim_tail(self) -> None:
-        excess = len(self._tail) - self._tail_size
-        if excess > 0:
-            del self._tail[:excess]
-            self._tail_start += excess
+    def _grow(self, batch: bytes) -> None:
+        """The file now holds ``batch`` too; the tail takes it."""
+        self._tail.add(batch)
+        self.size += len(batch)
 
     def _tell_growth(self) -> None:
         size = self.size
@@ -567,8 +631,8 @@ class Stream:
         """The size is ``size`` now; the tail starts again there."""
         if size <= self.size:
             return
-        self._tail = bytearray()
-        self._tail_start = self.size = size
+        self._tail.reset(size)
+        self.size = size
         self._tell_growth()
 
     def _catch_up(self) -> None:
@@ -581,9 +645,7 @@ class Stream:
             self._catching_up = False
             if self.size == start:
                 if len(data) == stop - start:
-                    self._tail += data
-                    self.size = stop
-                    self._trim_tail()
+                    self._grow(data)
                     self._tell_growth()
                 else:  # the file does not show it yet: the cursors will
                     self._jump(stop)
@@ -715,10 +777,7 @@ class Stream:
         The persisted bytes at ``offset`` (at most ``length``) if they are
         still in the in-memory tail, else ``None``.
         """
-        if offset < self._tail_start:
-            return None
-        start = offset - self._tail_start
-        return bytes(self._tail[start : start + length])
+        return self._tail.read(offset, length)
 
     def read_file(self, offset: int, length: int) -> Deferred[bytes]:
         """Read persisted bytes from the file."""

@@ -113,10 +113,12 @@ class Sink:
 
     def __init__(self) -> None:
         self.data = bytearray()
+        self.sent: list[bytes] = []
         self.ended: tuple[int, str] | None = None
 
     def send(self, data: bytes) -> None:
         self.data += data
+        self.sent.append(data)
 
     def finish(self, code: int, reason: str) -> None:
         self.ended = (code, reason)

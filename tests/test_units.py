@@ -21,6 +21,7 @@ from httpfstream.stream import (
     FsyncPolicy,
     ResourceFull,
     Stream,
+    Tail,
     WriteFailed,
 )
 from httpfstream.tap import Options, parse_size
@@ -198,7 +199,11 @@ def test_file_is_closed_only_after_the_reads_in_flight():
     idle: list[Stream] = []
     stream = Stream(("s",), file, tail_size=0, on_idle=idle.append)
     stream.begin_session(Observer())
-    stream.append(b"0123456789")
+    # Two writes: the tail keeps the last one whatever its size, so the
+    # first is read from the file.
+    stream.append(b"01234")
+    file.finish_write()
+    stream.append(b"56789")
     file.finish_write()
     stream.end_session(COMPLETE)
     sink = Sink()
@@ -357,3 +362,53 @@ def test_options_every_option_given(tmp_path):
 def test_options_refuse_bad_values(argv):
     with pytest.raises(usage.UsageError):
         Options().parseOptions(argv)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    start=st.integers(0, 1000),
+    size=st.integers(0, 64),
+    batches=st.lists(st.binary(min_size=1, max_size=40), max_size=30),
+    reads=st.lists(st.tuples(st.integers(-10, 1300), st.integers(1, 80)), max_size=20),
+)
+def test_tail_reads_what_was_written(start, size, batches, reads):
+    # The tail against a plain buffer of everything written: whatever it
+    # still holds reads back exactly, it holds at least ``size`` bytes and
+    # the whole last batch, and a read from the start of the last batch
+    # gives that very object (what lets followers share one frame).
+    tail = Tail(start, size)
+    written = bytearray()
+    for batch in batches:
+        tail.add(batch)
+        written += batch
+        assert tail.end == start + len(written)
+        assert tail.end - tail.start >= min(size, len(written))
+        assert tail.start <= tail.end - len(batch)
+        assert tail.read(tail.end - len(batch), len(batch)) is batch
+        for offset, length in reads:
+            got = tail.read(offset, length)
+            if tail.start <= offset < tail.end:
+                at = offset - start
+                assert got == bytes(written[at : at + length])
+            else:
+                assert got is None
+    tail.reset(start + len(written) + 5)
+    assert tail.read(tail.start, 10) is None
+
+
+def test_a_caught_up_cursor_never_reads_the_file_for_a_batch_bigger_than_the_tail():
+    # One write bigger than the tail (the appender's queue filled while
+    # the previous write was in flight) still reaches a caught-up cursor
+    # from memory, and two caught-up cursors send the same bytes object.
+    file = SlowReadFile()
+    stream = Stream(("s",), file, tail_size=4, read_size=1 << 10)
+    stream.begin_session(Observer())
+    sinks = [Sink(), Sink()]
+    cursors = [stream.follow(sink, 0) for sink in sinks]
+    stream.append(b"a" * 100)
+    file.finish_write()
+    assert not file.reads
+    assert [sink.data for sink in sinks] == [b"a" * 100] * 2
+    assert sinks[0].sent[-1] is sinks[1].sent[-1]
+    for cursor in cursors:
+        cursor.stop()
