@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autobahn.websocket.protocol import PreparedMessage
+from twisted.internet import tcp
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
@@ -76,6 +77,41 @@ class _LastFrame:
 _frames = _LastFrame()
 
 
+def _send_now(transport: Any, data: bytes) -> None:
+    """
+    Write ``data`` to ``transport``, sending it at once when nothing is
+    queued before it.
+
+    ``transport.write`` only queues: the bytes go out on the reactor's next
+    turn, which registers the socket for writability, waits for epoll to
+    report it, sends, and unregisters it.  For a thousand caught-up
+    followers of one append that turn costs more than the sends themselves
+    (docs/PERFORMANCE.md), and the socket is writable anyway (nothing is
+    queued on it).  So a plain TCP (or Unix) transport with an empty buffer is sent
+    to directly, as far as the kernel takes it; the rest, and anything on a
+    transport with bytes queued (or TLS, or a closing one), is queued by
+    ``write`` as usual, so the order of bytes never changes.  A failed send
+    is queued too: the reactor's own write then finds the connection lost.
+    """
+    if (
+        not isinstance(transport, tcp.Server)
+        # TLS on this transport encrypts in write(), never in writeSomeData.
+        or transport.TLS
+        or transport.dataBuffer
+        # Written this turn and not sent yet (Twisted's own bookkeeping).
+        or transport._tempDataLen
+        or transport.disconnecting
+        or not transport.connected
+    ):
+        transport.write(data)
+        return
+    sent = transport.writeSomeData(data)
+    if isinstance(sent, Exception):
+        transport.write(data)
+    elif sent < len(data):
+        transport.write(data[sent:])
+
+
 @implementer(IFollowerSink)
 class FollowerProtocol(HandedProtocol[Following]):
     """One WebSocket follower (see the module docstring)."""
@@ -97,10 +133,10 @@ class FollowerProtocol(HandedProtocol[Following]):
     def send(self, data: bytes) -> None:
         if self.state == self.STATE_OPEN:
             try:
-                # What sendPreparedMessage does, without the debug line
-                # Autobahn formats on every send (a follower never queues a
-                # synchronous send, so its send queue is always empty).
-                self._socket.write(_frames.frame(data, self.session.text))
+                # What sendPreparedMessage does (a follower never queues a
+                # synchronous send, so Autobahn's send queue is always
+                # empty), without the debug line it formats on every send.
+                _send_now(self._socket, _frames.frame(data, self.session.text))
             except Exception:
                 # Never let the follower believe it has every byte.
                 self.session.record.end("failed", "sending failed")
