@@ -84,14 +84,16 @@ def _send_now(transport: Any, data: bytes) -> None:
 
     ``transport.write`` only queues: the bytes go out on the reactor's next
     turn, which registers the socket for writability, waits for epoll to
-    report it, sends, and unregisters it.  For a thousand caught-up
-    followers of one append that turn costs more than the sends themselves
-    (docs/PERFORMANCE.md), and the socket is writable anyway (nothing is
-    queued on it).  So a plain TCP (or Unix) transport with an empty buffer is sent
-    to directly, as far as the kernel takes it; the rest, and anything on a
-    transport with bytes queued (or TLS, or a closing one), is queued by
-    ``write`` as usual, so the order of bytes never changes.  A failed send
-    is queued too: the reactor's own write then finds the connection lost.
+    report it, sends at most 128 KiB, and unregisters it.  For a thousand
+    caught-up followers of one append that turn costs more than the sends
+    themselves, and one fast follower gets less per turn than the appender
+    brings in, so it falls behind (docs/PERFORMANCE.md).  So a plain TCP
+    (or Unix) transport with nothing queued is sent to directly, for as
+    long as the kernel takes it all; the rest, and anything for a
+    transport with bytes queued (or TLS, or closing), is queued by
+    ``write`` as usual, so the order of bytes never changes.  A failed
+    send is queued too: the reactor's own write then finds the connection
+    lost.
     """
     if (
         not isinstance(transport, tcp.Server)
@@ -105,11 +107,18 @@ def _send_now(transport: Any, data: bytes) -> None:
     ):
         transport.write(data)
         return
-    sent = transport.writeSomeData(data)
-    if isinstance(sent, Exception):
-        transport.write(data)
-    elif sent < len(data):
-        transport.write(data[sent:])
+    left = memoryview(data)
+    while left:
+        # At most SEND_LIMIT bytes a call; fewer when the kernel is full.
+        # (Twisted's own doWrite hands it memoryviews too.)
+        sent = transport.writeSomeData(left)  # type: ignore[arg-type]
+        if isinstance(sent, Exception):
+            break
+        left = left[sent:]
+        if sent < transport.SEND_LIMIT:
+            break
+    if left:
+        transport.write(bytes(left))
 
 
 @implementer(IFollowerSink)
