@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.filepath import FilePath
@@ -38,6 +38,9 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import Attribute, Interface, implementer
 
 from .names import STATE_FOLDER, Name
+
+# preadv's flag for "only what is in memory" (Linux 4.14 and later).
+_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
 
 __all__ = [
     "Entry",
@@ -208,7 +211,36 @@ class _OpenFile:
         self._written += len(data)
 
     def read(self, offset: int, length: int) -> Deferred[bytes]:
+        data = self._read_cached(offset, length)
+        if data is not None:
+            return succeed(data)
         return self._store._run(os.pread, self._fd, length, offset)
+
+    def _read_cached(self, offset: int, length: int) -> bytes | None:
+        """
+        The bytes at ``offset`` at once, if the kernel has them in memory
+        (the page cache: nearly always so for what was just appended),
+        else ``None``.
+
+        A reader that fell behind the stream's tail reads from here; in a
+        worker thread every read waits for a thread switch and the GIL,
+        which on a busy core is far longer than the read, and it never
+        catches up.  ``RWF_NOWAIT`` makes the read fail rather than wait
+        for the disk, so the reactor never blocks on one.
+        """
+        if not _NOWAIT or not self._store.read_now:
+            return None
+        buffer = bytearray(length)
+        try:
+            n = os.preadv(self._fd, [buffer], offset, _NOWAIT)
+        except BlockingIOError:
+            return None  # not in memory: the disk, in a thread
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            self._store.read_now = False  # not on this filesystem or kernel
+            return None
+        return bytes(memoryview(buffer)[:n])
 
     def sync(self) -> Deferred[None]:
         return self._store._run(os.fsync, self._fd)
@@ -239,6 +271,8 @@ class FileStore:
     ) -> None:
         self.root = root
         self._reactor = reactor
+        #: Whether reads try the page cache at once, before a thread.
+        self.read_now = True
         self._pool = ThreadPool(minthreads=1, maxthreads=threads, name="httpfstream")
 
     def start(self) -> None:
