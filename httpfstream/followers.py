@@ -107,16 +107,17 @@ def _send_now(transport: Any, data: bytes) -> None:
     ):
         transport.write(data)
         return
+    sent = transport.writeSomeData(data)
+    if sent == len(data):
+        return  # all of it: the common case
     left = memoryview(data)
-    while left:
-        # At most SEND_LIMIT bytes a call; fewer when the kernel is full.
-        # (Twisted's own doWrite hands it memoryviews too.)
-        sent = transport.writeSomeData(left)  # type: ignore[arg-type]
-        if isinstance(sent, Exception):
-            break
+    while not isinstance(sent, Exception):
         left = left[sent:]
-        if sent < transport.SEND_LIMIT:
-            break
+        if sent < transport.SEND_LIMIT or not left:
+            break  # the kernel took less than asked: it is full
+        # At most SEND_LIMIT bytes a call.  (Twisted's own doWrite hands it
+        # memoryviews too.)
+        sent = transport.writeSomeData(left)  # type: ignore[arg-type]
     if left:
         transport.write(bytes(left))
 
@@ -145,7 +146,7 @@ class FollowerProtocol(HandedProtocol[Following]):
                 # What sendPreparedMessage does (a follower never queues a
                 # synchronous send, so Autobahn's send queue is always
                 # empty), without the debug line it formats on every send.
-                _send_now(self._socket, _frames.frame(data, self.session.text))
+                _send_now(self.transport, _frames.frame(data, self.session.text))
             except Exception:
                 # Never let the follower believe it has every byte.
                 self.session.record.end("failed", "sending failed")

@@ -328,6 +328,8 @@ class Tail:
         if not self.start <= offset < self.end:
             return None
         starts, chunks = self._starts, self._chunks
+        if offset == starts[-1] and len(chunks[-1]) <= length:
+            return chunks[-1]  # a caught-up cursor: the commonest read
         i = bisect.bisect_right(starts, offset, self._first) - 1
         chunk, skip = chunks[i], offset - starts[i]
         whole = not skip and len(chunk) <= length
