@@ -308,7 +308,7 @@ static struct {
     size_t stall_next, stall_resolved, inflight;
     int abort_run, timed_out;
     int64_t t_connect0, t_last101, t0, t1, deadline;
-    double cpu0, cpu1;
+    double cpu0, cpu1, cpu_connect0, cpu_connected;
 
     /* latency samples (ns) */
     int64_t *lat;
@@ -1003,6 +1003,7 @@ static void advance(int64_t now)
                 return;
             G.phase = PH_FOLLOWERS;
             event_line("connect");
+            G.cpu_connect0 = cpu_seconds();
             G.t_connect0 = mono_ns();
             continue;
         case PH_FOLLOWERS:
@@ -1013,6 +1014,7 @@ static void advance(int64_t now)
             }
             if (G.fol_resolved < G.nfol)
                 return;
+            G.cpu_connected = cpu_seconds();
             G.phase = PH_STALLED;
             while (G.stall_next < G.nstall)
                 conn_start(&G.conns[G.napp + G.nfol + G.stall_next++], now);
@@ -1191,6 +1193,8 @@ static void report(void)
     fprintf(f, ", \"followers_connected\": %zu", G.fol_open);
     json_number(f, "connect_seconds", connect_s);
     json_number(f, "handshakes_per_s", (double)G.fol_open / connect_s);
+    /* The generator's own CPU share while they connected. */
+    json_number(f, "loadgen_connect_cpu", (G.cpu_connected - G.cpu_connect0) / connect_s);
     fprintf(f, "}\n");
     fflush(f);
 }

@@ -25,8 +25,8 @@ import tempfile
 import threading
 import time
 import urllib.request
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
@@ -156,7 +156,8 @@ class Server:
 def fastgen_argv(args: dict[str, Any]) -> list[str]:
     """bench/fastgen's flags for a ``stream`` or ``many`` scenario."""
     argv = [str(FASTGEN), "--scenario", args["scenario"], "--url", args["url"]]
-    for key in ("followers", "size", "count", "rate", "stalled", "resources", "timeout"):
+    keys = ("followers", "size", "count", "rate", "stalled", "resources", "timeout")
+    for key in keys:
         if args.get(key) is not None:
             argv += [f"--{key}", str(args[key])]
     for url in args.get("follow_urls") or []:
@@ -187,7 +188,8 @@ def loadgen(
     )
     assert process.stdout is not None and process.stderr is not None
     # Bound every run, whatever happens.
-    killer = threading.Timer(args.get("timeout", 300) + 60, process.kill)
+    limit = args.get("timeout", 300) + 60
+    killer = threading.Timer(limit, process.kill)
     killer.start()
     stderr = []
     try:
@@ -204,7 +206,8 @@ def loadgen(
         killer.cancel()
     lines = stdout.strip().splitlines()
     if not lines:
-        return {"byte_exact": False, "errors": ["".join(stderr)[-2000:]]}
+        killed = f"killed after {limit} s; " if process.returncode == -9 else ""
+        return {"byte_exact": False, "errors": [killed + "".join(stderr)[-2000:]]}
     result: dict[str, Any] = json.loads(lines[-1])
     result["wall_s"] = time.monotonic() - started
     return result
