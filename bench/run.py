@@ -14,6 +14,7 @@ ratios against the baselines measured in the same run).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -240,6 +241,7 @@ def window_cpu(
 def run(name: str, kind: str, args: dict[str, Any], *options: str) -> dict[str, Any]:
     args = dict(args)
     show = args.pop("show", None)
+    overflows = listen_overflows()
     server = Server(kind, *options)
     try:
         if kind == "sink":
@@ -261,6 +263,9 @@ def run(name: str, kind: str, args: dict[str, Any], *options: str) -> dict[str, 
     finally:
         result_server = server.stop()
     result.update(result_server)
+    if overflows is not None:
+        # Machine-wide: 0 unless an accept queue overflowed meanwhile.
+        result["listen_overflows"] = (listen_overflows() or 0) - overflows
     seconds = result.get("seconds") or result.get("wall_s") or 1
     window = window_cpu(result, marks, "server")
     if window is not None:
@@ -358,6 +363,19 @@ def run_shared(name: str, args: dict[str, Any], spread: bool) -> dict[str, Any]:
     status = "ok" if result.get("byte_exact", True) else "NOT BYTE-EXACT"
     print(f"  {name:<22} shared       {status}", file=sys.stderr, flush=True)
     return result
+
+
+def listen_overflows() -> int | None:
+    """The kernel's count of connections a full accept queue dropped."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return None
+    for keys, values in itertools.pairwise(lines):
+        if keys.startswith("TcpExt:") and values.startswith("TcpExt:"):
+            table = dict(zip(keys.split()[1:], values.split()[1:], strict=True))
+            return int(table.get("ListenOverflows", 0))
+    return None
 
 
 def _sysctl(name: str) -> int | None:
