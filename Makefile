@@ -36,13 +36,19 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check httpfstream
 	$(BIN)/mypy httpfstream
 
+# The benchmarks' load generator for the WebSocket scenarios (plain C).
+bench/fastgen: bench/fastgen.c
+	$(CC) -std=c11 -O2 -Wall -Wextra -o $@ $<
+
 # The benchmark suite (docs/PERFORMANCE.md): a table, and bench/results.json.
-bench: $(STAMP)
+bench: $(STAMP) bench/fastgen
 	$(BIN)/python bench/run.py
 
-# Small sizes, for CI: fails only when a follower is not byte-exact.
-bench-quick: $(STAMP)
+# Small sizes, for CI: fails only when a follower is not byte-exact (or when
+# the generator's checker misses a defect planted in its self-test).
+bench-quick: $(STAMP) bench/fastgen
+	bench/fastgen --selftest
 	$(BIN)/python bench/run.py --quick
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info bench/fastgen

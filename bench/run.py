@@ -2,9 +2,11 @@
 The benchmark suite: ``make bench`` (or ``python bench/run.py [--quick]``).
 
 Each scenario starts a fresh ``twistd httpfstream`` (or a baseline server)
-and drives it from a separate load-generator process (`loadgen.py`); with
-two CPUs or more they are pinned to different ones.  Prints a table and
-writes ``bench/results.json``.  Exits 1 if any follower was not
+and drives it from a separate load-generator process: ``bench/fastgen``
+(C, built by ``make bench`` from ``bench/fastgen.c``) for the WebSocket
+``stream`` and ``many`` scenarios, ``loadgen.py`` for the others; with two
+CPUs or more they are pinned to different ones.  Prints a table and writes
+``bench/results.json``.  Exits 1 if any follower was not
 byte-exact; never on a timing (the machines are shared and noisy: read the
 ratios against the baselines measured in the same run).
 """
@@ -12,6 +14,7 @@ ratios against the baselines measured in the same run).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -23,10 +26,16 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+FASTGEN = HERE / "fastgen"
+# Listen backlog for the servers: 10,000 followers connect up to 1,000 at a
+# time, and a full SYN/accept queue would measure retransmission timers,
+# not the server (the kernel caps it at net.core.somaxconn).
+BACKLOG = 4096
 BIN = Path(sys.executable).parent
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -52,7 +61,7 @@ class Server:
                 "--pidfile=",
                 "httpfstream",
                 f"--root={self.root}",
-                "--port=tcp:0:interface=127.0.0.1",
+                f"--port=tcp:0:interface=127.0.0.1:backlog={BACKLOG}",
                 *options,
             ]
             pattern = rb"Site starting on (\d+)"
@@ -145,22 +154,94 @@ class Server:
         }
 
 
-def loadgen(args: dict[str, Any]) -> dict[str, Any]:
-    started = time.monotonic()
-    out = subprocess.run(
-        pinned(1, [sys.executable, str(HERE / "loadgen.py"), json.dumps(args)]),
-        capture_output=True,
-        timeout=args.get("timeout", 300) + 60,
+def fastgen_argv(args: dict[str, Any]) -> list[str]:
+    """bench/fastgen's flags for a ``stream`` or ``many`` scenario."""
+    argv = [str(FASTGEN), "--scenario", args["scenario"], "--url", args["url"]]
+    keys = (
+        "followers",
+        "size",
+        "count",
+        "rate",
+        "stalled",
+        "resources",
+        "timeout",
+        "inflight",
     )
-    lines = out.stdout.decode().strip().splitlines()
+    for key in keys:
+        if args.get(key) is not None:
+            argv += [f"--{key}", str(args[key])]
+    for url in args.get("follow_urls") or []:
+        argv += ["--follow-url", url]
+    return argv
+
+
+def loadgen(
+    args: dict[str, Any], on_event: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """
+    Runs the load generator for ``args``; ``on_event`` is called with
+    ``connect``, ``start`` and ``end`` as bench/fastgen reaches them (the
+    followers start connecting, the measured window starts, it ends).
+    """
+    started = time.monotonic()
+    if args["scenario"] in ("stream", "many"):
+        if not FASTGEN.exists():
+            return {
+                "byte_exact": False,
+                "errors": [f"{FASTGEN} is missing: build it with `make bench/fastgen`"],
+            }
+        argv = fastgen_argv(args)
+    else:
+        argv = [sys.executable, str(HERE / "loadgen.py"), json.dumps(args)]
+    process = subprocess.Popen(
+        pinned(1, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    # Bound every run, whatever happens.
+    limit = args.get("timeout", 300) + 60
+    killer = threading.Timer(limit, process.kill)
+    killer.start()
+    stderr = []
+    try:
+        for raw in process.stderr:
+            line = raw.decode(errors="replace")
+            found = re.match(r"fastgen: event (\w+)", line)
+            if found and on_event is not None:
+                on_event(found.group(1))
+            elif not found:
+                stderr.append(line)
+        stdout = process.stdout.read().decode()
+        process.wait()
+    finally:
+        killer.cancel()
+    lines = stdout.strip().splitlines()
     if not lines:
-        return {"byte_exact": False, "errors": [out.stderr.decode()[-2000:]]}
+        killed = f"killed after {limit} s; " if process.returncode == -9 else ""
+        return {"byte_exact": False, "errors": [killed + "".join(stderr)[-2000:]]}
     result: dict[str, Any] = json.loads(lines[-1])
     result["wall_s"] = time.monotonic() - started
     return result
 
 
+def window_cpu(
+    result: dict[str, Any], marks: dict[str, dict[str, float]], name: str
+) -> float | None:
+    """
+    A process's CPU share over the load generator's measured window (from
+    ``marks``, its CPU time when each event came), and its CPU seconds while
+    the followers connected; None without the events (loadgen.py).
+    """
+    if "start" not in marks or "end" not in marks or not result.get("seconds"):
+        return None
+    if "connect" in marks:
+        result[f"{name}_connect_cpu_s"] = marks["start"][name] - marks["connect"][name]
+    return (marks["end"][name] - marks["start"][name]) / result["seconds"]
+
+
 def run(name: str, kind: str, args: dict[str, Any], *options: str) -> dict[str, Any]:
+    args = dict(args)
+    show = args.pop("show", None)
+    overflows = listen_overflows()
     server = Server(kind, *options)
     try:
         if kind == "sink":
@@ -168,15 +249,41 @@ def run(name: str, kind: str, args: dict[str, Any], *options: str) -> dict[str, 
         else:
             slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
             args = {**args, "url": server.url(f"bench/{slug}.bin")}
-        result = loadgen(args)
+        if kind == "relay":
+            # relay.py listens with Twisted's default backlog (50): more
+            # handshakes at once overflow it, and the kernel drops or resets
+            # them (1,000 followers took 55 s, and some were reset).
+            args["inflight"] = 32
+        marks: dict[str, dict[str, float]] = {}
+
+        def on_event(event: str) -> None:
+            marks[event] = {"server": server.cpu()}
+
+        result = loadgen(args, on_event)
     finally:
         result_server = server.stop()
     result.update(result_server)
+    if overflows is not None:
+        # Machine-wide: 0 unless an accept queue overflowed meanwhile.
+        result["listen_overflows"] = (listen_overflows() or 0) - overflows
     seconds = result.get("seconds") or result.get("wall_s") or 1
-    if args["scenario"] != "catchup":
+    window = window_cpu(result, marks, "server")
+    if window is not None:
+        # fastgen: the server's CPU over the measured window, the
+        # followers' handshakes left out (server_connect_cpu_s).
+        result["server_cpu"] = window
+        followers = result.get("followers_connected") or 0
+        # (CPU time comes in clock ticks: too coarse for a few handshakes.)
+        if followers >= 100 and result.get("server_connect_cpu_s") is not None:
+            result["server_cpu_per_handshake_ms"] = (
+                result["server_connect_cpu_s"] / followers * 1e3
+            )
+    elif args["scenario"] != "catchup":
         # (A catch-up's window leaves out the appending that preceded it.)
         result["server_cpu"] = result_server["server_cpu_s"] / seconds
     result["scenario"], result["server"] = name, kind
+    if show:
+        result["show"] = show
     status = "ok" if result.get("byte_exact", True) else "NOT BYTE-EXACT"
     print(f"  {name:<22} {kind:<12} {status}", file=sys.stderr, flush=True)
     return result
@@ -227,7 +334,16 @@ def run_shared(name: str, args: dict[str, Any], spread: bool) -> dict[str, Any]:
         slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
         urls = [s.url(f"bench/{slug}.bin") for s in servers]
         args = {**args, "url": urls[0], "follow_urls": urls if spread else urls[:1]}
-        result = loadgen(args)
+        marks: dict[str, dict[str, float]] = {}
+
+        def on_event(event: str) -> None:
+            marks[event] = {
+                "server": servers[0].cpu(),
+                "server_b": servers[1].cpu(),
+                "redis": _cpu(redis.pid),
+            }
+
+        result = loadgen(args, on_event)
         redis_cpu = _cpu(redis.pid) - redis_cpu0
     finally:
         stopped = [s.stop() for s in servers]
@@ -239,10 +355,34 @@ def run_shared(name: str, args: dict[str, Any], spread: bool) -> dict[str, Any]:
     result["server_cpu"] = stopped[0]["server_cpu_s"] / seconds
     result["server_b_cpu"] = stopped[1]["server_cpu_s"] / seconds
     result["redis_cpu"] = redis_cpu / seconds
+    for process in ("server", "server_b", "redis"):
+        window = window_cpu(result, marks, process)
+        if window is not None:
+            result[f"{process}_cpu"] = window
     result["scenario"], result["server"] = name, "shared A+B"
     status = "ok" if result.get("byte_exact", True) else "NOT BYTE-EXACT"
     print(f"  {name:<22} shared       {status}", file=sys.stderr, flush=True)
     return result
+
+
+def listen_overflows() -> int | None:
+    """The kernel's count of connections a full accept queue dropped."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return None
+    for keys, values in itertools.pairwise(lines):
+        if keys.startswith("TcpExt:") and values.startswith("TcpExt:"):
+            table = dict(zip(keys.split()[1:], values.split()[1:], strict=True))
+            return int(table.get("ListenOverflows", 0))
+    return None
+
+
+def _sysctl(name: str) -> int | None:
+    try:
+        return int(Path("/proc/sys", name).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _cpu(pid: int) -> float:
@@ -386,8 +526,26 @@ def scenarios(quick: bool) -> list[tuple[str, str, dict[str, Any], tuple[str, ..
                 "rate": 10,
                 "count": 20 if q else 100,
                 "timeout": 60 if q else 300,
+                "show": "handshakes",
             },
             (),
+        ),
+        (
+            # 10,000 followers of one resource, connected as fast as the
+            # server accepts them (at most 1,000 handshakes in flight): the
+            # `other` column is the handshake rate.
+            "1x10000 1KiB@10/s",
+            "httpfstream",
+            {
+                "scenario": "stream",
+                "followers": 200 if q else 10_000,
+                "size": 1024,
+                "rate": 10,
+                "count": 20 if q else 100,
+                "timeout": 60 if q else 300,
+                "show": "handshakes",
+            },
+            ("--max-followers-per-resource=10000",),
         ),
         (
             "POST 1KiB x50",
@@ -429,8 +587,13 @@ def table(results: list[dict[str, Any]]) -> str:
             other = f"{r['requests_per_s']:.0f} req/s"
         elif "server_b_cpu" in r:
             other = f"B CPU {r['server_b_cpu']:.0%}, Redis {r['redis_cpu']:.0%}"
-        if r.get("loadgen_cpu", 0) > 0.9:
+        elif r.get("show") == "handshakes" and r.get("handshakes_per_s"):
+            other = f"{r['handshakes_per_s']:.0f} handshakes/s"
+        gen = r.get("loadgen_cpu") or 0
+        if gen > 0.9:
             other += " (load generator saturated)"
+        elif gen > 0.5:
+            other += " (load generator above half a core)"
         r = {**r, "other": other}
         rows.append(
             [
@@ -507,6 +670,14 @@ def main() -> int:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "pinned": PIN,
+        # The listen backlog asked for, and the kernel's cap on it.
+        "backlog": BACKLOG,
+        "somaxconn": _sysctl("net/core/somaxconn"),
+        "tcp_max_syn_backlog": _sysctl("net/ipv4/tcp_max_syn_backlog"),
+        "load_generator": {
+            "stream, many": "bench/fastgen (C, one epoll loop)",
+            "others": "bench/loadgen.py (Twisted)",
+        },
         "quick": args.quick,
         "seconds": time.monotonic() - started,
     }
@@ -519,7 +690,10 @@ def main() -> int:
     print(table(results))
     for key, value in ratios(results).items():
         print(f"{key}: {value:.2f}")
-    print(f"({machine['seconds']:.0f} s, {machine['cpus']} CPUs, pinned={PIN})")
+    print(
+        f"({machine['seconds']:.0f} s, {machine['cpus']} CPUs, pinned={PIN},"
+        f" listen backlog {BACKLOG}, somaxconn {machine['somaxconn']})"
+    )
     bad = [r for r in results if not r.get("byte_exact", True)]
     for r in bad:
         print(f"NOT BYTE-EXACT: {r['scenario']} on {r['server']}: {r.get('errors')}")
