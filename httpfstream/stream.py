@@ -313,6 +313,7 @@ class Tail:
         chunks, starts, first = self._chunks, self._starts, self._first
         # Drop the oldest batch while the rest still make ``size`` bytes.
         while first + 1 < len(chunks) and self.end - starts[first + 1] >= self._size:
+            chunks[first] = b""  # its bytes are freed now, its slot later
             first += 1
         self.start = starts[first]
         if first > 64 and first * 2 > len(chunks):

@@ -384,6 +384,8 @@ def test_tail_reads_what_was_written(start, size, batches, reads):
         assert tail.end == start + len(written)
         assert tail.end - tail.start >= min(size, len(written))
         assert tail.start <= tail.end - len(batch)
+        # What it dropped is freed at once: it holds only its window.
+        assert sum(map(len, tail._chunks)) == tail.end - tail.start
         assert tail.read(tail.end - len(batch), len(batch)) is batch
         for offset, length in reads:
             got = tail.read(offset, length)
