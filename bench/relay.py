@@ -56,7 +56,8 @@ def main() -> None:
         factory.setProtocolOptions(utf8validateIncoming=False, closeHandshakeTimeout=30)
     else:
         factory = Factory.forProtocol(Discard)
-    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    # As big a listen queue as the httpfstream rows get (run.py).
+    port = reactor.listenTCP(0, factory, backlog=4096, interface="127.0.0.1")
     print(f"PORT {port.getHost().port}", flush=True)
     reactor.run()
 
