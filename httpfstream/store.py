@@ -41,6 +41,24 @@ from .names import STATE_FOLDER, Name
 
 # preadv's flag for "only what is in memory" (Linux 4.14 and later).
 _NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
+_NOATIME: int = getattr(os, "O_NOATIME", 0)
+
+
+def _open_noatime(path: str, flags: int) -> int:
+    """
+    Open without access-time updates where the kernel lets us (files we
+    own): a read of the page cache in the reactor (`_OpenFile.read`) must
+    not wait for the journal to record an access time, which every read
+    after an append would otherwise update (relatime).
+    """
+    if _NOATIME:
+        try:
+            return os.open(path, flags | _NOATIME, 0o644)
+        except OSError as e:
+            if e.errno != errno.EPERM:  # not ours: open it as it is
+                raise
+    return os.open(path, flags, 0o644)
+
 
 __all__ = [
     "Entry",
@@ -233,12 +251,11 @@ class _OpenFile:
         buffer = bytearray(length)
         try:
             n = os.preadv(self._fd, [buffer], offset, _NOWAIT)
-        except BlockingIOError:
-            return None  # not in memory: the disk, in a thread
         except OSError as e:
-            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                raise
-            self._store.read_now = False  # not on this filesystem or kernel
+            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                self._store.read_now = False  # not on this filesystem or kernel
+            # Not in memory (EAGAIN), or failed: the read in a thread
+            # waits for the disk, or fails the reader as any read does.
             return None
         return bytes(memoryview(buffer)[:n])
 
@@ -467,7 +484,7 @@ class FileStore:
                 raise NotAResource("the name leads outside the storage root")
             flags |= os.O_CREAT
         try:
-            fd = os.open(path, flags, 0o644)
+            fd = _open_noatime(path, flags)
         except FileNotFoundError:
             raise NotFound(path) from None
         except OSError as e:

@@ -71,3 +71,27 @@ async def test_without_nowait_support_reads_go_to_threads_from_then_on(
     assert await file.read(3, 3) == b"\x03\x04\x05"
     assert not files.read_now
     assert calls == [1]  # asked once, never again
+
+
+async def test_a_failed_read_in_memory_is_tried_again_in_a_thread(written, monkeypatch):
+    # An I/O error (a filesystem shut down, say) never escapes into the
+    # reactor: the thread's read fails the reader the way it always has.
+    files, file = written
+
+    def failing(*args: object) -> int:
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(os, "preadv", failing)
+    d = file.read(0, 2)
+    assert not d.called
+    assert await d == b"\x00\x01"
+    assert files.read_now
+
+
+@pytest.mark.skipif(not hasattr(os, "O_NOATIME"), reason="no O_NOATIME here")
+async def test_files_we_own_are_read_without_access_time_updates(written):
+    import fcntl
+
+    _, file = written
+    flags = fcntl.fcntl(file._fd, fcntl.F_GETFL)
+    assert flags & os.O_NOATIME
