@@ -277,6 +277,10 @@ class Cursor:
         self.abort(READ_FAILED, "reading the resource failed")
 
 
+#: The most bytes of small batches the tail joins into one.
+MERGE = 16 << 10
+
+
 class Tail:
     """
     The most recent persisted bytes of a stream, kept as the batches that
@@ -307,10 +311,17 @@ class Tail:
 
     def add(self, batch: bytes) -> None:
         """``batch`` was written at `end`."""
-        self._chunks.append(batch)
-        self._starts.append(self.end)
-        self.end += len(batch)
         chunks, starts, first = self._chunks, self._starts, self._first
+        # Small batches that are no longer the last are joined, up to
+        # MERGE bytes: a tail of a million one-byte writes would cost a
+        # Python object each, and a read across it a piece each.
+        if len(chunks) - first >= 2 and len(chunks[-2]) + len(chunks[-1]) <= MERGE:
+            last = chunks.pop()
+            starts.pop()
+            chunks[-1] += last
+        chunks.append(batch)
+        starts.append(self.end)
+        self.end += len(batch)
         # Drop the oldest batch while the rest still make ``size`` bytes.
         while first + 1 < len(chunks) and self.end - starts[first + 1] >= self._size:
             chunks[first] = b""  # its bytes are freed now, its slot later

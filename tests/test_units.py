@@ -414,3 +414,39 @@ def test_a_caught_up_cursor_never_reads_the_file_for_a_batch_bigger_than_the_tai
     assert sinks[0].sent[-1] is sinks[1].sent[-1]
     for cursor in cursors:
         cursor.stop()
+
+
+def test_a_tail_of_many_tiny_writes_stays_a_few_pieces():
+    # A million one-byte writes must not become a million objects, nor a
+    # read across them a piece each (the hostile-input test timed out on
+    # that): small batches that are no longer the last are joined.
+    tail = Tail(0, 64 << 10)
+    written = bytearray()
+    for i in range(100_000):
+        batch = bytes([i % 251])
+        tail.add(batch)
+        written += batch
+    assert len(tail._chunks) - tail._first <= 8
+    assert tail.read(tail.start, 40_000) == bytes(
+        written[tail.start : tail.start + 40_000]
+    )
+    last = bytes([7])
+    tail.add(last)
+    assert tail.read(tail.end - 1, 10) is last
+
+
+def test_one_frame_per_bytes_object_and_frame_type():
+    from httpfstream.followers import _LastFrame
+
+    frames = _LastFrame()
+    data = b"shared by every caught-up follower"
+    binary = frames.frame(data, text=False)
+    text = frames.frame(data, text=True)
+    assert binary[0] == 0x82 and text[0] == 0x81
+    assert binary[2:] == text[2:] == data
+    # Followers of both kinds, in any order: each kind framed once.
+    assert frames.frame(data, text=False) is binary
+    assert frames.frame(data, text=True) is text
+    # Equal bytes in another object are framed anew (never a stale frame).
+    other = bytes(bytearray(data))
+    assert frames.frame(other, text=False) is not binary
