@@ -34,10 +34,12 @@ exactly once.  Its phases (Autobahn keeps the WebSocket's own `state`)::
 from __future__ import annotations
 
 import enum
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import connectionDone
@@ -53,6 +55,9 @@ __all__ = ["AppenderProtocol", "Appending", "Phase"]
 
 #: The most bytes read from an appender's socket at once (see `_fit_reads`).
 MAX_READ = 1 << 20
+#: Twisted's read size, and the most bytes handed to Autobahn's parser at
+#: once (see `dataReceived`).
+PARSE = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -85,8 +90,8 @@ class AppenderProtocol(HandedProtocol[Appending]):
     phase: Phase = Phase.CONNECTING
     _reading_paused = False
     _fin = False
-    #: The biggest message the socket's reads fit eight of.
-    _read_fits = (64 << 10) // 8
+    #: The sizes of the last messages, while any of them was big.
+    _recent: deque[int]
 
     #: Fires once a session we end with an error code has ended.
     _ended: Deferred[None] | None = None
@@ -97,6 +102,7 @@ class AppenderProtocol(HandedProtocol[Appending]):
 
     def onOpen(self) -> None:
         self.phase = Phase.OPEN
+        self._recent = deque(maxlen=8)
         self._session.attach(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
@@ -112,27 +118,44 @@ class AppenderProtocol(HandedProtocol[Appending]):
             return
         if self._session.queue_full:
             self._pause_reading()
-        if len(payload) > self._read_fits:
+        if len(payload) > PARSE // 8 or self._recent:
             self._fit_reads(len(payload))
 
     def _fit_reads(self, message: int) -> None:
         """
-        Read up to eight of the appender's messages from its socket at once
-        (between Twisted's 64 KiB and `MAX_READ`).
+        Size the socket's reads for the smallest of the last eight messages:
+        eight of them at once, between 64 KiB and `MAX_READ`.
 
         Every read costs a reactor turn, a write to the file and a wake of
         the followers: for 64 KiB messages at full speed, reading one at a
         time held the appender to about 300 MB/s on one core, eight at a
-        time it goes past 450 (docs/PERFORMANCE.md).  Small messages stay
-        at 64 KiB reads: Autobahn copies what is left of its buffer after
-        every frame, so a bigger read of small frames costs more than it
-        saves.
+        time it goes past 400 (docs/PERFORMANCE.md).  Small messages keep
+        64 KiB reads, so no read allocates a megabyte for a few bytes.
         """
-        wanted = min(MAX_READ, 8 * message)
-        # Only a TCP transport reads bufferSize at a time (TLS reads its own).
-        if hasattr(self._socket, "bufferSize"):
+        recent = self._recent
+        recent.append(message)
+        wanted = PARSE
+        if len(recent) == recent.maxlen:
+            wanted = max(PARSE, min(MAX_READ, 8 * min(recent)))
+        if wanted == PARSE and message <= PARSE // 8:
+            recent.clear()  # back to small messages: nothing to watch
+        # Only a TCP transport reads bufferSize at a time (TLS, through a
+        # protocol wrapper, reads 64 KiB whatever this says).
+        if isinstance(self._socket, tcp.Connection):
             self._socket.bufferSize = wanted
-        self._read_fits = wanted // 8
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Hand Autobahn a big read 64 KiB at a time: after every frame it
+        copies what is left of its buffer, so a megabyte of tiny frames in
+        one piece would cost it far more than sixteen pieces do.
+        """
+        if len(data) <= PARSE:
+            super().dataReceived(data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), PARSE):
+            super().dataReceived(bytes(view[start : start + PARSE]))
 
     def _pause_reading(self) -> None:
         if not self._reading_paused:

@@ -52,26 +52,26 @@ class Following:
 
 class _LastFrame:
     """
-    The frame of the last bytes a follower sent, for the next follower that
-    sends the very same bytes object: the stream gives every caught-up
-    cursor the same object (`stream.Tail`), so an append is framed once
-    for all its followers, not once each.
+    The frame of the last bytes a follower sent (one of each frame type),
+    for the next follower that sends the very same bytes object: the
+    stream gives every caught-up cursor the same object (`stream.Tail`),
+    so an append is framed once for all its followers, not once each.
+    (The object is held here, so its identity cannot be reused meanwhile.)
     """
 
     def __init__(self) -> None:
-        self._data: bytes | None = None
-        self._text = False
-        self._frame = b""
+        # frame type (text?) -> the bytes last framed, and their frame
+        self._last: dict[bool, tuple[bytes, bytes]] = {}
 
     def frame(self, data: bytes, text: bool) -> bytes:
-        if data is not self._data or text != self._text:
+        last = self._last.get(text)
+        if last is None or last[0] is not data:
             # Compression is never negotiated: the frame goes out as built.
             prepared = PreparedMessage(
                 data, isBinary=not text, applyMask=False, doNotCompress=True
             )
-            self._data, self._text = data, text
-            self._frame = prepared.payloadHybi
-        return self._frame
+            last = self._last[text] = (data, prepared.payloadHybi)
+        return last[1]
 
 
 _frames = _LastFrame()
@@ -101,7 +101,9 @@ def _send_now(transport: Any, data: bytes) -> None:
         or transport.TLS
         or transport.dataBuffer
         # Written this turn and not sent yet (Twisted's own bookkeeping).
-        or transport._tempDataLen
+        # (getattr: if Twisted renames them, every write is queued.)
+        or getattr(transport, "_tempDataLen", True)
+        or getattr(transport, "_aborting", True)
         or transport.disconnecting
         or not transport.connected
     ):

@@ -270,3 +270,25 @@ async def test_racing_post_and_websocket_appends(server):
         await close(probe)
     size = server.file("mixed.log").getsize()
     assert size == posts.count(200)
+
+
+async def test_big_reads_then_tiny_frames_keep_every_byte(server):
+    # Eight big messages make the server read the socket up to 1 MiB at a
+    # time; the tiny frames that follow arrive in such big reads (parsed a
+    # slice at a time) and bring the reads back down.  Nothing is lost,
+    # reordered or doubled on the way, for the file or a follower.
+    a = await appender(server, "big-then-tiny.log", ack=1)
+    f = await ws(server.ws_url("big-then-tiny.log"))
+    expected = bytearray()
+    for i in range(12):
+        chunk = bytes([i]) * (200 << 10)
+        a.sendMessage(chunk)
+        expected += chunk
+    for i in range(20_000):
+        tiny = b"%d," % i
+        a.sendMessage(tiny)
+        expected += tiny
+    assert await close(a) == 1000
+    assert await finished(f) == 1000
+    assert bytes(f.received) == bytes(expected)
+    assert (await get(server.url("big-then-tiny.log")))[2] == bytes(expected)
