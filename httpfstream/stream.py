@@ -289,8 +289,11 @@ class Tail:
     it grow, so a cursor that was caught up never falls behind the tail to
     the file just because one write was bigger than the tail.
 
-    `read` gives a cursor that asks from the start of a batch that batch
-    itself: every caught-up cursor gets the very same bytes object, so the
+    Small batches are joined once they are no longer the last (up to
+    `MERGE` bytes), so many tiny writes stay a few objects.
+
+    `read` gives a cursor that asks from the start of the last batch that
+    batch itself: every caught-up cursor gets the very same bytes object, so the
     bytes are copied, and framed (`followers`), once for all of them.
 
     :param start: the offset of the first byte it will hold.
