@@ -284,7 +284,7 @@ MERGE = 16 << 10
 class Tail:
     """
     The most recent persisted bytes of a stream, kept as the batches that
-    were written (never copied into one buffer): at least ``size`` bytes,
+    were written (not copied into one buffer): at least ``size`` bytes,
     and always the whole last batch, however big the appender's queue let
     it grow, so a cursor that was caught up never falls behind the tail to
     the file just because one write was bigger than the tail.
@@ -293,8 +293,8 @@ class Tail:
     `MERGE` bytes), so many tiny writes stay a few objects.
 
     `read` gives a cursor that asks from the start of the last batch that
-    batch itself: every caught-up cursor gets the very same bytes object, so the
-    bytes are copied, and framed (`followers`), once for all of them.
+    batch itself: every caught-up cursor gets the very same bytes object,
+    so the bytes are copied, and framed (`followers`), once for all.
 
     :param start: the offset of the first byte it will hold.
     :param size: how many bytes to keep, at least.
