@@ -218,8 +218,9 @@ class StreamResource(Resource):
         super().__init__()
         # mimetypes reads the system's tables on its first guess: at start,
         # not in a request that may come when descriptors have run out (it
-        # answered 500 then, not 503).
-        mimetypes.init()
+        # answered 500 then, not 503).  Once per process.
+        if not mimetypes.inited:
+            mimetypes.init()
         self._registry = registry
         self._tokens = tokens
         self._options = options = websocket or WebSocketOptions()
