@@ -15,7 +15,7 @@ import time
 
 from twisted.python.filepath import FilePath
 
-from httpfstream.store import FileStore
+from httpfstream.core.store import FileStore
 
 
 def per_session(store: FileStore, sync: bool, sessions: int) -> float:

@@ -16,10 +16,10 @@ Deferred-returning client API.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .handoff import WebSocketOptions
-from .registry import StreamRegistry
-from .resource import StreamResource
-from .site import body_limited, make_site
+from .core.registry import StreamRegistry
+from .web.handoff import WebSocketOptions
+from .web.resource import StreamResource
+from .web.site import body_limited, make_site
 
 try:
     #: The installed distribution's version (``pyproject.toml``'s).

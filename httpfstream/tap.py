@@ -20,13 +20,13 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
-from .admin import make_admin_site
-from .auth import TokenError, Tokens
-from .handoff import WebSocketOptions
-from .registry import StreamRegistry
-from .resource import StreamResource
-from .site import make_site
-from .stream import FsyncPolicy
+from .core.registry import StreamRegistry
+from .core.stream import FsyncPolicy
+from .web.admin import make_admin_site
+from .web.auth import TokenError, Tokens
+from .web.handoff import WebSocketOptions
+from .web.resource import StreamResource
+from .web.site import make_site
 
 __all__ = ["Options", "makeService"]
 
@@ -341,8 +341,8 @@ def _shared(options: Options, reactor: Any, top: MultiService) -> dict[str, Any]
     """
     if not options["redis"]:
         return {}
-    from .redis_coordination import RedisCoordinator, parse_redis_url
-    from .store import FileStore
+    from .core.store import FileStore
+    from .shared.coordinator import RedisCoordinator, parse_redis_url
 
     password = None
     if options["redis-password-file"]:

@@ -9,9 +9,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from httpfstream.names import Name
-from httpfstream.store import IStore, IStoreFile, NotFound, SizeMismatch, Stored
-from httpfstream.stream import IFollowerSink
+from httpfstream.core.names import Name
+from httpfstream.core.store import IStore, IStoreFile, NotFound, SizeMismatch, Stored
+from httpfstream.core.stream import IFollowerSink
 
 
 @implementer(IStoreFile)

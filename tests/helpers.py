@@ -38,8 +38,8 @@ from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from httpfstream import StreamRegistry, StreamResource
-from httpfstream.handoff import WebSocketOptions
-from httpfstream.site import make_site
+from httpfstream.web.handoff import WebSocketOptions
+from httpfstream.web.site import make_site
 
 MOUNT = "logs"
 

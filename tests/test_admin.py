@@ -22,7 +22,7 @@ from helpers import (
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 
-from httpfstream.admin import make_admin_site
+from httpfstream.web.admin import make_admin_site
 
 
 async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

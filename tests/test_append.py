@@ -17,7 +17,7 @@ from helpers import (
 from twisted.internet.defer import Deferred, DeferredList, fail
 from zope.interface import implementer
 
-from httpfstream.store import FileStore, IStoreFile
+from httpfstream.core.store import FileStore, IStoreFile
 
 
 async def test_second_appender_gets_409_with_state_headers(server):

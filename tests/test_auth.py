@@ -8,8 +8,8 @@ import pytest
 from helpers import BIN, Twistd, close, get, ws
 
 from httpfstream import client
-from httpfstream.auth import Access, Right, TokenError, Tokens, mask_token
-from httpfstream.site import masked_log_formatter
+from httpfstream.web.auth import Access, Right, TokenError, Tokens, mask_token
+from httpfstream.web.site import masked_log_formatter
 
 WRITER = "writer-token-0123456789"
 READER = "reader-token-0123456789"

@@ -36,7 +36,7 @@ from twisted.web.server import Site
 from twisted.web.static import File
 
 from httpfstream import client
-from httpfstream.auth import Tokens
+from httpfstream.web.auth import Tokens
 
 
 async def test_append_read_and_follow_a_finished_resource(server):

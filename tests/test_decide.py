@@ -1,11 +1,11 @@
-"""The request decision table (`httpfstream.decide`), on its own."""
+"""The request decision table (`httpfstream.web.decide`), on its own."""
 
 from __future__ import annotations
 
 import pytest
 
-from httpfstream.auth import Right
-from httpfstream.decide import Action, Asked, decide, prefers_html
+from httpfstream.web.auth import Right
+from httpfstream.web.decide import Action, Asked, decide, prefers_html
 
 
 @pytest.mark.parametrize(

@@ -527,7 +527,7 @@ def test_the_wheel_builds_and_installs_with_pip_alone(tmp_path):
     (wheel,) = dist.glob("httpfstream-*-py3-none-any.whl")
     inside = set(zipfile.ZipFile(wheel).namelist())
     assets = {
-        f"httpfstream/assets/{p.name}" for p in (REPO / "httpfstream/assets").iterdir()
+        f"httpfstream/web/assets/{p.name}" for p in (REPO / "httpfstream/web/assets").iterdir()
     }
     assert assets and assets <= inside
     assert {"twisted/plugins/httpfstream_plugin.py", "httpfstream/py.typed"} <= inside
@@ -552,10 +552,10 @@ def test_the_wheel_builds_and_installs_with_pip_alone(tmp_path):
         fresh,
         "-c",
         "import httpfstream; from importlib import resources;"
-        " from httpfstream import viewer;"
+        " from httpfstream.web import viewer;"
         " print(httpfstream.__file__);"
         " print(sorted(p.name for p in"
-        " resources.files('httpfstream').joinpath('assets').iterdir()));"
+        " resources.files('httpfstream.web').joinpath('assets').iterdir()));"
         " assert b'<script' in viewer.resource_page(('x.log',), None).body",
         cwd=away,
     ).stdout.splitlines()

@@ -13,7 +13,7 @@ import time
 import pytest
 from helpers import Twistd, appender, close, finished, get, poll_until, raw_request, ws
 
-from httpfstream.auth import Tokens
+from httpfstream.web.auth import Tokens
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
 

@@ -298,7 +298,7 @@ async def test_out_of_file_descriptors_is_503(make_server, tmp_path):
     from twisted.internet.defer import fail
     from twisted.python.filepath import FilePath
 
-    from httpfstream.store import FileStore
+    from httpfstream.core.store import FileStore
 
     class Exhausted(FileStore):
         def open(self, name, create, expected_size):

@@ -17,7 +17,7 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
-from httpfstream.store import FileStore, IStore, IStoreFile
+from httpfstream.core.store import FileStore, IStore, IStoreFile
 
 
 @implementer(IStore)

@@ -12,8 +12,8 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 
+from httpfstream.core.registry import AppenderConflict, OffsetMismatch, StreamRegistry
 from httpfstream.protocol import GOING_AWAY, ResourceState
-from httpfstream.registry import AppenderConflict, OffsetMismatch, StreamRegistry
 
 NAME = ("a.log",)
 
@@ -125,7 +125,7 @@ def test_when_idle_fires_at_once_with_nothing_open():
 
 @pytest.mark.parametrize("limit", ["max_followers", "max_followers_per_resource"])
 def test_reader_limits_count_records(limit):
-    from httpfstream.records import Kind
+    from httpfstream.core.records import Kind
 
     registry, store, _ = make_registry(**{limit: 1})
     store.files[NAME] = FakeFile(b"abc")

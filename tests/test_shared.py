@@ -41,7 +41,7 @@ def test_growth_from_elsewhere_is_read_once_for_every_cursor():
     """
     from fakes import FakeFile, Sink
 
-    from httpfstream.stream import APPENDER_LOST, Stream
+    from httpfstream.core.stream import APPENDER_LOST, Stream
 
     class CountingFile(FakeFile):
         reads = 0
@@ -75,11 +75,11 @@ def test_a_lost_slot_stops_every_write_and_ends_the_session_with_1013():
     from fakes import FakeFile, Sink
     from twisted.internet.task import Clock
 
-    from httpfstream.coordination import LocalFeed
+    from httpfstream.core.coordination import LocalFeed
+    from httpfstream.core.records import Counters, Kind, SessionRecord
+    from httpfstream.core.session import AppendSession
+    from httpfstream.core.stream import Stream
     from httpfstream.protocol import APPENDER_LOST, LEASE_LOST
-    from httpfstream.records import Counters, Kind, SessionRecord
-    from httpfstream.session import AppendSession
-    from httpfstream.stream import Stream
 
     class Slot:
         ok = True
@@ -122,7 +122,7 @@ def test_a_lost_slot_stops_every_write_and_ends_the_session_with_1013():
 
 
 def test_redis_urls():
-    from httpfstream.redis_coordination import RedisConfig, parse_redis_url
+    from httpfstream.shared.coordinator import RedisConfig, parse_redis_url
 
     assert parse_redis_url("redis://localhost") == RedisConfig("localhost", 6379)
     assert parse_redis_url("rediss://u:p%40ss@r.example:6380/3", lease=5) == (
@@ -786,10 +786,10 @@ def test_a_write_refused_by_the_fence_ends_the_session_as_a_lost_lease():
     from fakes import FakeFile
     from twisted.internet.task import Clock
 
-    from httpfstream.coordination import LocalFeed
-    from httpfstream.records import Counters, Kind, SessionRecord
-    from httpfstream.session import AppendSession
-    from httpfstream.stream import Stream
+    from httpfstream.core.coordination import LocalFeed
+    from httpfstream.core.records import Counters, Kind, SessionRecord
+    from httpfstream.core.session import AppendSession
+    from httpfstream.core.stream import Stream
 
     class Slot:
         ok = True

@@ -15,8 +15,8 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.python.filepath import FilePath
 
-from httpfstream import store as store_module
-from httpfstream.store import FileStore, IStoreFile
+from httpfstream.core import store as store_module
+from httpfstream.core.store import FileStore, IStoreFile
 
 pytestmark = pytest.mark.skipif(
     not store_module._NOWAIT, reason="no RWF_NOWAIT on this platform"

@@ -14,8 +14,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from httpfstream.names import InvalidName, parse_name
-from httpfstream.stream import (
+from httpfstream.core.names import InvalidName, parse_name
+from httpfstream.core.stream import (
     APPENDER_LOST,
     COMPLETE,
     FsyncPolicy,
@@ -436,7 +436,7 @@ def test_a_tail_of_many_tiny_writes_stays_a_few_pieces():
 
 
 def test_one_frame_per_bytes_object_and_frame_type():
-    from httpfstream.followers import _LastFrame
+    from httpfstream.web.followers import _LastFrame
 
     frames = _LastFrame()
     data = b"shared by every caught-up follower"

@@ -26,7 +26,7 @@ from twisted.internet.threads import deferToThread, deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from httpfstream import client
-from httpfstream.auth import Tokens
+from httpfstream.web.auth import Tokens
 
 CHROMIUM = shutil.which("chromium")
 CHROMIUM_ARGS = [

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
+from ..protocol import ResourceState
 from .coordination import (
     IAppenderSlots,
     IGrowthFeed,
@@ -31,7 +32,6 @@ from .coordination import (
     SlotTaken,
 )
 from .names import Name
-from .protocol import ResourceState
 from .records import Counters, Kind, SessionRecord
 from .session import AppendSession
 from .store import FileStore, IStore, Listing, NotFound, SizeMismatch

@@ -45,8 +45,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from .names import Name
-from .protocol import (
+from ..protocol import (
     APPENDER_LOST,
     COMPLETE,
     GOING_AWAY,
@@ -55,6 +54,7 @@ from .protocol import (
     WRITE_FAILED,
     ResourceState,
 )
+from .names import Name
 from .store import IStoreFile
 
 __all__ = [

@@ -37,8 +37,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from ..protocol import APPEND, VERBS, ResourceState
 from .auth import Right
-from .protocol import APPEND, VERBS, ResourceState
 
 __all__ = ["ALLOW", "Action", "Asked", "Decision", "Refusal", "decide", "prefers_html"]
 

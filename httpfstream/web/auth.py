@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-from .names import Name
+from ..core.names import Name
 
 __all__ = ["Access", "Grant", "Right", "TokenError", "Tokens", "mask_token"]
 

@@ -37,15 +37,19 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from . import viewer
-from .appender import AppenderProtocol, Appending
-from .auth import Access, Right, Tokens, mask_token
-from .coordination import Unavailable
-from .decide import Action, Asked, Refusal, decide, prefers_html
-from .followers import FollowerProtocol, Following, ResponseSink
-from .handoff import Handoff, WebSocketOptions
-from .names import InvalidName, Name, names_folder, parse_folder, parse_name
-from .protocol import (
+from ..core.coordination import Unavailable
+from ..core.names import InvalidName, Name, names_folder, parse_folder, parse_name
+from ..core.records import Kind
+from ..core.registry import (
+    AppenderConflict,
+    OffsetMismatch,
+    ShuttingDown,
+    StreamRegistry,
+)
+from ..core.session import AppendSession
+from ..core.store import NotAResource, NotFound
+from ..core.stream import ResourceFull, Stream
+from ..protocol import (
     COMPLETE,
     FOLLOW,
     OFFSET,
@@ -55,16 +59,12 @@ from .protocol import (
     flag,
     header_bytes,
 )
-from .records import Kind
-from .registry import (
-    AppenderConflict,
-    OffsetMismatch,
-    ShuttingDown,
-    StreamRegistry,
-)
-from .session import AppendSession
-from .store import NotAResource, NotFound
-from .stream import ResourceFull, Stream
+from . import viewer
+from .appender import AppenderProtocol, Appending
+from .auth import Access, Right, Tokens, mask_token
+from .decide import Action, Asked, Refusal, decide, prefers_html
+from .followers import FollowerProtocol, Following, ResponseSink
+from .handoff import Handoff, WebSocketOptions
 
 __all__ = ["StreamResource", "write_text"]
 

@@ -30,9 +30,9 @@ from typing import Protocol
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from ..protocol import APPENDER_LOST, COMPLETE, GOING_AWAY, LEASE_LOST
 from .coordination import IGrowthFeed, ISlot
 from .names import Name
-from .protocol import APPENDER_LOST, COMPLETE, GOING_AWAY, LEASE_LOST
 from .records import SessionRecord
 from .stream import AppenderObserver, Fenced, Stream
 

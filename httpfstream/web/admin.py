@@ -35,8 +35,8 @@ from twisted.internet.threads import deferToThread
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from .records import LATENCY_BUCKETS, Kind, Latency
-from .registry import StreamRegistry
+from ..core.records import LATENCY_BUCKETS, Kind, Latency
+from ..core.registry import StreamRegistry
 
 __all__ = ["make_admin_site"]
 

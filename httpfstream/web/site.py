@@ -27,8 +27,8 @@ from twisted.web.http import HTTPChannel, combinedLogFormatter
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from ..core.registry import StreamRegistry
 from .auth import mask_token
-from .registry import StreamRegistry
 
 __all__ = ["body_limited", "make_site", "masked_log_formatter"]
 

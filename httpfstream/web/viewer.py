@@ -25,8 +25,8 @@ from urllib.parse import quote
 
 from twisted.web.server import Request
 
-from .names import Name
-from .store import Entry
+from ..core.names import Name
+from ..core.store import Entry
 
 __all__ = ["Page", "listing_json", "listing_page", "resource_page", "send_page"]
 
@@ -38,7 +38,9 @@ class Page:
 
 
 def _asset(name: str) -> str:
-    return resources.files("httpfstream").joinpath("assets", name).read_text("utf-8")
+    return (
+        resources.files("httpfstream.web").joinpath("assets", name).read_text("utf-8")
+    )
 
 
 _FIELD = re.compile(r"\{(\w+)\}")

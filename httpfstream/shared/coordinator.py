@@ -69,11 +69,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .coordination import IAppenderSlots, IGrowthFeed, ISlot, SlotTaken, Unavailable
-from .names import Name
-from .protocol import APPENDER_LOST, COMPLETE
-from .store import Stored
-from .stream import IGrowthListener
+from ..core.coordination import (
+    IAppenderSlots,
+    IGrowthFeed,
+    ISlot,
+    SlotTaken,
+    Unavailable,
+)
+from ..core.names import Name
+from ..core.store import Stored
+from ..core.stream import IGrowthListener
+from ..protocol import APPENDER_LOST, COMPLETE
 
 __all__ = ["RedisConfig", "RedisCoordinator", "parse_redis_url"]
 

@@ -46,10 +46,10 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..core.session import AppendSession
+from ..core.stream import ResourceFull, WriteFailed
+from ..protocol import COMPLETE, GOING_AWAY, LEASE_LOST, TOO_BIG, WRITE_FAILED
 from .handoff import HandedProtocol
-from .protocol import COMPLETE, GOING_AWAY, LEASE_LOST, TOO_BIG, WRITE_FAILED
-from .session import AppendSession
-from .stream import ResourceFull, WriteFailed
 
 __all__ = ["AppenderProtocol", "Appending", "Phase"]
 

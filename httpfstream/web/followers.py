@@ -29,10 +29,10 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from ..core.records import Kind, SessionRecord
+from ..core.stream import Cursor, IFollowerSink, Stream
+from ..protocol import APPENDER_LOST, COMPLETE
 from .handoff import HandedProtocol
-from .protocol import APPENDER_LOST, COMPLETE
-from .records import Kind, SessionRecord
-from .stream import Cursor, IFollowerSink, Stream
 
 __all__ = ["FollowerProtocol", "Following", "ResponseSink"]
 
