@@ -33,7 +33,6 @@ from autobahn.twisted.websocket import (
     WebSocketClientFactory,
     WebSocketClientProtocol,
 )
-from autobahn.websocket.protocol import parseHttpHeader
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet.defer import CancelledError, Deferred
@@ -45,6 +44,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .._borrowed import handshake_buffer, parse_http_head, remote_close
 from ._errors import (
     DROPPED,
     REASON_LIMIT,
@@ -114,14 +114,15 @@ class ClientProtocol(WebSocketClientProtocol):
     def processHandshake(self) -> None:
         # A refusal with a short body: wait for it (Autobahn drops the
         # connection as soon as the head is in).
-        end = self.data.find(b"\r\n\r\n")
+        end = handshake_buffer(self).find(b"\r\n\r\n")
         if end >= 0 and not self._body_complete(end + 4):
             return
         super().processHandshake()
 
     def _body_complete(self, start: int) -> bool:
         """Whether the response in ``data`` (body from ``start``) is whole enough."""
-        head = self.data[:start].decode("latin-1")
+        data = handshake_buffer(self)
+        head = data[:start].decode("latin-1")
         status = head.split("\r\n", 1)[0].split(" ")
         if len(status) < 2 or not status[1].isdigit() or int(status[1]) < 300:
             return True  # 101, or a 200 whose body is the whole content
@@ -129,7 +130,7 @@ class ClientProtocol(WebSocketClientProtocol):
             name, _, value = line.partition(":")
             if name.strip().lower() == "content-length" and value.strip().isdigit():
                 wanted = min(int(value.strip()), REASON_LIMIT)
-                return len(self.data) - start >= wanted
+                return len(data) - start >= wanted
         return True
 
     def onConnect(self, response: Any) -> None:
@@ -149,12 +150,12 @@ class ClientProtocol(WebSocketClientProtocol):
         if not self.opened.called:
             self.opened.errback(self._refusal(reason))
             return
-        remote = getattr(self, "remoteCloseCode", None)
+        remote, remote_reason = remote_close(self)
         if remote is not None:
             # The server's Close says how the session ended, even if its
             # TCP connection then failed to end in time (Autobahn reports
             # that as 1006): its bytes and acknowledgements came before.
-            code, reason = remote, getattr(self, "remoteCloseReason", None) or reason
+            code, reason = remote, remote_reason or reason
         self.closed.callback((code, reason or ""))
 
     def _refusal(self, reason: str | None) -> Exception:
@@ -162,13 +163,14 @@ class ClientProtocol(WebSocketClientProtocol):
             return self.mistake
         # The head Autobahn read (it keeps what came: ``data``), even if
         # the connection ended while we waited for the body.
-        end = self.data.find(b"\r\n\r\n")
+        data = handshake_buffer(self)
+        end = data.find(b"\r\n\r\n")
         if end >= 0:
-            status_line, headers, _ = parseHttpHeader(self.data[: end + 4])
+            status_line, headers = parse_http_head(data[: end + 4])
             parts = status_line.split(" ", 2)
             if len(parts) >= 2 and parts[1].isdigit():
                 message = parts[2] if len(parts) > 2 else ""
-                body = bytes(self.data[end + 4 :])
+                body = bytes(data[end + 4 :])
                 return http_error(int(parts[1]), message, dict(headers), body)
         lost = self._lost.value if self._lost is not None else None
         if isinstance(lost, SSL.Error):

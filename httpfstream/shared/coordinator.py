@@ -69,6 +69,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .._borrowed import connections, set_reconnect_delays
 from ..core.coordination import (
     IAppenderSlots,
     IGrowthFeed,
@@ -424,8 +425,7 @@ class RedisCoordinator(Service):
         )
         # Back again within a second of Redis coming back (the default backs
         # off to ten seconds).
-        handler._factory.initialDelay = 0.2
-        handler._factory.maxDelay = 1.0
+        set_reconnect_delays(handler, 0.2, 1.0)
         return handler
 
     def startService(self) -> None:
@@ -475,7 +475,7 @@ class RedisCoordinator(Service):
 
     @staticmethod
     def _connection(handler: Any) -> Any:
-        for conn in handler._factory.pool:
+        for conn in connections(handler):
             if conn.connected:
                 return conn
         raise Unavailable("Redis cannot be reached", retry_after=1)

@@ -23,12 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from autobahn.websocket.protocol import PreparedMessage
-from twisted.internet import tcp
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from .._borrowed import frame_bytes, send_now
 from ..core.records import Kind, SessionRecord
 from ..core.stream import Cursor, IFollowerSink, Stream
 from ..protocol import APPENDER_LOST, COMPLETE
@@ -67,61 +66,11 @@ class _LastFrame:
         last = self._last.get(text)
         if last is None or last[0] is not data:
             # Compression is never negotiated: the frame goes out as built.
-            prepared = PreparedMessage(
-                data, isBinary=not text, applyMask=False, doNotCompress=True
-            )
-            last = self._last[text] = (data, prepared.payloadHybi)
+            last = self._last[text] = (data, frame_bytes(data, text))
         return last[1]
 
 
 _frames = _LastFrame()
-
-
-def _send_now(transport: Any, data: bytes) -> None:
-    """
-    Write ``data`` to ``transport``, sending it at once when nothing is
-    queued before it.
-
-    ``transport.write`` only queues: the bytes go out on the reactor's next
-    turn, which registers the socket for writability, waits for epoll to
-    report it, sends at most 128 KiB, and unregisters it.  For a thousand
-    caught-up followers of one append that turn costs more than the sends
-    themselves, and one fast follower gets less per turn than the appender
-    brings in, so it falls behind (docs/PERFORMANCE.md).  So a plain TCP
-    (or Unix) transport with nothing queued is sent to directly, for as
-    long as the kernel takes it all; the rest, and anything for a
-    transport with bytes queued (or TLS, or closing), is queued by
-    ``write`` as usual, so the order of bytes never changes.  A failed
-    send is queued too: the reactor's own write then finds the connection
-    lost.
-    """
-    if (
-        not isinstance(transport, tcp.Server)
-        # TLS on this transport encrypts in write(), never in writeSomeData.
-        or transport.TLS
-        or transport.dataBuffer
-        # Written this turn and not sent yet (Twisted's own bookkeeping).
-        # (getattr: if Twisted renames them, every write is queued.)
-        or getattr(transport, "_tempDataLen", True)
-        or getattr(transport, "_aborting", True)
-        or transport.disconnecting
-        or not transport.connected
-    ):
-        transport.write(data)
-        return
-    sent = transport.writeSomeData(data)
-    if sent == len(data):
-        return  # all of it: the common case
-    left = memoryview(data)
-    while not isinstance(sent, Exception):
-        left = left[sent:]
-        if sent < transport.SEND_LIMIT or not left:
-            break  # the kernel took less than asked: it is full
-        # At most SEND_LIMIT bytes a call.  (Twisted's own doWrite hands it
-        # memoryviews too.)
-        sent = transport.writeSomeData(left)  # type: ignore[arg-type]
-    if left:
-        transport.write(bytes(left))
 
 
 @implementer(IFollowerSink)
@@ -148,7 +97,7 @@ class FollowerProtocol(HandedProtocol[Following]):
                 # What sendPreparedMessage does (a follower never queues a
                 # synchronous send, so Autobahn's send queue is always
                 # empty), without the debug line it formats on every send.
-                _send_now(self.transport, _frames.frame(data, self.session.text))
+                send_now(self.transport, _frames.frame(data, self.session.text))
             except Exception:
                 # Never let the follower believe it has every byte.
                 self.session.record.end("failed", "sending failed")
