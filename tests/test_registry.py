@@ -12,7 +12,7 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 
-from httpfstream.core.registry import AppenderConflict, OffsetMismatch, StreamRegistry
+from httpfstream.core.registry import Refusal, StreamRegistry
 from httpfstream.protocol import GOING_AWAY, ResourceState
 
 NAME = ("a.log",)
@@ -36,7 +36,8 @@ def test_of_two_racing_appenders_exactly_one_wins():
     session = first.result
     assert registry.active(NAME)
     # ...with what a 409 says: held, and the size.
-    assert isinstance(second.result.value, AppenderConflict)
+    assert isinstance(second.result.value, Refusal)
+    assert second.result.value.code == 409
     assert second.result.value.state == ResourceState(True, 0)
     second.addErrback(lambda f: None)
     session.end(1000)
@@ -48,7 +49,8 @@ def test_an_offset_mismatch_gives_the_slot_back():
     store.files[NAME] = FakeFile(b"abc")
     d = registry.begin_append(NAME, expected_size=5)
     store.finish_opens()
-    assert isinstance(d.result.value, OffsetMismatch)
+    assert isinstance(d.result.value, Refusal)
+    assert d.result.value.code == 412
     assert d.result.value.state == ResourceState(False, 3)
     d.addErrback(lambda f: None)
     assert not registry.active(NAME)
@@ -129,11 +131,16 @@ def test_reader_limits_count_records(limit):
 
     registry, store, _ = make_registry(**{limit: 1})
     store.files[NAME] = FakeFile(b"abc")
-    d = registry.open(NAME)
+    d = registry.open(NAME, reader="readers")
     store.finish_opens()
-    stream = d.result
-    assert registry.room_for_reader(stream)
+    stream = d.result  # room for one
     record = registry.record(Kind.SNAPSHOT, NAME, "peer")
     stream.snapshot(Sink(), 0, 3)
-    assert not registry.room_for_reader(stream)
+    again = registry.open(NAME, reader="readers")
+    refused = again.result.value
+    again.addErrback(lambda f: None)
+    assert isinstance(refused, Refusal)
+    assert (refused.code, refused.message) == (503, "too many readers; try again later")
+    assert refused.state == stream.state
+    stream.release()
     record.end(200)

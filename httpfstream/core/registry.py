@@ -1,7 +1,10 @@
 """
 `StreamRegistry`: the service that owns every stream in use, the appender
 slots (through `coordination.IAppenderSlots`), the reader limits, the
-session counters, and shutdown.
+session counters, and shutdown.  It is the core's one facade: the web layer
+calls it and catches only `Refusal`, which every method here raises for
+whatever the store, the streams and the coordination seams turned down,
+carrying the state it was decided on.
 
 What it hands out can be given back early: cancelling the Deferred of
 `StreamRegistry.open` or `StreamRegistry.begin_append` (as the resource does
@@ -11,11 +14,13 @@ was being opened is released once it is open.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import errno
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -30,46 +35,54 @@ from .coordination import (
     LocalFeed,
     LocalSlots,
     SlotTaken,
+    Unavailable,
 )
 from .names import Name
 from .records import Counters, Kind, SessionRecord
+from .refusal import RETRY_SOON, Refusal
 from .session import AppendSession
-from .store import FileStore, IStore, Listing, NotFound, SizeMismatch
+from .store import FileStore, IStore, Listing, NotAResource, NotFound, SizeMismatch
 from .stream import FsyncPolicy, ResourceFull, Stream
 
-__all__ = [
-    "AppenderConflict",
-    "OffsetMismatch",
-    "ResourceState",
-    "ShuttingDown",
-    "StreamRegistry",
-]
+__all__ = ["Refusal", "ResourceState", "StreamRegistry"]
 
 _log = Logger()
 _T = TypeVar("_T")
 
+#: The state of a resource that does not exist.
+_ABSENT = ResourceState(False, None)
 
-class Refused(Exception):
+
+def _no_such_resource() -> Refusal:
+    return Refusal(404, "no such resource", state=_ABSENT)
+
+
+async def _refusing(work: Awaitable[_T]) -> _T:
     """
-    A request the registry turned down, with the state it decided on, so
-    the response can say it without asking again.
+    ``work``'s result, with what turns a request down for reasons of the
+    server rather than of the resource made a `Refusal`.
     """
+    try:
+        return await work
+    except Unavailable as e:
+        # Shared mode: Redis cannot be reached; nothing was decided.
+        retry = {b"Retry-After": b"%d" % e.retry_after}
+        raise Refusal(503, f"try again later: {e}", retry, reveal=False) from None
+    except OSError as e:
+        if e.errno in (errno.EMFILE, errno.ENFILE):
+            raise Refusal(
+                503, "the server is out of file descriptors", RETRY_SOON
+            ) from None
+        raise
 
-    def __init__(self, state: ResourceState) -> None:
-        super().__init__(state)
-        self.state = state
 
+@dataclass(frozen=True)
+class _Appending:
+    """Who begins an append session, for `StreamRegistry._get`."""
 
-class AppenderConflict(Refused):
-    """Another appender holds the resource."""
-
-
-class OffsetMismatch(Refused):
-    """The resource does not hold the size the appender expected."""
-
-
-class ShuttingDown(Exception):
-    """The registry is stopping and takes no new work."""
+    slot: ISlot
+    kind: Kind
+    peer: str
 
 
 def _cancellable(d: Deferred[_T], undo: Callable[[_T], object]) -> Deferred[_T]:
@@ -240,13 +253,16 @@ class StreamRegistry(Service):
         """The streams open now (for metrics)."""
         return [*self._streams.values(), *self._detached]
 
-    def room_for_reader(self, stream: Stream) -> bool:
-        """Whether one more reader of ``stream`` stays within the limits."""
+    def _check_room(self, stream: Stream, what: str) -> None:
+        """Refuse one more reader of ``stream`` past the limits (503)."""
         per = self.max_followers_per_resource
-        if per and stream.followers >= per:
-            return False
         total = self.max_followers
-        return not total or self.counters.readers < total
+        if (per and stream.followers >= per) or (
+            total and self.counters.readers >= total
+        ):
+            raise Refusal(
+                503, f"too many {what}; try again later", RETRY_SOON, stream.state
+            )
 
     def record(
         self, kind: Kind, name: Name, peer: str, offset: int = 0
@@ -257,6 +273,16 @@ class StreamRegistry(Service):
     def active(self, name: Name) -> bool:
         """Whether an appender holds (or is being given) the resource."""
         return self._slots.held(name)
+
+    def _call(self, work: Callable[[], Coroutine[Any, Any, _T]]) -> Deferred[_T]:
+        """Run ``work`` unless stopping, with its refusals made `Refusal`."""
+        if not self.running:
+            return Deferred.fromCoroutine(_refusing(self._stopping()))
+        return Deferred.fromCoroutine(_refusing(work()))
+
+    @staticmethod
+    async def _stopping() -> Any:
+        raise Refusal(503, "server shutting down", RETRY_SOON, reveal=False)
 
     def begin_append(
         self,
@@ -276,18 +302,17 @@ class StreamRegistry(Service):
         :param kind: `Kind.APPEND` or `Kind.POST`, for the record.
         :param peer: who appends, for the log.
         :param reserve: bytes the session will append (a POST's body): if
-            they would take the resource past its maximum size, fail with
-            `stream.ResourceFull` (its ``state`` set) before anything is
-            recorded.
-        :raises AppenderConflict: another appender holds it.
-        :raises OffsetMismatch: ``expected_size`` is not its size.
-        :raises store.NotAResource: the name cannot hold a resource.
+            they would take the resource past its maximum size, refuse
+            (413) before anything is recorded.
+        :raises Refusal: 409, another appender holds it; 412,
+            ``expected_size`` is not its size; 400, the name cannot hold a
+            resource; 413, it is full; 503, the server cannot now.
         """
         if not self.running:
-            return fail(ShuttingDown())
+            return self._call(self._stopping)
         claim = self._slots.claim(name)
-        begun = Deferred.fromCoroutine(
-            self._begin(name, claim, expected_size, kind, peer, reserve)
+        begun = self._call(
+            lambda: self._begin(name, claim, expected_size, kind, peer, reserve)
         )
         return _cancellable(begun, lambda s: s.end(None, "the requester went away"))
 
@@ -303,31 +328,37 @@ class StreamRegistry(Service):
         try:
             slot = await claim
         except SlotTaken:
-            raise AppenderConflict(await self.describe(name)) from None
-        sessions: list[AppendSession] = []
-
-        def begin(stream: Stream) -> None:
-            self._held_slots[name] = slot
-            record = self.record(kind, name, peer, stream.size)
-            sessions.append(AppendSession(stream, record, self._feed, slot))
-
+            raise Refusal(
+                409,
+                "another appender holds this resource",
+                state=await self.describe(name),
+            ) from None
         try:
-            stream = await self._get(name, True, expected_size, begin)
+            stream, session = await self._get(
+                name, True, expected_size, _Appending(slot, kind, peer)
+            )
         except SizeMismatch as e:
             slot.release()
-            raise OffsetMismatch(ResourceState(False, e.size, e.complete)) from None
+            raise Refusal(
+                412,
+                f"offset {expected_size} does not match the resource's size"
+                f" ({e.size or 0} bytes)",
+                state=ResourceState(False, e.size, e.complete),
+            ) from None
+        except NotAResource as e:
+            slot.release()
+            raise Refusal(400, f"cannot append here: {e}") from None
         except BaseException:
             slot.release()
             raise
         stream.release()  # the session keeps it open
-        session = sessions[0]
+        assert session is not None
         try:
             stream.check_append(reserve)
         except ResourceFull as e:
             # Nothing was recorded: the resource stays as it was.
             await session.end(None, str(e), outcome=413)
-            e.state = stream.state
-            raise
+            raise Refusal(413, str(e), state=stream.state) from None
         try:
             # Incomplete, durably, before the appender hears yes.
             await stream.mark(False)
@@ -337,22 +368,48 @@ class StreamRegistry(Service):
             raise
         return session
 
-    def open(self, name: Name) -> Deferred[Stream]:
+    def open(self, name: Name, reader: str | None = None) -> Deferred[Stream]:
         """
         The stream of an existing resource, held: the caller must call
         `Stream.release` once (after starting its cursor, if any).
 
-        :raises store.NotFound: the resource was never written.
-        :raises store.NotAResource: the name cannot hold a resource.
+        :param reader: what the caller will be (``"readers"``,
+            ``"followers"``) if it counts against the reader limits; ``None``
+            for a look at the state only.
+        :raises Refusal: 404, the resource was never written (or the name
+            cannot hold one); 503, too many readers, or the server cannot
+            now.
         """
-        if not self.running:
-            return fail(ShuttingDown())
-        opened = Deferred.fromCoroutine(self._get(name, False, None, None))
+        opened = self._call(lambda: self._open(name, reader))
         return _cancellable(opened, Stream.release)
 
-    def listing(self, folder: Name) -> Deferred[Listing | None]:
-        """What ``folder`` holds (`store.Listing`), or ``None``."""
-        return self._store.listing(folder)
+    async def _open(self, name: Name, reader: str | None) -> Stream:
+        try:
+            stream, _ = await self._get(name, False, None, None)
+        except (NotFound, NotAResource):
+            raise _no_such_resource() from None
+        if reader is not None:
+            try:
+                self._check_room(stream, reader)
+            except Refusal:
+                stream.release()
+                raise
+        return stream
+
+    def listing(self, folder: Name) -> Deferred[Listing]:
+        """
+        What ``folder`` holds (`store.Listing`).
+
+        :raises Refusal: 404, no such folder.
+        """
+
+        async def listed() -> Listing:
+            listing = await self._store.listing(folder)
+            if listing is None:
+                raise Refusal(404, "no such folder")
+            return listing
+
+        return self._call(listed)
 
     def delete(self, name: Name) -> Deferred[None]:
         """
@@ -360,23 +417,29 @@ class StreamRegistry(Service):
         no appender can start on it; readers already streaming it finish
         with the bytes they were given.
 
-        :raises AppenderConflict: an appender holds it.
-        :raises store.NotFound: it has no file.
+        :raises Refusal: 409, an appender holds it; 404, it has no file.
         """
         if not self.running:
-            return fail(ShuttingDown())
-        return Deferred.fromCoroutine(self._delete(name, self._slots.claim(name)))
+            return self._call(self._stopping)
+        claim = self._slots.claim(name)
+        return self._call(lambda: self._delete(name, claim))
 
     async def _delete(self, name: Name, claim: Deferred[ISlot]) -> None:
         try:
             slot = await claim
         except SlotTaken:
-            raise AppenderConflict(await self.describe(name)) from None
+            raise Refusal(
+                409, "an appender holds this resource", state=await self.describe(name)
+            ) from None
         try:
             while name in self._opening:
                 await self._opened(name)
-            if not await self._store.remove(name):
-                raise NotFound("/".join(name))
+            try:
+                removed = await self._store.remove(name)
+            except NotAResource:
+                removed = False
+            if not removed:
+                raise _no_such_resource()
             stream = self._streams.pop(name, None)
             if stream is not None:
                 self._detached.add(stream)
@@ -394,7 +457,7 @@ class StreamRegistry(Service):
         for name in await self._store.older_than(cutoff):
             try:
                 await self.delete(name)
-            except (AppenderConflict, NotFound):
+            except Refusal:
                 continue  # appended to, or gone, meanwhile
             removed += 1
             self.counters.swept += 1
@@ -437,21 +500,19 @@ class StreamRegistry(Service):
         name: Name,
         create: bool,
         expected_size: int | None,
-        then: Callable[[Stream], None] | None,
-    ) -> Stream:
+        appending: _Appending | None,
+    ) -> tuple[Stream, AppendSession | None]:
         """
-        The stream for ``name``, opened if need be, held for the caller.
-        ``then`` runs on it before anybody else sees it.
+        The stream for ``name``, opened if need be, held for the caller;
+        with ``appending``, also the session begun on it before anybody
+        else sees the stream (so no reader finds it without its appender).
         """
         while True:
             stream = self._streams.get(name)
             if stream is not None:
                 if expected_size is not None and stream.size != expected_size:
                     raise SizeMismatch(stream.size, stream.complete)
-                if then is not None:
-                    then(stream)
-                stream.hold()
-                return stream
+                return stream, self._take(stream, appending)
             if name not in self._opening:
                 break
             await self._opened(name)
@@ -485,11 +546,23 @@ class StreamRegistry(Service):
             raise
         self._streams[name] = stream
         self._unwatch[stream] = unwatch
-        if then is not None:
-            then(stream)
-        stream.hold()
+        session = self._take(stream, appending)
         self._done_opening(name)
-        return stream
+        return stream, session
+
+    def _take(
+        self, stream: Stream, appending: _Appending | None
+    ) -> AppendSession | None:
+        """Hold ``stream`` for a caller, beginning its session if it appends."""
+        session = None
+        if appending is not None:
+            self._held_slots[stream.name] = appending.slot
+            record = self.record(
+                appending.kind, stream.name, appending.peer, stream.size
+            )
+            session = AppendSession(stream, record, self._feed, appending.slot)
+        stream.hold()
+        return session
 
     def _opened(self, name: Name) -> Deferred[None]:
         """Fire once the open of ``name`` under way has ended."""

@@ -37,10 +37,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from ..protocol import APPEND, VERBS, ResourceState
+from ..core.refusal import Refusal
+from ..protocol import APPEND, VERBS
 from .auth import Right
 
-__all__ = ["ALLOW", "Action", "Asked", "Decision", "Refusal", "decide", "prefers_html"]
+__all__ = ["ALLOW", "Action", "Asked", "Decision", "decide", "prefers_html"]
 
 #: The methods a resource answers, for ``Allow``.
 ALLOW = b"GET, HEAD, POST, DELETE"
@@ -56,27 +57,6 @@ class Action(enum.Enum):
     DELETE = "delete"
     VIEW = "view"
     LIST = "list"
-
-
-class Refusal(Exception):
-    """
-    An error response: its status, a one-line message for the body, extra
-    headers, and the resource's state if it was known when deciding
-    (otherwise the resource looks it up).
-    """
-
-    def __init__(
-        self,
-        code: int,
-        message: str,
-        headers: dict[bytes, bytes] | None = None,
-        state: ResourceState | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-        self.state = state
 
 
 @dataclass(frozen=True)

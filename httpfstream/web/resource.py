@@ -25,12 +25,9 @@ never send more than the persisted size they announced (unlike
 
 from __future__ import annotations
 
-import errno
 import mimetypes
-import re
 from collections.abc import Awaitable, Callable
 
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -38,18 +35,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from .._borrowed import fast_send_report
-from ..core.coordination import Unavailable
 from ..core.names import InvalidName, Name, names_folder, parse_folder, parse_name
 from ..core.records import Kind
-from ..core.registry import (
-    AppenderConflict,
-    OffsetMismatch,
-    ShuttingDown,
-    StreamRegistry,
-)
+from ..core.refusal import RETRY_SOON, Refusal
+from ..core.registry import StreamRegistry
 from ..core.session import AppendSession
-from ..core.store import NotAResource, NotFound
-from ..core.stream import ResourceFull, Stream
+from ..core.stream import Stream
 from ..protocol import (
     COMPLETE,
     FOLLOW,
@@ -63,137 +54,24 @@ from ..protocol import (
 from . import viewer
 from .appender import AppenderProtocol, Appending
 from .auth import Access, Right, Tokens, mask_token
-from .decide import Action, Asked, Refusal, decide, prefers_html
+from .decide import Action, Asked, decide, prefers_html
 from .followers import FollowerProtocol, Following, ResponseSink
 from .handoff import Handoff, WebSocketOptions
+from .http import (
+    arg,
+    byte_range,
+    content_type,
+    int_arg,
+    peer,
+    start_offset,
+    state_headers,
+    write_text,
+)
 
 __all__ = ["StreamResource", "write_text"]
 
 _log = Logger()
 _X_VERB = header_bytes(X_VERB)
-
-
-def write_text(
-    request: Request,
-    code: int,
-    message: str,
-    headers: dict[bytes, bytes] | None = None,
-) -> None:
-    """
-    The one way to answer with a short text/plain body: ``message`` and a
-    newline, with ``code`` and ``headers``.  Does nothing if the client has
-    gone.
-    """
-    if request.finished or request.channel is None:
-        return
-    body = message.encode() + b"\n"
-    request.setResponseCode(code)
-    for key, value in (headers or {}).items():
-        request.setHeader(key, value)
-    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-    request.setHeader(b"Content-Length", b"%d" % len(body))
-    request.write(body)
-    request.finish()
-
-
-def _state_headers(request: Request, state: ResourceState) -> None:
-    for key, value in state.headers().items():
-        request.setHeader(header_bytes(key), value.encode())
-
-
-def _peer(request: Request) -> str:
-    """The client, as WebSocket sessions name theirs (``tcp4:HOST:PORT``)."""
-    address = request.getClientAddress()
-    if isinstance(address, IPv4Address | IPv6Address):
-        family = "tcp4" if isinstance(address, IPv4Address) else "tcp6"
-        return f"{family}:{address.host}:{address.port}"
-    return str(address)
-
-
-def _busy(error: OSError) -> Exception:
-    """503 for running out of file descriptors; anything else stays an error."""
-    if error.errno in (errno.EMFILE, errno.ENFILE):
-        return Refusal(
-            503, "the server is out of file descriptors", {b"Retry-After": b"5"}
-        )
-    return error
-
-
-def _arg(request: Request, key: bytes) -> bytes | None:
-    values = request.args.get(key) if request.args else None
-    return values[0] if values else None
-
-
-def _int_arg(request: Request, key: bytes) -> int | None:
-    raw = _arg(request, key)
-    if raw is None:
-        return None
-    if not re.fullmatch(rb"-?[0-9]{1,19}", raw):
-        raise Refusal(400, f"{key.decode()} must be an integer")
-    return int(raw)
-
-
-def _start_offset(offset: int | None, size: int) -> int:
-    """Where a follow starts: ``offset``, counted from the end if negative."""
-    if offset is None:
-        return 0
-    if offset < 0:
-        return max(0, size + offset)
-    if offset > size:
-        raise Refusal(
-            416,
-            f"offset {offset} is past the end of the resource ({size} bytes)",
-            {b"Content-Range": b"bytes */%d" % size},
-        )
-    return offset
-
-
-_RANGE = re.compile(rb"bytes=([0-9]*)-([0-9]*)")
-
-
-def _byte_range(header: bytes | None, size: int) -> tuple[int, int] | None:
-    """
-    The single range a ``Range`` header asks for, as ``(start, stop)``;
-    ``None`` to send the whole content (no header, a header we do not
-    understand, or several ranges, which RFC 9110 lets a server ignore).
-    """
-    if header is None:
-        return None
-    match = _RANGE.fullmatch(header.strip())
-    if match is None or match.group(1) == match.group(2) == b"":
-        return None
-    first, last = match.group(1), match.group(2)
-    if first == b"":
-        start, stop = max(0, size - int(last)), size
-        if int(last) == 0:
-            start = size
-    else:
-        start = int(first)
-        stop = size if last == b"" else min(size, int(last) + 1)
-        if last != b"" and int(last) < start:
-            return None
-    if start >= size:
-        raise Refusal(
-            416,
-            f"range not satisfiable: the resource holds {size} bytes",
-            {b"Content-Range": b"bytes */%d" % size},
-        )
-    return start, stop
-
-
-def _content_type(name: Name) -> bytes:
-    """
-    Text as UTF-8 plain text, images, audio and video as their type, and
-    everything else as bytes: never a type a browser would run (HTML, SVG,
-    scripts) for content anybody can append.
-    """
-    guessed, _ = mimetypes.guess_type(name[-1], strict=False)
-    if name[-1].endswith(".log") or (guessed or "").startswith("text/"):
-        return b"text/plain; charset=utf-8"
-    kind = (guessed or "").split("/")[0]
-    if kind in ("image", "audio", "video") and "svg" not in (guessed or ""):
-        return (guessed or "").encode()
-    return b"application/octet-stream"
 
 
 class StreamResource(Resource):
@@ -277,7 +155,7 @@ class StreamResource(Resource):
             request.finish()
 
     async def _serve(self, request: Request) -> None:
-        raw_verb = request.getHeader(_X_VERB) or _arg(request, Param.VERB.key)
+        raw_verb = request.getHeader(_X_VERB) or arg(request, Param.VERB.key)
         segments = request.postpath or []
         folder = names_folder(segments)
         decision = decide(
@@ -286,13 +164,13 @@ class StreamResource(Resource):
                 verb=FOLLOW if raw_verb is None else raw_verb.decode("latin-1").upper(),
                 verb_given=raw_verb is not None,
                 upgrade=b"websocket" in (request.getHeader(b"upgrade") or b"").lower(),
-                follow=flag(_arg(request, Param.FOLLOW.key)),
+                follow=flag(arg(request, Param.FOLLOW.key)),
                 folder=folder,
                 browser=prefers_html(request.getHeader(b"accept")),
                 plain=not (
-                    _arg(request, Param.OFFSET.key) is not None
+                    arg(request, Param.OFFSET.key) is not None
                     or request.getHeader(b"range")
-                    or flag(_arg(request, Param.RAW.key))
+                    or flag(arg(request, Param.RAW.key))
                 ),
             )
         )
@@ -302,168 +180,91 @@ class StreamResource(Resource):
             parsed = parse_folder(segments) if folder else parse_name(segments)
         except InvalidName as e:
             invalid = e
-        if self._tokens is not None and not self._allowed(
-            request, self._tokens, decision.right, parsed
-        ):
-            self._registry.counters.refused[request.code] += 1
-            return
         try:
+            if self._tokens is not None:
+                _check_token(request, self._tokens, decision.right, parsed)
             if decision.refusal is not None:
                 raise decision.refusal
             if parsed is None:
                 raise Refusal(400 if decision.writes else 404, str(invalid))
-            if not self._registry.running:
-                raise ShuttingDown()
             assert decision.action is not None
             await self._actions[decision.action](request, parsed)
         except Refusal as refusal:
             await self._refuse(request, None if folder else parsed, refusal)
-        except ShuttingDown:
-            self._registry.counters.refused[503] += 1
-            write_text(request, 503, "server shutting down", {b"Retry-After": b"5"})
-        except Unavailable as e:
-            # Shared mode: Redis cannot be reached; nothing was decided.
-            self._registry.counters.refused[503] += 1
-            retry = {b"Retry-After": b"%d" % e.retry_after}
-            write_text(request, 503, f"try again later: {e}", retry)
-
-    # -- access control -----------------------------------------------------
-
-    @staticmethod
-    def _allowed(
-        request: Request, tokens: Tokens, right: Right, name: Name | None
-    ) -> bool:
-        """
-        Whether the request's token grants ``right`` on ``name`` (``None``:
-        not a valid name); if not, refuse it with 401 or 403 and no
-        ``Httpfstream-*`` headers, so a refused client learns nothing about
-        the resource.
-        """
-        token: bytes | None = None
-        authorization = request.getHeader(b"authorization") or b""
-        scheme, _, credentials = authorization.strip().partition(b" ")
-        if scheme.lower() == b"bearer":
-            token = credentials.strip()
-        else:
-            token = _arg(request, Param.ACCESS_TOKEN.key)
-        access = tokens.check(token, right, name)
-        if access is Access.ALLOWED:
-            return True
-        if access is Access.UNAUTHORIZED:
-            challenge = b'Bearer realm="httpfstream"'
-            if token:
-                challenge += b', error="invalid_token"'
-            write_text(
-                request,
-                401,
-                "a valid token is needed (Authorization: Bearer TOKEN)",
-                {b"WWW-Authenticate": challenge},
-            )
-        else:
-            write_text(request, 403, f"this token does not allow {right.value} here")
-        return False
-
-    # -- refusals -----------------------------------------------------------
 
     async def _refuse(
         self, request: Request, name: Name | None, refusal: Refusal
     ) -> None:
-        """Answer with ``refusal`` and the resource's true state."""
+        """
+        Answer with ``refusal`` and, unless it is about the server rather
+        than the resource, the resource's true state.  Every refusal is
+        answered (and counted) here.
+        """
         self._registry.counters.refused[refusal.code] += 1
-        state = refusal.state
-        if state is None and name is not None:
-            try:
-                state = await self._registry.describe(name)
-            except CancelledError:
-                raise  # the client went away: nobody to answer
-            except Exception:
-                _log.failure("describing {name}", name="/".join(name))
-        _state_headers(request, state or ResourceState(False, None))
+        if refusal.reveal:
+            state = refusal.state
+            if state is None and name is not None:
+                try:
+                    state = await self._registry.describe(name)
+                except CancelledError:
+                    raise  # the client went away: nobody to answer
+                except Exception:
+                    _log.failure("describing {name}", name="/".join(name))
+            state_headers(request, state or ResourceState(False, None))
         write_text(request, refusal.code, refusal.message, refusal.headers)
 
     # -- reading ------------------------------------------------------------
 
-    async def _open(self, name: Name) -> Stream:
-        try:
-            return await self._registry.open(name)
-        except (NotFound, NotAResource):
-            raise Refusal(
-                404, "no such resource", state=ResourceState(False, None)
-            ) from None
-        except OSError as e:
-            raise _busy(e) from None
-
-    def _room(self, stream: Stream, what: str) -> None:
-        if not self._registry.room_for_reader(stream):
-            raise Refusal(
-                503,
-                f"too many {what}; try again later",
-                {b"Retry-After": b"5"},
-                stream.state,
-            )
-
     async def _head(self, request: Request, name: Name) -> None:
         """HEAD: the snapshot's headers."""
-        stream = await self._open(name)
+        stream = await self._registry.open(name)
         try:
-            self._snapshot_headers(request, name, stream)
+            self._snapshot_headers(request, name, stream.state)
             request.write(b"")
             request.finish()
         finally:
             stream.release()
 
+    @staticmethod
     def _snapshot_headers(
-        self, request: Request, name: Name, stream: Stream
+        request: Request, name: Name, state: ResourceState
     ) -> tuple[int, int]:
         """Set a snapshot's headers (Range, 206); the bytes it will send."""
-        state = stream.state
-        try:
-            byte_range = _byte_range(request.getHeader(b"range"), stream.size)
-        except Refusal as refusal:
-            refusal.state = state
-            raise
-        start, stop = byte_range or (0, stream.size)
-        _state_headers(request, state)
-        if byte_range is not None:
+        size = state.size or 0
+        byte_range_ = byte_range(request.getHeader(b"range"), state)
+        start, stop = byte_range_ or (0, size)
+        state_headers(request, state)
+        if byte_range_ is not None:
             request.setResponseCode(206)
             request.setHeader(
-                b"Content-Range", b"bytes %d-%d/%d" % (start, stop - 1, stream.size)
+                b"Content-Range", b"bytes %d-%d/%d" % (start, stop - 1, size)
             )
         request.setHeader(b"Accept-Ranges", b"bytes")
         # A browser asking the same URL gets the viewer page instead.
         request.setHeader(b"Vary", b"Accept")
-        request.setHeader(b"Content-Type", _content_type(name))
+        request.setHeader(b"Content-Type", content_type(name))
         # The bytes are whatever anybody appended: never let a browser
         # guess a type it would run.
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
         request.setHeader(b"Content-Length", b"%d" % (stop - start))
-        if stream.active:
+        if state.active:
             request.setHeader(b"Cache-Control", b"no-store")
         return start, stop
 
     async def _snapshot(self, request: Request, name: Name) -> None:
         """A plain GET: the persisted bytes now, with Range."""
-        stream = await self._open(name)
+        stream = await self._registry.open(name, reader="readers")
         try:
-            self._room(stream, "readers")
-            start, stop = self._snapshot_headers(request, name, stream)
-            record = self._registry.record(Kind.SNAPSHOT, name, _peer(request), start)
+            start, stop = self._snapshot_headers(request, name, stream.state)
+            record = self._registry.record(Kind.SNAPSHOT, name, peer(request), start)
             sink = ResponseSink(request, record)
             sink.start(stream.snapshot(sink, start, stop))
         finally:
             stream.release()
 
-    def _start(self, request: Request, stream: Stream) -> int:
-        """Where a follow starts (``offset=``), or a 416 refusal."""
-        try:
-            return _start_offset(_int_arg(request, Param.OFFSET.key), stream.size)
-        except Refusal as refusal:
-            refusal.state = stream.state
-            raise
-
     async def _follow_http(self, request: Request, name: Name) -> None:
         """``follow=1``: a chunked response that streams live."""
-        stream = await self._open(name)
+        stream = await self._registry.open(name, reader="followers")
         try:
             self._stream_body(request, name, stream)
         finally:
@@ -471,39 +272,39 @@ class StreamResource(Resource):
 
     def _stream_body(self, request: Request, name: Name, stream: Stream) -> None:
         """Follow ``stream`` (held by the caller) in the response body."""
-        self._room(stream, "followers")
-        start = self._start(request, stream)
-        _state_headers(request, stream.state)
+        state = stream.state
+        start = start_offset(int_arg(request, Param.OFFSET.key), state)
+        state_headers(request, state)
         request.setHeader(header_bytes(OFFSET), b"%d" % start)
-        request.setHeader(b"Content-Type", _content_type(name))
+        request.setHeader(b"Content-Type", content_type(name))
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
         request.setHeader(b"Cache-Control", b"no-store")
         # A reverse proxy (nginx) streams it instead of buffering.
         request.setHeader(b"X-Accel-Buffering", b"no")
-        if not stream.active:
+        if not state.active:
             request.setHeader(b"Content-Length", b"%d" % (stream.size - start))
         # Send the headers now: a live follow may wait long for a byte.
         request.write(b"")
-        record = self._registry.record(Kind.FOLLOW_HTTP, name, _peer(request), start)
+        record = self._registry.record(Kind.FOLLOW_HTTP, name, peer(request), start)
         sink = ResponseSink(request, record)
         sink.start(stream.follow(sink, start))
 
     async def _follow_ws(self, request: Request, name: Name) -> None:
         """A WebSocket FOLLOW: 101 while an appender holds it, else 200."""
-        stream = await self._open(name)
+        stream = await self._registry.open(name, reader="followers")
         handed = False
         try:
             if not stream.active:
                 # Nothing to follow live: the content, over plain HTTP.
                 self._stream_body(request, name, stream)
                 return
-            self._room(stream, "followers")
-            start = self._start(request, stream)
-            frames = (_arg(request, Param.FRAMES.key) or b"").lower()
+            state = stream.state
+            start = start_offset(int_arg(request, Param.OFFSET.key), state)
+            frames = (arg(request, Param.FRAMES.key) or b"").lower()
             text = frames == b"text" or (not frames and self._options.text_frames)
-            headers = stream.state.headers()
+            headers = state.headers()
             headers[OFFSET] = str(start)
-            record = self._registry.record(Kind.FOLLOW_WS, name, _peer(request), start)
+            record = self._registry.record(Kind.FOLLOW_WS, name, peer(request), start)
             following = Following(stream, start, text, record)
             handed = self._followers.upgrade(request, following, headers)
             if not handed:
@@ -514,25 +315,23 @@ class StreamResource(Resource):
 
     async def _view(self, request: Request, name: Name) -> None:
         """A browser opening a resource: the page that follows it."""
-        stream = await self._open(name)
+        stream = await self._registry.open(name)
         try:
             state = stream.state
         finally:
             stream.release()
-        _state_headers(request, state)
-        page = viewer.resource_page(name, _arg(request, Param.ACCESS_TOKEN.key))
+        state_headers(request, state)
+        page = viewer.resource_page(name, arg(request, Param.ACCESS_TOKEN.key))
         viewer.send_page(request, page)
 
     async def _list(self, request: Request, folder: Name) -> None:
         """A folder: JSON for programs, an index page for browsers."""
         listing = await self._registry.listing(folder)
-        if listing is None:
-            raise Refusal(404, "no such folder")
         entries = [
             (entry, self._registry.active((*folder, entry.name)))
             for entry in listing.resources
         ]
-        as_json = (_arg(request, Param.FORMAT.key) or b"").lower() == b"json"
+        as_json = (arg(request, Param.FORMAT.key) or b"").lower() == b"json"
         if prefers_html(request.getHeader(b"accept")) and not as_json:
             page = viewer.listing_page(
                 folder, entries, listing.folders, self._registry.reactor.seconds()
@@ -552,39 +351,21 @@ class StreamResource(Resource):
     async def _begin(
         self, request: Request, name: Name, kind: Kind, reserve: int = 0
     ) -> AppendSession:
-        expected = _int_arg(request, Param.OFFSET.key)
+        expected = int_arg(request, Param.OFFSET.key)
         if expected is not None and expected < 0:
             raise Refusal(400, "offset must not be negative when appending")
-        try:
-            return await self._registry.begin_append(
-                name, expected, kind=kind, peer=_peer(request), reserve=reserve
-            )
-        except AppenderConflict as e:
-            raise Refusal(
-                409, "another appender holds this resource", state=e.state
-            ) from None
-        except OffsetMismatch as e:
-            raise Refusal(
-                412,
-                f"offset {expected} does not match the resource's size"
-                f" ({e.state.size or 0} bytes)",
-                state=e.state,
-            ) from None
-        except NotAResource as e:
-            raise Refusal(400, f"cannot append here: {e}") from None
-        except ResourceFull as e:
-            raise Refusal(413, str(e), state=e.state) from None
-        except OSError as e:
-            raise _busy(e) from None
+        return await self._registry.begin_append(
+            name, expected, kind=kind, peer=peer(request), reserve=reserve
+        )
 
     async def _append(self, request: Request, name: Name) -> None:
         """A WebSocket APPEND: take the slot, then upgrade."""
-        ack = flag(_arg(request, Param.ACK.key))
+        ack = flag(arg(request, Param.ACK.key))
         session = await self._begin(request, name, Kind.APPEND)
         if session.shut_down:
             # The server began stopping meanwhile.
             session.end(None, "server shutting down")
-            raise ShuttingDown()
+            raise Refusal(503, "server shutting down", RETRY_SOON, reveal=False)
         headers = session.stream.state.headers()
         appending = Appending(session, ack, self._options.fin_ends_appender)
         if not self._appenders.upgrade(request, appending, headers):
@@ -592,16 +373,8 @@ class StreamResource(Resource):
 
     async def _delete(self, request: Request, name: Name) -> None:
         """DELETE: remove a resource nobody appends to."""
-        try:
-            await self._registry.delete(name)
-        except AppenderConflict as e:
-            raise Refusal(
-                409, "an appender holds this resource", state=e.state
-            ) from None
-        except (NotFound, NotAResource):
-            gone = ResourceState(False, None)
-            raise Refusal(404, "no such resource", state=gone) from None
-        _state_headers(request, ResourceState(False, None))
+        await self._registry.delete(name)
+        state_headers(request, ResourceState(False, None))
         request.setResponseCode(204)
         request.finish()
 
@@ -639,7 +412,37 @@ class StreamResource(Resource):
         state = ResourceState(
             self._registry.active(name), size, session.stream.complete
         )
-        _state_headers(request, state)
+        state_headers(request, state)
         request.setHeader(b"Content-Length", b"0")
         request.write(b"")
         request.finish()
+
+
+def _check_token(
+    request: Request, tokens: Tokens, right: Right, name: Name | None
+) -> None:
+    """
+    Refuse the request (401 or 403, saying nothing of the resource) unless
+    its token grants ``right`` on ``name`` (``None``: not a valid name).
+    """
+    token: bytes | None = None
+    authorization = request.getHeader(b"authorization") or b""
+    scheme, _, credentials = authorization.strip().partition(b" ")
+    if scheme.lower() == b"bearer":
+        token = credentials.strip()
+    else:
+        token = arg(request, Param.ACCESS_TOKEN.key)
+    access = tokens.check(token, right, name)
+    if access is Access.ALLOWED:
+        return
+    if access is Access.UNAUTHORIZED:
+        challenge = b'Bearer realm="httpfstream"'
+        if token:
+            challenge += b', error="invalid_token"'
+        raise Refusal(
+            401,
+            "a valid token is needed (Authorization: Bearer TOKEN)",
+            {b"WWW-Authenticate": challenge},
+            reveal=False,
+        )
+    raise Refusal(403, f"this token does not allow {right.value} here", reveal=False)

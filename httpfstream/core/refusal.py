@@ -1,0 +1,55 @@
+"""
+`Refusal`: the one way the core (and the request table above it) says no.
+
+A refusal carries everything its response needs: the status, a one-line
+message, extra headers, and the resource's state as it was when the
+refusal was decided, so that nobody has to ask again or patch it in later.
+Raised by the registry (which turns what the store, the streams and the
+coordination seams report into refusals, `StreamRegistry`) and by the web
+layer's own checks; answered and counted in one place,
+`web.resource.StreamResource`.
+"""
+
+from __future__ import annotations
+
+from ..protocol import ResourceState
+
+__all__ = ["Refusal"]
+
+#: ``Retry-After`` for refusals that are worth trying again soon.
+RETRY_SOON = {b"Retry-After": b"5"}
+
+
+class Refusal(Exception):
+    """
+    A request turned down.
+
+    :param code: the response's status.
+    :param message: one line for the response body.
+    :param headers: extra response headers (``Retry-After``,
+        ``Content-Range``, ``Allow``...).
+    :param state: the resource's state the refusal was decided on; if
+        ``None``, the response looks it up (for a named resource).
+    :param reveal: whether the response says the resource's state at all;
+        refusals that are about the server rather than the resource (access
+        denied, shutting down, Redis unreachable) do not.
+    """
+
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        headers: dict[bytes, bytes] | None = None,
+        state: ResourceState | None = None,
+        *,
+        reveal: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+        self.state = state
+        self.reveal = reveal
+
+    def __repr__(self) -> str:
+        return f"Refusal({self.code}, {self.message!r})"
