@@ -15,11 +15,13 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
+from ._borrowed import fast_send_report
 from .core.registry import StreamRegistry
 from .core.stream import FsyncPolicy
 from .web.admin import make_admin_site
@@ -29,6 +31,8 @@ from .web.resource import StreamResource
 from .web.site import make_site
 
 __all__ = ["Options", "makeService"]
+
+_log = Logger()
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -333,6 +337,14 @@ class _Listening(StreamServerEndpointService):
             ) from None
 
 
+class _Report(Service):
+    """Says once at start-up (every port had) how followers are sent to."""
+
+    def startService(self) -> None:
+        super().startService()
+        _log.info(fast_send_report())
+
+
 def _shared(options: Options, reactor: Any, top: MultiService) -> dict[str, Any]:
     """
     With ``--redis``, the registry's keywords for shared mode (a store, and
@@ -420,4 +432,5 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         _Listening(options["admin"], admin, make_admin_site(registry)).setServiceParent(
             top
         )
+    _Report().setServiceParent(top)
     return top

@@ -22,9 +22,7 @@ from typing import Any, TypeVar
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
 from ..protocol import ResourceState
@@ -40,9 +38,19 @@ from .coordination import (
 from .names import Name
 from .records import Counters, Kind, SessionRecord
 from .refusal import RETRY_SOON, Refusal
+from .retention import Retention
 from .session import AppendSession
-from .store import FileStore, IStore, Listing, NotAResource, NotFound, SizeMismatch
+from .store import (
+    FileStore,
+    IStore,
+    IStoreFile,
+    Listing,
+    NotAResource,
+    NotFound,
+    SizeMismatch,
+)
 from .stream import FsyncPolicy, ResourceFull, Stream
+from .streams import OpenStreams, cancellable
 
 __all__ = ["Refusal", "ResourceState", "StreamRegistry"]
 
@@ -83,27 +91,6 @@ class _Appending:
     slot: ISlot
     kind: Kind
     peer: str
-
-
-def _cancellable(d: Deferred[_T], undo: Callable[[_T], object]) -> Deferred[_T]:
-    """
-    ``d``'s result, in a Deferred the caller may cancel.  ``d`` itself runs
-    to its end either way (a store open in a thread cannot be stopped);
-    a result nobody will take any more is given to ``undo``.
-    """
-    outer: Deferred[_T] = Deferred(lambda _: None)
-
-    def settle(result: _T | Failure) -> None:
-        if outer.called:  # cancelled
-            if not isinstance(result, Failure):
-                undo(result)
-        elif isinstance(result, Failure):
-            outer.errback(result)
-        else:
-            outer.callback(result)
-
-    d.addBoth(settle)
-    return outer
 
 
 class StreamRegistry(Service):
@@ -180,20 +167,15 @@ class StreamRegistry(Service):
         self.shutdown_timeout = shutdown_timeout
         self.max_age = max_age
         self.sweep_interval = sweep_interval
-        self._sweeper: LoopingCall | None = None
-        # Streams of deleted resources, still read by their followers.
-        self._detached: set[Stream] = set()
         self.counters = Counters()
         self._store: IStore = store or FileStore(self.root, reactor)
         self._slots: IAppenderSlots = slots or LocalSlots()
         self._feed: IGrowthFeed = feed or LocalFeed()
-        self._streams: dict[Name, Stream] = {}
-        # Names being opened, each with whoever waits for that to end.
-        self._opening: dict[Name, list[Deferred[None]]] = {}
+        self._streams = OpenStreams(self._store, self._feed, self._make_stream)
+        self._retention = Retention(
+            self._store, self.delete, self.counters, reactor, max_age, sweep_interval
+        )
         self._held_slots: dict[Name, ISlot] = {}
-        self._unwatch: dict[Stream, Callable[[], None]] = {}
-        self._closing: set[Deferred[None]] = set()
-        self._idle_waiters: list[Deferred[None]] = []
 
     # -- service ------------------------------------------------------------
 
@@ -201,15 +183,12 @@ class StreamRegistry(Service):
         self._store.start()
         super().startService()
         if self.max_age:
-            self._sweeper = LoopingCall(self._sweep_safely)
-            self._sweeper.clock = self.reactor
-            self._sweeper.start(self.sweep_interval, now=True)
+            self._retention.start()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        if self._sweeper is not None and self._sweeper.running:
-            self._sweeper.stop()
-        for stream in list(self._streams.values()):
+        self._retention.stop()
+        for stream in self._streams.named():
             stream.shutdown()
         d = self.when_idle()
         d.addTimeout(self.shutdown_timeout, self.reactor, onTimeoutCancel=self._forced)
@@ -222,25 +201,15 @@ class StreamRegistry(Service):
             count=len(self._streams),
             timeout=timeout,
         )
-        for stream in list(self._streams.values()):
-            self._idle(stream)
+        for stream in self._streams.named():
+            self._streams.idle(stream)
 
     def when_idle(self) -> Deferred[None]:
         """
         Fire once no stream is open or opening and every file is closed
         (at once if that is so now).
         """
-        d: Deferred[None] = Deferred(self._idle_waiters.remove)
-        self._idle_waiters.append(d)
-        self._check_all_idle()
-        return d
-
-    def _check_all_idle(self) -> None:
-        if self._streams or self._detached or self._opening or self._closing:
-            return
-        waiters, self._idle_waiters = self._idle_waiters, []
-        for d in waiters:
-            d.callback(None)
+        return self._streams.when_idle()
 
     # -- what the resource and protocols use --------------------------------
 
@@ -251,7 +220,7 @@ class StreamRegistry(Service):
 
     def open_streams(self) -> list[Stream]:
         """The streams open now (for metrics)."""
-        return [*self._streams.values(), *self._detached]
+        return self._streams.all()
 
     def _check_room(self, stream: Stream, what: str) -> None:
         """Refuse one more reader of ``stream`` past the limits (503)."""
@@ -314,7 +283,7 @@ class StreamRegistry(Service):
         begun = self._call(
             lambda: self._begin(name, claim, expected_size, kind, peer, reserve)
         )
-        return _cancellable(begun, lambda s: s.end(None, "the requester went away"))
+        return cancellable(begun, lambda s: s.end(None, "the requester went away"))
 
     async def _begin(
         self,
@@ -381,7 +350,7 @@ class StreamRegistry(Service):
             now.
         """
         opened = self._call(lambda: self._open(name, reader))
-        return _cancellable(opened, Stream.release)
+        return cancellable(opened, Stream.release)
 
     async def _open(self, name: Name, reader: str | None) -> Stream:
         try:
@@ -432,58 +401,29 @@ class StreamRegistry(Service):
                 409, "an appender holds this resource", state=await self.describe(name)
             ) from None
         try:
-            while name in self._opening:
-                await self._opened(name)
+            await self._streams.current(name)
             try:
                 removed = await self._store.remove(name)
             except NotAResource:
                 removed = False
             if not removed:
                 raise _no_such_resource()
-            stream = self._streams.pop(name, None)
-            if stream is not None:
-                self._detached.add(stream)
-                self._unwatch.pop(stream)()
+            self._streams.detach(name)
         finally:
             slot.release()
 
     async def sweep(self) -> int:
         """
         Remove every resource with no appender whose bytes have not changed
-        for `max_age` seconds; how many went.
+        for `max_age` seconds now; how many went.
         """
-        cutoff = self.reactor.seconds() - self.max_age
-        removed = 0
-        for name in await self._store.older_than(cutoff):
-            try:
-                await self.delete(name)
-            except Refusal:
-                continue  # appended to, or gone, meanwhile
-            removed += 1
-            self.counters.swept += 1
-            _log.info(
-                "removed {name}: unchanged for over {max_age:.0f}s",
-                name="/".join(name),
-                max_age=self.max_age,
-            )
-        return removed
-
-    async def _sweep_safely(self) -> None:
-        # A LoopingCall stops for good on its first error: never let one out.
-        try:
-            await self.sweep()
-        except Exception:
-            _log.failure(
-                "sweeping resources older than {max_age}s", max_age=self.max_age
-            )
+        return await self._retention.sweep()
 
     def describe(self, name: Name) -> Deferred[ResourceState]:
         """The resource's state now, for the response headers."""
 
         async def look() -> ResourceState:
-            while name in self._opening:
-                await self._opened(name)
-            stream = self._streams.get(name)
+            stream = await self._streams.current(name)
             if stream is not None:
                 return stream.state
             stored = await self._store.stat(name)
@@ -507,22 +447,22 @@ class StreamRegistry(Service):
         with ``appending``, also the session begun on it before anybody
         else sees the stream (so no reader finds it without its appender).
         """
-        while True:
-            stream = self._streams.get(name)
-            if stream is not None:
-                if expected_size is not None and stream.size != expected_size:
-                    raise SizeMismatch(stream.size, stream.complete)
-                return stream, self._take(stream, appending)
-            if name not in self._opening:
-                break
-            await self._opened(name)
-        self._opening[name] = []
-        try:
-            file = await self._store.open(name, create, expected_size)
-        except BaseException:
-            self._done_opening(name)
-            raise
-        stream = Stream(
+
+        def take(stream: Stream) -> tuple[Stream, AppendSession | None]:
+            session = None
+            if appending is not None:
+                self._held_slots[name] = appending.slot
+                record = self.record(appending.kind, name, appending.peer, stream.size)
+                session = AppendSession(stream, record, self._feed, appending.slot)
+            stream.hold()
+            return stream, session
+
+        return await self._streams.get(name, create, expected_size, take)
+
+    def _make_stream(
+        self, name: Name, file: IStoreFile, on_idle: Callable[[Stream], None]
+    ) -> Stream:
+        return Stream(
             name,
             file,
             fsync=self.fsync,
@@ -531,71 +471,12 @@ class StreamRegistry(Service):
             queue_size=self.queue_size,
             read_size=self.read_size,
             on_session_end=self._session_ended,
-            on_idle=self._idle,
+            on_idle=on_idle,
             clock=self.reactor.seconds,
             observe=self.counters.observe,
         )
-        try:
-            # Whether an appender holds it elsewhere, before anybody sees it.
-            unwatch = await self._feed.watch(name, stream)
-        except BaseException:
-            try:
-                await stream.close()
-            finally:
-                self._done_opening(name)
-            raise
-        self._streams[name] = stream
-        self._unwatch[stream] = unwatch
-        session = self._take(stream, appending)
-        self._done_opening(name)
-        return stream, session
-
-    def _take(
-        self, stream: Stream, appending: _Appending | None
-    ) -> AppendSession | None:
-        """Hold ``stream`` for a caller, beginning its session if it appends."""
-        session = None
-        if appending is not None:
-            self._held_slots[stream.name] = appending.slot
-            record = self.record(
-                appending.kind, stream.name, appending.peer, stream.size
-            )
-            session = AppendSession(stream, record, self._feed, appending.slot)
-        stream.hold()
-        return session
-
-    def _opened(self, name: Name) -> Deferred[None]:
-        """Fire once the open of ``name`` under way has ended."""
-        d: Deferred[None] = Deferred()
-        self._opening[name].append(d)
-        return d
-
-    def _done_opening(self, name: Name) -> None:
-        for d in self._opening.pop(name):
-            d.callback(None)
-        self._check_all_idle()
 
     def _session_ended(self, stream: Stream) -> None:
         slot = self._held_slots.pop(stream.name, None)
         if slot is not None:
             slot.release()
-
-    def _idle(self, stream: Stream) -> None:
-        if self._streams.get(stream.name) is stream:
-            del self._streams[stream.name]
-            self._unwatch.pop(stream)()
-        elif stream in self._detached:
-            self._detached.discard(stream)
-        else:
-            return
-        d = stream.close()
-        d.addErrback(
-            lambda f: _log.failure("closing {name}", f, name="/".join(stream.name))
-        )
-        self._closing.add(d)
-
-        def closed(_: object) -> None:
-            self._closing.discard(d)
-            self._check_all_idle()
-
-        d.addBoth(closed)

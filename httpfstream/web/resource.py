@@ -34,7 +34,6 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from .._borrowed import fast_send_report
 from ..core.names import InvalidName, Name, names_folder, parse_folder, parse_name
 from ..core.records import Kind
 from ..core.refusal import RETRY_SOON, Refusal
@@ -100,9 +99,6 @@ class StreamResource(Resource):
         # answered 500 then, not 503).  Once per process.
         if not mimetypes.inited:
             mimetypes.init()
-            # Once per process too: whether followers' frames go straight to
-            # idle sockets (Twisted's internals as expected) or are queued.
-            _log.info(fast_send_report())
         self._registry = registry
         self._tokens = tokens
         self._options = options = websocket or WebSocketOptions()
