@@ -39,7 +39,7 @@ def test_growth_from_elsewhere_is_read_once_for_every_cursor():
     once, into its tail, not once per cursor; past the tail's size the
     cursors read the file themselves.
     """
-    from fakes import FakeFile, Sink
+    from support.fakes import FakeFile, Sink
 
     from httpfstream.core.stream import APPENDER_LOST, Stream
 
@@ -72,7 +72,7 @@ def test_growth_from_elsewhere_is_read_once_for_every_cursor():
 
 def test_a_lost_slot_stops_every_write_and_ends_the_session_with_1013():
     """The seam a lease uses: `ISlot.valid` before each write, `when_lost`."""
-    from fakes import FakeFile, Sink
+    from support.fakes import FakeFile, Sink
     from twisted.internet.task import Clock
 
     from httpfstream.core.coordination import LocalFeed
@@ -783,7 +783,7 @@ def test_a_write_refused_by_the_fence_ends_the_session_as_a_lost_lease():
     the protocol is still told the lease was lost (1013), not that a write
     failed (1011).
     """
-    from fakes import FakeFile
+    from support.fakes import FakeFile
     from twisted.internet.task import Clock
 
     from httpfstream.core.coordination import LocalFeed
