@@ -18,16 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import (
-    Twistd,
-    close,
-    finished,
-    get,
-    open_follower,
-    poll_until,
-    require,
-    ws,
-)
+from support.clients import close, finished, get, ws
+from support.followers import open_follower
+from support.processes import Twistd, poll_until, require
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList
 from twisted.internet.task import deferLater
@@ -693,7 +686,7 @@ async def test_appenders_server_cut_off_from_redis_stops_before_another_claims(
     its lease can expire; only then can B claim, and the file is A's bytes
     then B's, nothing written after A's lease ran out.
     """
-    from helpers import Proxy
+    from support.proxies import Proxy
 
     class Target:
         address = ("127.0.0.1", redis.port)
@@ -767,7 +760,7 @@ async def test_appenders_server_cut_off_from_redis_stops_before_another_claims(
     ],
 )
 def test_start_up_fails_with_one_line(tmp_path, option, says):
-    from helpers import BIN
+    from support.processes import BIN
 
     argv = [str(BIN / "twistd"), "-n", "--pidfile=", "httpfstream"]
     argv += [f"--root={tmp_path}", "--port=tcp:0:interface=127.0.0.1"]
