@@ -5,7 +5,9 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from helpers import TRANSPORTS, Server, Twistd, start_server
+from support.followers import TRANSPORTS
+from support.processes import Twistd
+from support.servers import Server, start_server
 from twisted.internet.defer import Deferred
 from twisted.python.filepath import FilePath
 

@@ -9,17 +9,10 @@ from __future__ import annotations
 import re
 
 import treq
-from helpers import (
-    Twistd,
-    appender,
-    close,
-    finished,
-    get,
-    open_follower,
-    poll_until,
-    ws,
-)
 from prometheus_client.parser import text_string_to_metric_families
+from support.clients import appender, close, finished, get, ws
+from support.followers import open_follower
+from support.processes import Twistd, poll_until
 from twisted.internet import reactor
 
 from httpfstream.web.admin import make_admin_site

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 
-from helpers import (
+from support.clients import (
     appender,
     client_frame,
     close,

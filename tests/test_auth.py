@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from helpers import BIN, Twistd, close, get, ws
+from support.clients import close, get, ws
+from support.processes import BIN, Twistd
 
 from httpfstream import client
 from httpfstream.web.auth import Access, Right, TokenError, Tokens, mask_token

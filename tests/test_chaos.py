@@ -32,7 +32,8 @@ from typing import IO
 
 import pytest
 import pytest_twisted
-from helpers import APPEND, FOLLOW, Child, Stage
+from support.processes import APPEND, FOLLOW, Child
+from support.proxies import Stage
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater

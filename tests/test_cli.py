@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from helpers import BIN, Twistd, read_line, tls_files
+from support.processes import BIN, Twistd, read_line, tls_files
 
 APPEND = str(BIN / "httpfstream-append")
 FOLLOW = str(BIN / "httpfstream-follow")

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import APPEND, FOLLOW, Child, Twistd, tls_files
+from support.processes import APPEND, FOLLOW, Child, Twistd, tls_files
 from twisted.internet import threads
 
 import httpfstream

@@ -10,17 +10,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from helpers import (
-    TO_SERVER,
-    Conditions,
-    Forwarder,
-    Proxy,
-    appender,
-    close,
-    finished,
-    get,
-    ws,
-)
+from support.clients import Conditions, appender, close, finished, get, ws
+from support.proxies import TO_SERVER, Forwarder, Proxy
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError

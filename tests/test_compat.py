@@ -9,7 +9,8 @@ options for them (`WebSocketOptions`, ``--fin-ends-appender``,
 from __future__ import annotations
 
 import pytest
-from helpers import Twistd, client_frame, finished, get, raw, upgrade_request, ws
+from support.clients import client_frame, finished, get, raw, upgrade_request, ws
+from support.processes import Twistd
 
 
 async def go_appender(server, path: str):

@@ -7,7 +7,7 @@ about an existing resource, and survives the server.
 from __future__ import annotations
 
 import pytest
-from helpers import appender, close, finished, get, raw_request, ws
+from support.clients import appender, close, finished, get, raw_request, ws
 
 from httpfstream.protocol import ResourceState
 

@@ -25,17 +25,9 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import pytest
-from helpers import (
-    BIN,
-    Twistd,
-    close,
-    get,
-    open_follower,
-    poll_until,
-    require,
-    stop_process,
-    ws,
-)
+from support.clients import close, get, ws
+from support.followers import open_follower
+from support.processes import BIN, Twistd, poll_until, require, stop_process
 
 from httpfstream.tap import Options, parse_duration, parse_size
 

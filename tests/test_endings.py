@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 import treq
-from helpers import APPEND, FOLLOW, TO_CLIENT, TO_SERVER, Stage
+from support.processes import APPEND, FOLLOW
+from support.proxies import TO_CLIENT, TO_SERVER, Stage
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
 

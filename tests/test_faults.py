@@ -9,7 +9,8 @@ import os
 import signal
 import time
 
-from helpers import Twistd, close, finished, get, poll_until, ws
+from support.clients import close, finished, get, ws
+from support.processes import Twistd, poll_until
 
 
 async def test_sigkill_keeps_every_acknowledged_byte_and_allows_resume(tmp_path):

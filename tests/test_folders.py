@@ -11,7 +11,8 @@ import os
 import time
 
 import pytest
-from helpers import Twistd, appender, close, finished, get, poll_until, raw_request, ws
+from support.clients import appender, close, finished, get, raw_request, ws
+from support.processes import Twistd, poll_until
 
 from httpfstream.web.auth import Tokens
 

@@ -15,19 +15,9 @@ from __future__ import annotations
 import struct
 
 import pytest
-from helpers import (
-    TRANSPORTS,
-    End,
-    Proxy,
-    appender,
-    close,
-    finished,
-    get,
-    open_follower,
-    raw,
-    upgrade_request,
-    ws,
-)
+from support.clients import appender, close, finished, get, raw, upgrade_request, ws
+from support.followers import TRANSPORTS, End, open_follower
+from support.proxies import Proxy
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 

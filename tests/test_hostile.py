@@ -14,9 +14,9 @@ import time
 
 import pytest
 import pytest_twisted
-from helpers import appender, close, finished, get, raw, upgrade_request, ws
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.clients import appender, close, finished, get, raw, upgrade_request, ws
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 METHODS = [b"GET", b"POST", b"HEAD", b"PUT", b"G\x00T", b"", b"GET GET"]

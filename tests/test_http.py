@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from helpers import appender, close, finished, get, raw, raw_request, ws
+from support.clients import appender, close, finished, get, raw, raw_request, ws
 from twisted.internet.defer import Deferred, DeferredList
 
 # -- 1. names ------------------------------------------------------------------

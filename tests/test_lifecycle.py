@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from helpers import Server, raw, raw_request, upgrade_request, ws
+from support.clients import raw, raw_request, upgrade_request, ws
+from support.servers import Server
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel, capturedLogs
@@ -212,7 +213,7 @@ async def test_a_hundred_downloads_cut_off_mid_transfer(make_server, tmp_path):
 
 
 async def test_every_session_logs_one_line_when_it_ends(server):
-    from helpers import close, finished, get
+    from support.clients import close, finished, get
 
     def sessions(events: list[dict]) -> list[tuple[str, str, int]]:
         return sorted(
@@ -246,7 +247,7 @@ async def test_every_session_logs_one_line_when_it_ends(server):
 async def test_followers_at_shutdown_are_logged_with_the_code_they_get(
     make_server,
 ):
-    from helpers import appender, finished
+    from support.clients import appender, finished
 
     server = make_server()
     a = await appender(server, "bye.log")

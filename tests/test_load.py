@@ -13,7 +13,7 @@ import socket
 import struct
 import subprocess
 
-from helpers import BIN, Twistd, poll_until, read_line
+from support.processes import BIN, Twistd, poll_until, read_line
 
 TOTAL = 100 << 20
 

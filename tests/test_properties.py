@@ -10,9 +10,10 @@ import random
 
 import pytest
 import pytest_twisted
-from helpers import appender, close, finished, open_follower
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.clients import appender, close, finished
+from support.followers import open_follower
 
 _names = itertools.count()
 

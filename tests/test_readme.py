@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import BIN, Twistd, stop_process
+from support.processes import BIN, Twistd, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()

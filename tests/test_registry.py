@@ -7,7 +7,7 @@ close when a session never ends.
 from __future__ import annotations
 
 import pytest
-from fakes import FakeFile, FakeStore, Sink
+from support.fakes import FakeFile, FakeStore, Sink
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs

@@ -18,16 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import (
-    Twistd,
-    close,
-    finished,
-    get,
-    open_follower,
-    poll_until,
-    require,
-    ws,
-)
+from support.clients import close, finished, get, ws
+from support.followers import open_follower
+from support.processes import Twistd, poll_until, require
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList
 from twisted.internet.task import deferLater
@@ -39,7 +32,7 @@ def test_growth_from_elsewhere_is_read_once_for_every_cursor():
     once, into its tail, not once per cursor; past the tail's size the
     cursors read the file themselves.
     """
-    from fakes import FakeFile, Sink
+    from support.fakes import FakeFile, Sink
 
     from httpfstream.core.stream import APPENDER_LOST, Stream
 
@@ -72,7 +65,7 @@ def test_growth_from_elsewhere_is_read_once_for_every_cursor():
 
 def test_a_lost_slot_stops_every_write_and_ends_the_session_with_1013():
     """The seam a lease uses: `ISlot.valid` before each write, `when_lost`."""
-    from fakes import FakeFile, Sink
+    from support.fakes import FakeFile, Sink
     from twisted.internet.task import Clock
 
     from httpfstream.core.coordination import LocalFeed
@@ -693,7 +686,7 @@ async def test_appenders_server_cut_off_from_redis_stops_before_another_claims(
     its lease can expire; only then can B claim, and the file is A's bytes
     then B's, nothing written after A's lease ran out.
     """
-    from helpers import Proxy
+    from support.proxies import Proxy
 
     class Target:
         address = ("127.0.0.1", redis.port)
@@ -767,7 +760,7 @@ async def test_appenders_server_cut_off_from_redis_stops_before_another_claims(
     ],
 )
 def test_start_up_fails_with_one_line(tmp_path, option, says):
-    from helpers import BIN
+    from support.processes import BIN
 
     argv = [str(BIN / "twistd"), "-n", "--pidfile=", "httpfstream"]
     argv += [f"--root={tmp_path}", "--port=tcp:0:interface=127.0.0.1"]
@@ -783,7 +776,7 @@ def test_a_write_refused_by_the_fence_ends_the_session_as_a_lost_lease():
     the protocol is still told the lease was lost (1013), not that a write
     failed (1011).
     """
-    from fakes import FakeFile
+    from support.fakes import FakeFile
     from twisted.internet.task import Clock
 
     from httpfstream.core.coordination import LocalFeed

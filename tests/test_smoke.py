@@ -1,4 +1,4 @@
-from helpers import appender, close, finished, get, ws
+from support.clients import appender, close, finished, get, ws
 
 
 async def test_append_then_follow_then_snapshot(server):

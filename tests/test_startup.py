@@ -13,7 +13,8 @@ import socket
 import subprocess
 
 import pytest
-from helpers import BIN, Twistd, appender, close, get, poll_until, raw, tls_files
+from support.clients import appender, close, get, raw
+from support.processes import BIN, Twistd, poll_until, tls_files
 from twisted.internet import reactor
 from twisted.internet.task import LoopingCall
 

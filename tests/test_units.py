@@ -7,9 +7,9 @@ options.
 from __future__ import annotations
 
 import pytest
-from fakes import FakeFile, Sink
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.fakes import FakeFile, Sink
 from twisted.internet.defer import Deferred, succeed
 from twisted.python import usage
 from twisted.python.failure import Failure

@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from helpers import Proxy, Twistd, appender, close, get, require
+from support.clients import appender, close, get
+from support.processes import Twistd, require
+from support.proxies import Proxy
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread, deferToThreadPool
