@@ -18,6 +18,7 @@ from httpfstream.core.names import InvalidName, parse_name
 from httpfstream.core.stream import (
     APPENDER_LOST,
     COMPLETE,
+    Appending,
     FsyncPolicy,
     ResourceFull,
     Stream,
@@ -242,6 +243,37 @@ def test_growth_from_elsewhere_reaches_cursors_through_the_file():
     stream.ended(9, APPENDER_LOST, "appender lost")
     assert sink.data == b"abcdefghi"
     assert sink.ended == (APPENDER_LOST, "appender lost")
+
+
+def test_who_appends_is_one_state_and_a_session_here_outranks_news_from_elsewhere():
+    file = FakeFile()
+    stream = Stream(("s",), file)
+    assert stream.appending is Appending.NOBODY and not stream.active
+    stream.began()
+    assert stream.appending is Appending.ELSEWHERE and stream.active
+    stream.ended(0, APPENDER_LOST, "appender lost")
+    assert stream.appending is Appending.NOBODY and not stream.active
+    stream.began()
+    observer = Observer()
+    stream.begin_session(observer, fence=lambda: True)
+    assert stream.appending is Appending.HERE and stream.fence is not None
+    stream.ended(0, APPENDER_LOST, "old news from elsewhere")
+    assert stream.appending is Appending.HERE
+    stream.append(b"x")
+    stream.flush().addErrback(lambda f: None)
+    file.fail()
+    assert stream.appending is Appending.FAILED and stream.active
+    with pytest.raises(WriteFailed):
+        stream.check_append(1)
+    stream.began()
+    assert stream.appending is Appending.FAILED
+    ended = stream.end_session(APPENDER_LOST, "write failed")
+    assert ended.result == 0
+    assert stream.appending is Appending.NOBODY and not stream.active
+    assert stream.fence is None
+    stream.begin_session(observer)
+    assert stream.appending is Appending.HERE
+    stream.check_append(1)  # a new session starts clean
 
 
 # -- twistd options ------------------------------------------------------------

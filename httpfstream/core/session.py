@@ -18,9 +18,11 @@ Endings, by the appender's close code (docs/PROTOCOL.md section 7)::
     end(LEASE_LOST, why)     the slot (a shared lease)
                              could not be kept        -> followers 4000
 
-With a shared slot (a lease, `coordination.ISlot`), the stream asks the
-slot before every write whether it still holds (`Stream.fence`), and a
-slot that is lost ends the session with `LEASE_LOST` at once.
+With a shared slot (a lease, `coordination.ISlot`), the session hands the
+stream the slot's `ISlot.valid` as its fence when it begins
+(`Stream.begin_session`): the stream asks it before every write, and drops
+it when the session ends.  A slot that is lost ends the session with
+`LEASE_LOST` at once.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from ..protocol import APPENDER_LOST, COMPLETE, GOING_AWAY, LEASE_LOST
 from .coordination import IGrowthFeed, ISlot
 from .names import Name
 from .records import SessionRecord
-from .stream import AppenderObserver, Fenced, Stream
+from .stream import Stream
+from .writes import AppenderObserver, Fenced
 
 __all__ = ["AppendSession", "SessionListener"]
 
@@ -75,9 +78,8 @@ class AppendSession:
         self._final: int | None = None
         self._waiters: list[Deferred[int]] = []
         self._lost_why: str | None = None
-        stream.begin_session(self)
+        stream.begin_session(self, fence=None if slot is None else slot.valid)
         if slot is not None:
-            stream.fence = slot.valid
             slot.when_lost(self._lost)
 
     @property
@@ -152,7 +154,6 @@ class AppendSession:
         self, size: int, code: int | str | None, reason: str, follower_code: int
     ) -> None:
         self._final = size
-        self.stream.fence = None
         self._feed.ended(self.name, size, follower_code, reason)
         self.record.end("lost" if code is None else code, reason)
         waiters, self._waiters = self._waiters, []

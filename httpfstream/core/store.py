@@ -27,7 +27,6 @@ import errno
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
@@ -38,6 +37,15 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import Attribute, Interface, implementer
 
 from .names import STATE_FOLDER, Name
+from .scan import (
+    Entry,
+    Listing,
+    inside,
+    is_complete,
+    list_folder,
+    marker,
+    older_than,
+)
 
 # preadv's flag for "only what is in memory" (Linux 4.14 and later).
 _NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
@@ -106,26 +114,6 @@ class Stored(NamedTuple):
 
     size: int
     complete: bool
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One resource in a folder listing."""
-
-    name: str
-    size: int
-    complete: bool
-    #: When its bytes last changed, in seconds since the epoch.
-    modified: float
-
-
-@dataclass(frozen=True)
-class Listing:
-    """What a folder holds that a name can reach, each sorted by name."""
-
-    resources: list[Entry]
-    #: Sub-folders' names, each ending in ``/``.
-    folders: list[str]
 
 
 class IStoreFile(Interface):
@@ -311,26 +299,24 @@ class FileStore:
         return self._run(self._stat, name)
 
     def listing(self, folder: Name) -> Deferred[Listing | None]:
-        return self._run(self._list, folder)
+        return self._run(list_folder, self.root.path, folder)
 
     def remove(self, name: Name) -> Deferred[bool]:
         return self._run(self._remove, name)
 
     def older_than(self, seconds_since_epoch: float) -> Deferred[list[Name]]:
-        return self._run(self._older_than, seconds_since_epoch)
+        return self._run(older_than, self.root.path, seconds_since_epoch)
 
     # Everything below runs in a worker thread.
 
     def _inside(self, path: str) -> bool:
-        root = os.path.realpath(self.root.path)
-        real = os.path.realpath(path)
-        return real == root or real.startswith(root + os.sep)
+        return inside(self.root.path, path)
 
     def _marker(self, name: Name) -> str:
-        return os.path.join(self.root.path, STATE_FOLDER, "incomplete", *name)
+        return marker(self.root.path, name)
 
     def _complete(self, name: Name) -> bool:
-        return not os.path.lexists(self._marker(name))
+        return is_complete(self.root.path, name)
 
     def _mark(self, name: Name, complete: bool, sync: bool) -> None:
         marker = self._marker(name)
@@ -349,53 +335,6 @@ class FileStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-
-    def _reachable(self, folder: Name, entry: os.DirEntry[str]) -> str | None:
-        """
-        ``"file"`` or ``"folder"`` if a name can reach ``entry`` (inside the
-        root, symbolic links included; not the state folder; a name that
-        `names.parse_name` takes), else ``None``.
-        """
-        if not folder and entry.name == STATE_FOLDER:
-            return None
-        try:
-            entry.name.encode("utf-8")
-        except UnicodeEncodeError:
-            return None
-        if entry.is_symlink() and not self._inside(entry.path):
-            return None
-        try:
-            if entry.is_file():
-                return "file"
-            if entry.is_dir():
-                return "folder"
-        except OSError:
-            pass
-        return None
-
-    def _list(self, folder: Name) -> Listing | None:
-        path = os.path.join(self.root.path, *folder)
-        if not self._inside(path) or not os.path.isdir(path):
-            return None
-        resources: list[Entry] = []
-        folders: list[str] = []
-        with os.scandir(path) as entries:
-            for entry in entries:
-                kind = self._reachable(folder, entry)
-                if kind == "folder":
-                    folders.append(entry.name + "/")
-                elif kind == "file":
-                    try:
-                        info = entry.stat()
-                    except OSError:
-                        continue
-                    complete = self._complete((*folder, entry.name))
-                    resources.append(
-                        Entry(entry.name, info.st_size, complete, info.st_mtime)
-                    )
-        resources.sort(key=lambda e: e.name)
-        folders.sort()
-        return Listing(resources, folders)
 
     def _remove(self, name: Name) -> bool:
         path = os.path.join(self.root.path, *name)
@@ -421,31 +360,6 @@ class FileStore:
                 except OSError:
                     break
         return True
-
-    def _older_than(self, seconds_since_epoch: float) -> list[Name]:
-        found: list[Name] = []
-
-        def walk(folder: Name) -> None:
-            path = os.path.join(self.root.path, *folder)
-            try:
-                entries = list(os.scandir(path))
-            except OSError:
-                return
-            for entry in entries:
-                if entry.is_symlink():
-                    continue  # the link's target is not ours to expire
-                kind = self._reachable(folder, entry)
-                if kind == "folder":
-                    walk((*folder, entry.name))
-                elif kind == "file":
-                    try:
-                        if entry.stat().st_mtime < seconds_since_epoch:
-                            found.append((*folder, entry.name))
-                    except OSError:
-                        continue
-
-        walk(())
-        return found
 
     def _stat(self, name: Name) -> Stored | None:
         path = os.path.join(self.root.path, *name)

@@ -1,0 +1,67 @@
+"""
+`TrackedFile`: a stream's open file, counting the reads, writes, marks and
+syncs queued on it until they finish, so that `TrackedFile.close` closes it
+only after them: a descriptor is never closed, and perhaps reused by
+another open, under a read still waiting in the store's threads.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from .store import IStoreFile
+
+__all__ = ["TrackedFile"]
+
+_T = TypeVar("_T")
+
+
+class TrackedFile:
+    """``file`` (a `store.IStoreFile`), its I/O in flight counted."""
+
+    def __init__(self, file: IStoreFile) -> None:
+        self._file = file
+        # Reads, writes, marks and syncs queued and not yet finished.
+        self._io = 0
+        self._io_done: list[Deferred[None]] = []
+
+    def write(self, data: bytes, sync: bool) -> Deferred[None]:
+        return self._track(self._file.write(data, sync))
+
+    def read(self, offset: int, length: int) -> Deferred[bytes]:
+        return self._track(self._file.read(offset, length))
+
+    def sync(self) -> Deferred[None]:
+        return self._track(self._file.sync())
+
+    def mark(self, complete: bool, sync: bool) -> Deferred[None]:
+        return self._track(self._file.mark(complete, sync))
+
+    def close(self) -> Deferred[None]:
+        """Close the file once every call above has finished."""
+
+        async def close() -> None:
+            while self._io:
+                done: Deferred[None] = Deferred()
+                self._io_done.append(done)
+                await done
+            await self._file.close()
+
+        return Deferred.fromCoroutine(close())
+
+    def _track(self, d: Deferred[_T]) -> Deferred[_T]:
+        """Count ``d`` as I/O on the file until it fires."""
+        self._io += 1
+
+        def finished(result: _T | Failure) -> _T | Failure:
+            self._io -= 1
+            if not self._io:
+                waiting, self._io_done = self._io_done, []
+                for w in waiting:
+                    w.callback(None)
+            return result
+
+        return d.addBoth(finished)
