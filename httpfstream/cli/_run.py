@@ -79,7 +79,9 @@ class Run:
         # Registered before anything else (and before `task.react`'s own):
         # if the reactor begins to stop before `main` ends, we were
         # interrupted, whatever `main` then says.  The shutdown triggers
-        # `main` registers run before the reactor stops.
+        # `main` registers still run before the reactor stops, and
+        # `task.react` exits with the SystemExit's code whether or not its
+        # own trigger has run.
         reactor.addSystemEventTrigger("before", "shutdown", self.stop, EXIT_INTERRUPTED)
         reactor.addSystemEventTrigger("after", "shutdown", self._stopped)
         Deferred.fromCoroutine(self._body(reactor, main))
@@ -97,7 +99,7 @@ class Run:
             self.stop(EXIT_ERROR)  # (a BaseException: end all the same)
 
     def _stopped(self) -> None:
-        """The reactor has stopped: the line ends, and standard output is out."""
+        """The reactor has stopped: the progress line ends, output is flushed."""
         self._stop_progress()
         sys.stdout.flush()
 
