@@ -1,185 +1,50 @@
 """
 Appending: `Appender`, one APPEND session over a WebSocket with
 acknowledgements, flow control and (optionally) resuming after a dropped
-connection; `open_appender` and `send_all`, the bodies of
-`Client.open_append` and `Client.append`.
+connection; `open_appender`, the body of `Client.open_append`.
 
-An `Appender` is in one of these states (`_State`):
+An `Appender`'s states, their transitions, and what each method does in
+each state are in `._append_states`.
 
-``CONNECTING``
-    the opening handshake is under way (``Client.open_append`` hands the
-    appender out only once it is ``OPEN``).
-``OPEN``
-    connected: ``write`` sends at once.
-``RESUMING``
-    the connection dropped (1006) or the server went away (1001), and
-    ``retry`` is on: reconnecting with backoff; ``write`` only keeps bytes
-    to send again once reconnected.
-``CLOSING``
-    ``close`` was called while connected: our Close (1000) is sent, and the
-    server answers it once every byte is persisted.
-``CLOSING_RESUMING``
-    as ``RESUMING``, but ``close`` has been called: once reconnected, the
-    unacknowledged bytes are sent again and then the Close.
-``INTERRUPTING``
-    ``interrupt`` was called while connected: our Close (1001,
-    "interrupted") is sent; the server persists every byte, records the
-    resource as not complete, gives its followers 4000, and answers.
-``ENDED``
-    the session ended before ``close`` was called (the server closed it,
-    the connection was lost, or resuming gave up); always with an error.
-``CLOSED``
-    ``close`` (or ``interrupt``) was called and the session has ended:
-    with the final size, or the error that ended it.
-
-Transitions (an event not listed leaves the state as it is)::
-
-    state              event                                  next state
-    -----------------  -------------------------------------  ----------------
-    CONNECTING         handshake accepted (101)               OPEN
-    CONNECTING         handshake refused or failed            ENDED
-    OPEN               close()                                CLOSING
-    OPEN               interrupt()                            INTERRUPTING
-    OPEN               closed 1001/1006, retry                RESUMING
-    OPEN               closed otherwise                       ENDED
-    RESUMING           close()                                CLOSING_RESUMING
-    RESUMING           interrupt()                            CLOSED
-    RESUMING           reconnected                            OPEN
-    RESUMING           412, the bytes past the ack are ours   RESUMING (again
-                                                              at once)
-    RESUMING           gave up (deadline, 412, not retryable) ENDED
-    CLOSING            closed 1000                            CLOSED
-    CLOSING            closed 1001/1006, retry                CLOSING_RESUMING
-    CLOSING            closed otherwise                       CLOSED
-    CLOSING_RESUMING   reconnected (bytes again, then Close)  CLOSING
-    CLOSING_RESUMING   interrupt()                            CLOSED
-    CLOSING_RESUMING   412, the bytes past the ack are ours   CLOSING_RESUMING
-    CLOSING_RESUMING   gave up (deadline, 412, not retryable) CLOSED
-    INTERRUPTING       closed                                 CLOSED
-    ENDED              close() or interrupt()                 CLOSED
-
-"Closed 1000" in ``CLOSING`` ends with the final size if the server
-acknowledged every byte written, else with `AppendFailed`; "closed
-otherwise" ends with `AppendFailed` for 1001, 1009 and 1011, and with
-`ConnectionLost` for any other code.  ``INTERRUPTING`` ends with the final
-size if every byte was acknowledged, else with that error; ``interrupt()``
-while resuming ends at once with `ConnectionLost` (what was not
-acknowledged may not be persisted).
-
-Resuming reconnects with ``offset=`` the acknowledged size.  A 412 there
-is not always someone else's doing: bytes the server persisted but had not
-yet acknowledged when the connection ended (a SIGKILLed server) make the
-resource longer than the acknowledged size.  When the size the 412 reports
-lies between the acknowledged size and the size sent, those bytes are read
-back (a ``Range`` GET) and compared with the ones still held: equal, they
-count as acknowledged and resuming goes on from there; different, or a
-size outside those bounds, ends the session with `OffsetMismatch` saying
-why.  A 409 while resuming is tried again (within ``give_up_after``): most
-often it is the appender's own old session, which the server has not yet
-seen end.
-
-What each method does in each state:
-
-- ``write``: sends in ``OPEN``; keeps the bytes in ``RESUMING``; raises the
-  error that ended the session in ``ENDED``; raises `RuntimeError` in
-  ``CONNECTING`` and once ``close`` or ``interrupt`` was called.  It never
-  raises Autobahn's ``Disconnected``: in ``OPEN`` while the connection is
-  closing (the server's Close has arrived, its end not yet), the bytes are
-  kept with ``retry`` (and sent once resumed) and refused without it, with
-  `AppendFailed` or `ConnectionLost`.
-- ``close``: as in the table; in ``CONNECTING`` it raises `RuntimeError`;
-  in ``CLOSING``, ``CLOSING_RESUMING``, ``INTERRUPTING`` and ``CLOSED`` it
-  only waits.
-- ``interrupt``: as in the table; in ``CONNECTING`` it raises
-  `RuntimeError`; in ``CLOSING`` (a clean close already asked for),
-  ``INTERRUPTING`` and ``CLOSED`` it only waits.
-- ``drained``: fails with the error in ``ENDED`` or a failed ``CLOSED``;
-  otherwise fires once the appender is not `Appender.full`.
-- A registered producer is paused whenever the appender is full or not
-  connected (any state but ``OPEN`` and ``CLOSING``).
+What resuming keeps (`Unacked`) and what a 412 on resuming means are in
+`._append_resume`.
 """
 
 from __future__ import annotations
 
-import enum
-from collections import deque
-from collections.abc import Iterable
-from typing import IO, Any
+from typing import Any
 
-import treq
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..protocol import (
-    APPEND,
-    COMPLETE,
-    GOING_AWAY,
-    SIZE,
-    TOO_BIG,
-    WRITE_FAILED,
-    Param,
+from ..protocol import APPEND, COMPLETE, GOING_AWAY, SIZE, Param
+from ._append_resume import Unacked, take_back
+from ._append_states import (
+    CLOSE_CALLED,
+    CONNECTED,
+    DONE,
+    INTERRUPTED,
+    PRODUCING,
+    RESUMING,
+    State,
+    ending_error,
 )
 from ._backoff import RESUMABLE, Backoff, retryable
-from ._connections import Connections, as_dropped, response_headers
+from ._connections import Connections
 from ._errors import (
     DROPPED,
     AppenderConflict,
     AppendFailed,
     ConnectionLost,
     OffsetMismatch,
-    http_error,
 )
 from ._urls import YES, target
 from ._websocket import ClientProtocol
 
 _log = Logger()
-
-#: How much of ``append``'s data goes in one message.
-_CHUNK = 64 << 10
-
-
-class _State(enum.Enum):
-    """Where an `Appender` is in its session (the module docstring)."""
-
-    CONNECTING = "connecting"
-    OPEN = "open"
-    RESUMING = "resuming"
-    CLOSING = "closing"
-    CLOSING_RESUMING = "closing, resuming"
-    INTERRUPTING = "interrupting"
-    ENDED = "ended"
-    CLOSED = "closed"
-
-
-#: States with a connection to the server.
-_CONNECTED = frozenset({_State.OPEN, _State.CLOSING, _State.INTERRUPTING})
-#: States in which a registered producer may produce.
-_PRODUCING = frozenset({_State.OPEN, _State.CLOSING})
-#: States without a connection, reconnecting.
-_RESUMING = frozenset({_State.RESUMING, _State.CLOSING_RESUMING})
-#: States after ``close()`` or ``interrupt()`` was called.
-_CLOSE_CALLED = frozenset(
-    {_State.CLOSING, _State.CLOSING_RESUMING, _State.INTERRUPTING, _State.CLOSED}
-)
-#: States in which the session has ended.
-_DONE = frozenset({_State.ENDED, _State.CLOSED})
-#: Close codes with which the server ends an appender's session itself.
-_SERVER_ENDINGS = frozenset({TOO_BIG, WRITE_FAILED, GOING_AWAY})
-#: The reason our Close gives when `Appender.interrupt` ends the session.
-_INTERRUPTED = b"interrupted"
-
-
-def _ending_error(code: int | None, reason: str | None) -> ConnectionLost:
-    """
-    The error for a session the server ended with ``code`` (`AppendFailed`)
-    or that ended otherwise (`ConnectionLost`).
-    """
-    if code in _SERVER_ENDINGS:
-        return AppendFailed(code, reason)
-    return ConnectionLost(code, reason)
 
 
 @implementer(IPushProducer)
@@ -211,17 +76,16 @@ class Appender:
         self._retry = retry
         self._give_up_after = give_up_after
         self._buffer_limit = buffer_limit
-        self._state = _State.CONNECTING
+        self._state = State.CONNECTING
         self.size = 0
         self._sent = 0  # the size the resource will have once all is written
-        self._unacked: deque[tuple[int, bytes]] = deque()
-        self._unacked_bytes = 0
-        # The connection while the state is in _CONNECTED.
+        self._unacked = Unacked()
+        # The connection while the state is in CONNECTED.
         self._proto: ClientProtocol | None = None
         self._producer: IPushProducer | None = None
         self._transport_paused = False
         self._waiters: list[Deferred[None]] = []
-        # How the session ended, once the state is in _DONE.
+        # How the session ended, once the state is in DONE.
         self._outcome: int | BaseException | None = None
         self._observers: list[Deferred[int]] = []
 
@@ -229,7 +93,7 @@ class Appender:
         return f"<Appender {self._url} {self._state.value} size={self.size}>"
 
     async def _open(self, offset: int | None) -> None:
-        if self._state is not _State.CONNECTING:
+        if self._state is not State.CONNECTING:
             raise RuntimeError(f"cannot open an appender that is {self._state.value}")
         where = target(self._url, {Param.ACK: YES, Param.OFFSET: offset})
         try:
@@ -239,10 +103,10 @@ class Appender:
             raise
         self.size = int(proto.response_headers.get(SIZE.lower(), "0"))
         self._sent = self.size
-        self._attach(proto, _State.OPEN)
+        self._attach(proto, State.OPEN)
 
-    def _attach(self, proto: ClientProtocol, state: _State) -> None:
-        """Use ``proto`` from now on, in ``state`` (one of `_CONNECTED`)."""
+    def _attach(self, proto: ClientProtocol, state: State) -> None:
+        """Use ``proto`` from now on, in ``state`` (one of `CONNECTED`)."""
         self._state = state
         self._proto = proto
         proto.on_message = self._ack
@@ -263,24 +127,23 @@ class Appender:
         :raises RuntimeError: the appender is not open yet, or ``close``
             or ``interrupt`` was called.
         """
-        if self._state in _CLOSE_CALLED:
+        if self._state in CLOSE_CALLED:
             raise RuntimeError("write() after close()")
-        if self._state is _State.ENDED:
+        if self._state is State.ENDED:
             assert isinstance(self._outcome, BaseException)
             raise self._outcome
-        if self._state is _State.CONNECTING:
+        if self._state is State.CONNECTING:
             raise RuntimeError("write() before the appender is open")
         if not data:
             return
-        sending = self._state is _State.OPEN and self._sendable()
-        if self._state is _State.OPEN and not sending and not self._retry:
+        sending = self._state is State.OPEN and self._sendable()
+        if self._state is State.OPEN and not sending and not self._retry:
             # The connection is ending; its end has not been reported yet.
             raise self._closing_error()
         self._sent += len(data)
         if self._retry:
             # Kept until acknowledged: sent again once resumed, if need be.
-            self._unacked.append((self._sent, data))
-            self._unacked_bytes += len(data)
+            self._unacked.keep(self._sent, data)
         if sending:
             assert self._proto is not None
             self._proto.sendMessage(data, isBinary=True)
@@ -296,12 +159,12 @@ class Appender:
         proto = self._proto
         code = getattr(proto, "remoteCloseCode", None) or DROPPED
         reason = getattr(proto, "remoteCloseReason", None) or "the connection is ending"
-        return _ending_error(code, reason)
+        return ending_error(code, reason)
 
     @property
     def full(self) -> bool:
         """Whether a writer should wait (`drained`) before writing more."""
-        return self._transport_paused or self._unacked_bytes > self._buffer_limit
+        return self._transport_paused or self._unacked.nbytes > self._buffer_limit
 
     def drained(self) -> Deferred[None]:
         """Fire when it is time to write more."""
@@ -327,18 +190,18 @@ class Appender:
         End the session: fires with the final size once every byte is
         persisted; fails with `AppendFailed` or `ConnectionLost` if not.
         """
-        if self._state is _State.CONNECTING:
+        if self._state is State.CONNECTING:
             raise RuntimeError("close() before the appender is open")
-        if self._state is _State.OPEN:
-            self._state = _State.CLOSING
+        if self._state is State.OPEN:
+            self._state = State.CLOSING
             assert self._proto is not None
             # Unless the server has begun closing (its Close then decides).
             if self._sendable():
                 self._proto.sendClose(COMPLETE)
-        elif self._state is _State.RESUMING:
-            self._state = _State.CLOSING_RESUMING
-        elif self._state is _State.ENDED:
-            self._state = _State.CLOSED
+        elif self._state is State.RESUMING:
+            self._state = State.CLOSING_RESUMING
+        elif self._state is State.ENDED:
+            self._state = State.CLOSED
         return self.wait()
 
     def interrupt(self) -> Deferred[int]:
@@ -355,20 +218,20 @@ class Appender:
         acknowledged may not be persisted).  After ``close``, it only waits
         for the close.
         """
-        if self._state is _State.CONNECTING:
+        if self._state is State.CONNECTING:
             raise RuntimeError("interrupt() before the appender is open")
-        if self._state is _State.OPEN:
-            self._state = _State.INTERRUPTING
+        if self._state is State.OPEN:
+            self._state = State.INTERRUPTING
             self._update_flow()
             assert self._proto is not None
             # Autobahn's sendClose refuses 1001, which a client may send.
             if self._sendable():
                 self._proto.sendCloseFrame(
-                    code=GOING_AWAY, reasonUtf8=_INTERRUPTED, isReply=False
+                    code=GOING_AWAY, reasonUtf8=INTERRUPTED, isReply=False
                 )
-        elif self._state in _RESUMING:
+        elif self._state in RESUMING:
             unsent = self._sent - self.size
-            self._state = _State.INTERRUPTING  # so it ends CLOSED
+            self._state = State.INTERRUPTING  # so it ends CLOSED
             self._finish(
                 None,
                 ConnectionLost(
@@ -377,14 +240,14 @@ class Appender:
                     " were not acknowledged",
                 ),
             )
-        elif self._state is _State.ENDED:
-            self._state = _State.CLOSED
+        elif self._state is State.ENDED:
+            self._state = State.CLOSED
         return self.wait()
 
     @property
     def done(self) -> bool:
         """Whether the session has ended (closed, failed or lost)."""
-        return self._state in _DONE
+        return self._state in DONE
 
     def wait(self) -> Deferred[int]:
         """
@@ -392,14 +255,14 @@ class Appender:
         the final size, or the error that ended it.
         """
         d: Deferred[int] = Deferred()
-        if self._state not in _DONE:
+        if self._state not in DONE:
             self._observers.append(d)
         else:
             self._report(d)
         return d
 
     def _report(self, d: Deferred[int]) -> None:
-        """Fire ``d`` with the outcome (in `_DONE`)."""
+        """Fire ``d`` with the outcome (in `DONE`)."""
         if isinstance(self._outcome, BaseException):
             d.errback(Failure(self._outcome))
         else:
@@ -420,7 +283,7 @@ class Appender:
         pass
 
     def _update_flow(self) -> None:
-        full = self.full or self._state not in _PRODUCING
+        full = self.full or self._state not in PRODUCING
         if self._producer is not None:
             if full:
                 self._producer.pauseProducing()
@@ -445,37 +308,27 @@ class Appender:
         (so the first kept bytes are the ones at ``size``).
         """
         self.size = size
-        while self._unacked:
-            end, data = self._unacked[0]
-            start = end - len(data)
-            if end <= size:
-                self._unacked.popleft()
-                self._unacked_bytes -= len(data)
-            else:
-                if start < size:
-                    self._unacked[0] = (end, data[size - start :])
-                    self._unacked_bytes -= size - start
-                break
+        self._unacked.forget(size)
 
     def _closed(self, result: tuple[int | None, str]) -> None:
         """The connection ended, with ``(code, reason)``."""
-        if self._state not in _CONNECTED:
+        if self._state not in CONNECTED:
             return
         code, reason = result
         self._proto = None
-        if self._state is _State.INTERRUPTING:
+        if self._state is State.INTERRUPTING:
             if self.size == self._sent:
                 self._finish(self.size, None)
             else:
                 self._finish(
                     None,
-                    _ending_error(
+                    ending_error(
                         code,
                         f"interrupted: the server acknowledged {self.size}"
                         f" bytes of {self._sent} ({reason or 'no reason'})",
                     ),
                 )
-        elif code == COMPLETE and self._state is _State.CLOSING:
+        elif code == COMPLETE and self._state is State.CLOSING:
             if self.size == self._sent:
                 self._finish(self.size, None)
             else:
@@ -490,26 +343,26 @@ class Appender:
                 )
         elif self._retry and code in RESUMABLE:
             self._state = (
-                _State.CLOSING_RESUMING
-                if self._state is _State.CLOSING
-                else _State.RESUMING
+                State.CLOSING_RESUMING
+                if self._state is State.CLOSING
+                else State.RESUMING
             )
             Deferred.fromCoroutine(self._resume(ConnectionLost(code, reason)))
         else:
-            self._finish(None, _ending_error(code, reason))
+            self._finish(None, ending_error(code, reason))
 
     async def _resume(self, error: BaseException) -> None:
-        """Reconnect (state in `_RESUMING`) until it works or gives up."""
+        """Reconnect (state in `RESUMING`) until it works or gives up."""
         backoff = Backoff(self._connections.reactor, self._give_up_after)
         wait = True
-        while self._state in _RESUMING:
+        while self._state in RESUMING:
             if wait:
                 try:
                     await backoff.wait(error)
                 except Exception as e:  # past give_up_after: the last error
                     self._finish(None, e)
                     return
-                if self._state not in _RESUMING:
+                if self._state not in RESUMING:
                     return  # interrupted meanwhile
             wait = True
             try:
@@ -541,20 +394,18 @@ class Appender:
     async def _reconnect(self) -> None:
         where = target(self._url, {Param.ACK: YES, Param.OFFSET: self.size})
         proto = await self._connections.websocket(where, APPEND)
-        if self._state not in _RESUMING:
+        if self._state not in RESUMING:
             # Interrupted while connecting: this session ends at once.
-            proto.sendCloseFrame(
-                code=GOING_AWAY, reasonUtf8=_INTERRUPTED, isReply=False
-            )
+            proto.sendCloseFrame(code=GOING_AWAY, reasonUtf8=INTERRUPTED, isReply=False)
             return
-        closing = self._state is _State.CLOSING_RESUMING
-        self._attach(proto, _State.CLOSING if closing else _State.OPEN)
-        for _end, data in self._unacked:
+        closing = self._state is State.CLOSING_RESUMING
+        self._attach(proto, State.CLOSING if closing else State.OPEN)
+        for data in self._unacked:
             proto.sendMessage(data, isBinary=True)
         _log.info(
             "resumed appending at {size}, sending {unacked} bytes again",
             size=self.size,
-            unacked=self._unacked_bytes,
+            unacked=self._unacked.nbytes,
         )
         if closing:
             proto.sendClose(COMPLETE)
@@ -562,39 +413,22 @@ class Appender:
 
     async def _take_back(self, mismatch: OffsetMismatch) -> None:
         """
-        After a 412 on resuming: if the resource holds more bytes than were
-        acknowledged but no more than were sent, and they are the ones
-        this appender sent, count them as acknowledged.
+        After a 412 on resuming: count the bytes past the acknowledged size
+        as acknowledged, if they are the ones this appender sent
+        (`take_back`).
 
-        :param mismatch: the 412.
         :raises OffsetMismatch: they are not ours (``why`` says how).
         """
-        acked, sent, size = self.size, self._sent, mismatch.size
-
-        def refuse(why: str) -> OffsetMismatch:
-            return OffsetMismatch(412, "Precondition Failed", mismatch.headers, why)
-
-        if size is None:
-            raise refuse("the server did not say how many bytes the resource holds")
-        if size < acked:
-            raise refuse(
-                f"the resource holds {size} bytes, fewer than the {acked}"
-                " the server acknowledged to this appender"
-            )
-        if size > sent:
-            raise refuse(
-                f"the resource holds {size} bytes, more than the {sent} this"
-                " appender sent: someone else appended"
-            )
-        assert self._unacked_bytes == sent - acked, "the unacknowledged bytes"
-        held = b"".join(data for _end, data in self._unacked)[: size - acked]
-        there = await self._read_back(acked, size)
-        if there != held:
-            raise refuse(
-                f"the resource holds {size} bytes; the {size - acked} after the"
-                f" {acked} acknowledged are not the ones this appender sent:"
-                " someone else appended"
-            )
+        acked = self.size
+        assert self._unacked.nbytes == self._sent - acked, "the unacknowledged bytes"
+        size = await take_back(
+            self._connections,
+            self._url,
+            mismatch,
+            acked,
+            self._sent,
+            self._unacked,
+        )
         _log.info(
             "the resource holds {n} bytes sent but not acknowledged before the"
             " connection ended; they are ours: resuming at {size}",
@@ -603,30 +437,14 @@ class Appender:
         )
         self._acknowledge(size)
 
-    async def _read_back(self, start: int, end: int) -> bytes:
-        """The resource's bytes from ``start`` to ``end`` (a Range GET)."""
-        ranged = {"Range": f"bytes={start}-{end - 1}"}
-        try:
-            response = await self._connections.get(target(self._url), headers=ranged)
-            body: bytes = await treq.content(response)
-        except Exception as e:
-            raise as_dropped(e) from None
-        if response.code == 206:
-            return body
-        if response.code == 200:  # the whole content, Range ignored
-            return body[start:end]
-        raise http_error(
-            response.code, response.phrase.decode(), response_headers(response), body
-        )
-
     def _finish(self, size: int | None, error: BaseException | None) -> None:
         """
         End the session, with ``size`` or ``error``: ``CLOSED`` if close()
         was called, else ``ENDED``.
         """
-        if self._state in _DONE:
+        if self._state in DONE:
             return
-        self._state = _State.CLOSED if self._state in _CLOSE_CALLED else _State.ENDED
+        self._state = State.CLOSED if self._state in CLOSE_CALLED else State.ENDED
         self._outcome = error if error is not None else size
         assert self._outcome is not None
         waiters, self._waiters = self._waiters, []
@@ -637,28 +455,6 @@ class Appender:
         observers, self._observers = self._observers, []
         for observer in observers:
             self._report(observer)
-
-
-async def send_all(
-    appender: Appender, data: bytes | IO[bytes] | Iterable[bytes]
-) -> int:
-    """
-    Write ``data`` (bytes, a binary file object, or an iterable of bytes)
-    to ``appender``, waiting for it to drain, then close it.
-
-    :return: the final persisted size.
-    """
-    chunks: Iterable[bytes]
-    if isinstance(data, bytes | bytearray | memoryview):
-        chunks = [bytes(data[i : i + _CHUNK]) for i in range(0, len(data), _CHUNK)]
-    elif hasattr(data, "read"):
-        chunks = iter(lambda: data.read(_CHUNK), b"")
-    else:
-        chunks = data
-    for chunk in chunks:
-        await appender.drained()
-        appender.write(chunk)
-    return await appender.close()
 
 
 async def open_appender(

@@ -1,7 +1,7 @@
 """
 `Client`, which holds what every call shares, and the module-level
 shortcuts (`read`, `follow`, `open_append`, `append`), each of which makes a
-`Client` for one call.
+`Client` for one call; `send_all`, what `append` does with its appender.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import IO, Any, TypeVar
 import treq
 from twisted.internet.defer import Deferred
 
-from ._append import Appender, open_appender, send_all
+from ._append import Appender, open_appender
 from ._connections import Connections, response_headers
 from ._errors import FollowResult, http_error
 from ._follow import follow as _follow
@@ -20,6 +20,9 @@ from ._tls import TLSPolicy, TLSSettings, TrustRoot, load_trust_root
 from ._urls import target
 
 _T = TypeVar("_T")
+
+#: How much of ``append``'s data goes in one message.
+_CHUNK = 64 << 10
 
 
 class Client:
@@ -337,3 +340,25 @@ def append(
         return await send_all(await open_append(url, offset, **kwargs), data)
 
     return Deferred.fromCoroutine(run())
+
+
+async def send_all(
+    appender: Appender, data: bytes | IO[bytes] | Iterable[bytes]
+) -> int:
+    """
+    Write ``data`` (bytes, a binary file object, or an iterable of bytes)
+    to ``appender``, waiting for it to drain, then close it.
+
+    :return: the final persisted size.
+    """
+    chunks: Iterable[bytes]
+    if isinstance(data, bytes | bytearray | memoryview):
+        chunks = [bytes(data[i : i + _CHUNK]) for i in range(0, len(data), _CHUNK)]
+    elif hasattr(data, "read"):
+        chunks = iter(lambda: data.read(_CHUNK), b"")
+    else:
+        chunks = data
+    for chunk in chunks:
+        await appender.drained()
+        appender.write(chunk)
+    return await appender.close()
