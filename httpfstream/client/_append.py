@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .._borrowed import remote_close
 from ..protocol import APPEND, COMPLETE, GOING_AWAY, SIZE, Param
 from ._append_resume import Unacked, take_back
 from ._append_states import (
@@ -156,10 +157,8 @@ class Appender:
 
     def _closing_error(self) -> ConnectionLost:
         """The error of a connection that is ending: the server's Close, if any."""
-        proto = self._proto
-        code = getattr(proto, "remoteCloseCode", None) or DROPPED
-        reason = getattr(proto, "remoteCloseReason", None) or "the connection is ending"
-        return ending_error(code, reason)
+        code, reason = remote_close(self._proto)
+        return ending_error(code or DROPPED, reason or "the connection is ending")
 
     @property
     def full(self) -> bool:
