@@ -11,8 +11,9 @@ library and its version.
 - Autobahn: the bytes of a prepared frame (`frame_bytes`), the handshake
   bytes a client protocol has read (`handshake_buffer`, `parse_http_head`),
   the Close a peer sent (`remote_close`).
-- txredisapi: a connection handler's reconnection delays and its pool of
-  connections (`set_reconnect_delays`, `connections`).
+- txredisapi: a connection handler's reconnection delays, its pool of
+  connections, and the notice of its next connection (`set_reconnect_delays`,
+  `connections`, `next_connection`).
 
 Nothing here imports txredisapi: its functions take its objects.
 """
@@ -24,6 +25,7 @@ from typing import Any
 
 from autobahn.websocket.protocol import PreparedMessage, parseHttpHeader
 from twisted.internet import abstract, tcp
+from twisted.internet.defer import Deferred
 
 __all__ = [
     "FAST_SEND",
@@ -31,6 +33,7 @@ __all__ = [
     "fast_send_report",
     "frame_bytes",
     "handshake_buffer",
+    "next_connection",
     "parse_http_head",
     "remote_close",
     "send_now",
@@ -168,3 +171,15 @@ def set_reconnect_delays(handler: Any, initial: float, most: float) -> None:
 def connections(handler: Any) -> list[Any]:
     """The connections (protocols) of a txredisapi connection handler's pool."""
     return list(handler._factory.pool)
+
+
+def next_connection(handler: Any) -> Deferred[Any]:
+    """
+    A connected protocol of a txredisapi connection handler's pool: at once
+    if it has one, else as soon as one is made (its factory's
+    ``getConnection``, peeking, so the protocol stays in the pool).  Fails
+    with txredisapi's ``ConnectionError`` if the handler has stopped
+    connecting and has no connection.
+    """
+    d: Deferred[Any] = handler._factory.getConnection(peek=True)
+    return d

@@ -124,3 +124,46 @@ async def test_txredisapi_handlers_have_a_pool_and_delays() -> None:
         assert _borrowed.connections(handler) == [], _pin("txredisapi")
     finally:
         await handler.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_txredisapi_tells_of_its_next_connection() -> None:
+    # A listener that never answers is enough: without a password or a
+    # database, a connection is usable as soon as it is made.
+    accepted: list[Any] = []
+
+    class Silent(Protocol):
+        def connectionMade(self) -> None:
+            accepted.append(self.transport)
+
+    port = reactor.listenTCP(0, Factory.forProtocol(Silent), interface="127.0.0.1")
+    handler = txredisapi.lazyConnection(
+        "127.0.0.1", port.getHost().port, reconnect=True
+    )
+    try:
+        waiting = _borrowed.next_connection(handler)
+        assert not waiting.called, _pin("txredisapi")  # not connected yet
+        conn = await waiting.addTimeout(10, reactor)
+        assert conn.connected, _pin("txredisapi")
+        turn: Deferred[None] = Deferred()  # it joins the pool in this turn
+        reactor.callLater(0, turn.callback, None)
+        await turn
+        assert _borrowed.connections(handler) == [conn], _pin("txredisapi")
+        # Connected now: at once, and the connection stays in the pool.
+        again = _borrowed.next_connection(handler)
+        assert again.called, _pin("txredisapi")
+        assert await again is conn
+        assert _borrowed.connections(handler) == [conn], _pin("txredisapi")
+    finally:
+        await handler.disconnect()
+        await port.stopListening()
+        for transport in accepted:
+            transport.loseConnection()
+    # Disconnected for good: it says so instead of waiting.
+    gone = _borrowed.next_connection(handler)
+    try:
+        await gone.addTimeout(10, reactor)
+    except txredisapi.ConnectionError:
+        pass
+    else:
+        raise AssertionError(_pin("txredisapi"))

@@ -1,0 +1,276 @@
+"""
+The following side of shared mode: telling the streams open here of growth
+written by appenders on other servers.
+
+**Entries carry sizes, not bytes.**  The file is shared, so a follower's
+server reads the bytes from it, as for any cursor that fell behind its tail:
+Redis memory per live resource stays the same whatever the traffic (about
+2.7 KiB, docs/SCALING.md), and only the newest entry matters to a reader
+(sizes only grow), so the feed is trimmed to its last `MAXLEN` entries at
+every add, and expires `RETENTION` seconds after its session ends.
+
+**One blocking read per server.**  Every watched feed is read by one
+``XREAD BLOCK`` over all of them (not one per follower, nor per resource); a
+stream opened meanwhile joins the next round, at most `BLOCK` seconds later,
+having first read the lease and the newest entry.  For each stream whose
+appender is elsewhere, a check every `Settings.check_interval` reads the
+lease (`FeedReader.check_all`): a lease gone without an end entry (its
+server died) ends the followers with 4000 at the size the file holds; so
+does Redis unreachable for longer than a lease (that appender has stopped by
+then).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from ..core.coordination import Unavailable
+from ..core.names import Name
+from ..core.store import Stored
+from ..core.stream import IGrowthListener
+from ..protocol import APPENDER_LOST, COMPLETE
+from .config import BLOCK, Settings
+from .link import RedisLink
+from .scripts import CHECK, WATCH, entry_id, fields
+
+__all__ = ["FeedReader"]
+
+_log = Logger()
+
+
+@dataclass(eq=False)
+class _Watch:
+    """One stream told of its resource's feed."""
+
+    name: Name
+    path: str
+    listener: IGrowthListener
+    #: The ID of the newest entry applied.
+    last: str
+    #: When Redis last answered for this feed (reactor seconds).
+    contact: float
+    #: The token of the session elsewhere the stream follows now.
+    token: str | None = None
+    #: Entries are applied one batch at a time, in order.
+    lock: DeferredLock = field(default_factory=DeferredLock)
+    stopped: bool = False
+
+
+class FeedReader:
+    """
+    Every stream open here, told of its feed: `watch` adds one, `start`
+    begins the blocking reads, `check_all` checks the sessions elsewhere.
+
+    :param stat: the resource's size and completion on the shared root,
+        read when a session elsewhere ends or is lost.
+    :param running: whether the coordinator runs; the reads stop when it
+        does not.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        link: RedisLink,
+        reactor: Any,
+        stat: Callable[[Name], Deferred[Stored | None]],
+        running: Callable[[], bool],
+    ) -> None:
+        self.settings = settings
+        self.link = link
+        self.reactor = reactor
+        self._stat = stat
+        self._running = running
+        self._watches: dict[str, list[_Watch]] = {}
+        self._wake: Deferred[None] | None = None
+        self._reading: Deferred[None] | None = None
+
+    def start(self) -> None:
+        """Begin the blocking reads."""
+        self._reading = Deferred.fromCoroutine(self._read_loop())
+
+    async def stop(self) -> None:
+        """Wait for the reads to stop (once the coordinator does not run)."""
+        if self._wake is not None:
+            self._wake.callback(None)
+        if self._reading is not None:
+            with contextlib.suppress(Exception):
+                await self._reading
+
+    def following(self, path: str) -> bool:
+        """Whether a stream here follows a session of ``path`` elsewhere."""
+        watches = self._watches.get(self.settings.key(path, "feed"), ())
+        return any(w.token is not None for w in watches)
+
+    # -- watching ----------------------------------------------------------------
+
+    async def watch(self, name: Name, listener: IGrowthListener) -> Callable[[], None]:
+        """`IGrowthFeed.watch`: the lease and the newest entry first."""
+        s = self.settings
+        path = "/".join(name)
+        feed = s.key(path, "feed")
+        value, last, pairs = await self.link.run(
+            WATCH, [s.key(path, "lease"), feed], []
+        )
+        w = _Watch(name, path, listener, str(last), self.reactor.seconds())
+        newest = fields(pairs)
+        holder = str(value)
+        # The file was opened before this: entries up to `last` may say it
+        # holds more than it did then.
+        if holder and not holder.endswith(" " + s.server_id):
+            w.token = holder.split(" ", 1)[0]
+            listener.began()
+            if newest.get("k") == "g" and newest.get("t") == w.token:
+                listener.grown(int(newest["s"]))
+        elif newest and newest.get("o") != s.server_id:
+            # A session elsewhere ended (or was lost) lately: its last bytes
+            # and its completion, from the file (nobody follows it yet).
+            stored = await self._stat(name)
+            if stored is not None:
+                listener.ended(stored.size, COMPLETE, "", stored.complete)
+        self._watches.setdefault(feed, []).append(w)
+        if self._wake is not None:
+            wake, self._wake = self._wake, None
+            wake.callback(None)
+
+        def unwatch() -> None:
+            w.stopped = True
+            ws = self._watches.get(feed, [])
+            if w in ws:
+                ws.remove(w)
+                if not ws:
+                    del self._watches[feed]
+
+        return unwatch
+
+    async def catch_up(self, path: str) -> None:
+        """
+        Before this server appends to ``path``: every stream open here has
+        applied every entry before our claim, and a session still live
+        elsewhere is lost.
+        """
+        for w in list(self._watches.get(self.settings.key(path, "feed"), [])):
+            await w.lock.run(lambda w: Deferred.fromCoroutine(self._catch_up(w)), w)
+
+    async def _catch_up(self, w: _Watch) -> None:
+        try:
+            _, entries = await self.link.run(
+                CHECK,
+                [self.settings.key(w.path, "lease"), self.settings.key(w.path, "feed")],
+                [w.last],
+            )
+            await self._apply(w, entries)
+        finally:
+            if w.token is not None:
+                await self._lose(w, "appender lost: its lease expired")
+
+    # -- reading -----------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        """One blocking XREAD over every watched feed, round after round."""
+        while self._running():
+            if not self._watches:
+                self._wake = Deferred()
+                await self._wake
+                continue
+            keys = list(self._watches)
+            ids = [min((w.last for w in self._watches[k]), key=entry_id) for k in keys]
+            try:
+                reply = await self.link.xread(keys, ids)
+            except Exception:
+                if not self._running():
+                    return
+                # Redis away, or refusing: the next round waits for its next
+                # connection; this keeps an error from spinning.
+                await deferLater(self.reactor, BLOCK, lambda: None)
+                continue
+            now = self.reactor.seconds()
+            for key, entries in reply or []:
+                for w in list(self._watches.get(key, [])):
+                    w.contact = now
+                    self._serially(w, self._apply, w, entries)
+
+    def _serially(self, w: _Watch, f: Callable[..., Any], *args: Any) -> None:
+        def run() -> Deferred[None]:
+            return Deferred.fromCoroutine(f(*args))
+
+        d = w.lock.run(run)
+        d.addErrback(lambda fl: _log.failure("following {path}", fl, path=w.path))
+
+    async def _apply(self, w: _Watch, entries: list[Any]) -> None:
+        """Tell the stream what the feed's new entries say, in order."""
+        for eid, pairs in entries:
+            if w.stopped:
+                return
+            if entry_id(eid) <= entry_id(w.last):
+                continue
+            w.last = eid
+            entry = fields(pairs)
+            if entry.get("o") == self.settings.server_id:
+                continue  # our own session: the stream knows
+            kind, token, size = entry.get("k"), entry.get("t"), int(entry["s"])
+            if kind in ("b", "g"):
+                if w.token != token:
+                    if w.token is not None:
+                        await self._lose(w, "appender lost")
+                    w.token = token
+                    w.listener.began()
+                if kind == "g":
+                    w.listener.grown(size)
+            elif kind == "e":
+                if w.token is not None and w.token != token:
+                    await self._lose(w, "appender lost")
+                stored = await self._stat(w.name)
+                if size < 0:
+                    size = stored.size if stored is not None else 0
+                w.token = None
+                w.listener.ended(
+                    size,
+                    int(entry.get("c", APPENDER_LOST)),
+                    str(entry.get("r", "")),
+                    stored.complete if stored is not None else None,
+                )
+
+    async def _lose(self, w: _Watch, why: str) -> None:
+        """The session elsewhere is gone without an end: end at the file's size."""
+        w.token = None
+        stored = await self._stat(w.name)
+        size = stored.size if stored is not None else 0
+        w.listener.ended(size, APPENDER_LOST, why, False)
+
+    # -- checking ----------------------------------------------------------------
+
+    def check_all(self) -> None:
+        """Check every session elsewhere that a stream here follows."""
+        for ws in list(self._watches.values()):
+            for w in ws:
+                if w.token is not None:
+                    self._serially(w, self._check, w)
+
+    async def _check(self, w: _Watch) -> None:
+        """Is the session elsewhere still there?"""
+        if w.token is None or w.stopped:
+            return
+        try:
+            value, entries = await self.link.run(
+                CHECK,
+                [self.settings.key(w.path, "lease"), self.settings.key(w.path, "feed")],
+                [w.last],
+            )
+        except Unavailable:
+            silent = self.reactor.seconds() - w.contact
+            if silent > self.settings.lease + self.settings.check_interval:
+                # Its appender has stopped by now: it could not renew either.
+                await self._lose(w, "Redis unreachable; the appender is stopped")
+            return
+        w.contact = self.reactor.seconds()
+        await self._apply(w, entries)
+        holder = str(value)
+        if w.token is not None and holder.split(" ", 1)[0] != w.token:
+            await self._lose(w, "appender lost: its lease expired")
