@@ -17,6 +17,7 @@ Deferred-returning client API.
 from importlib.metadata import PackageNotFoundError, version
 
 from .core.registry import StreamRegistry
+from .web.auth import Tokens
 from .web.handoff import WebSocketOptions
 from .web.resource import StreamResource
 from .web.site import body_limited, make_site
@@ -30,6 +31,7 @@ except PackageNotFoundError:  # run from a tree that is not installed
 __all__ = [
     "StreamRegistry",
     "StreamResource",
+    "Tokens",
     "WebSocketOptions",
     "__version__",
     "body_limited",

@@ -1,24 +1,25 @@
 """
-What several server processes on one storage root would have to agree on,
-behind two interfaces, with today's single-process implementations.
+What several server processes on one storage root must agree on, behind
+two interfaces, with the single-process implementations.
 
 - **The appender slot** (`IAppenderSlots`): at most one appender per
-  resource.  In one process a set of names is enough; across processes it
-  must be a lease that lives elsewhere (a lock in Redis, with expiry and a
-  fencing token).  The registry takes every slot through this interface.
+  resource.  In one process a set of names is enough (`LocalSlots`);
+  across processes it is a lease that lives in Redis, with expiry and a
+  fencing token.  The registry takes every slot through this interface.
 - **Growth written elsewhere** (`IGrowthFeed`): a stream learns that its
   file grew, or that its appender's session ended, from its own writes.
-  When the appender is in another process, the stream has to be told; the
-  feed calls the stream's `stream.IGrowthListener` methods, the same ones
+  When the appender is in another process, the stream is told by the feed,
+  which calls the stream's `growth.IGrowthListener` methods, the same ones
   its own writes use.  In one process nothing grows behind a stream's back,
   so `LocalFeed` tells nobody anything.
 
 Both local implementations answer at once (their Deferreds have already
 fired), so the registry's guarantee that of racing APPEND handshakes exactly
-one wins holds without any lock of its own.  A shared implementation
-(`redis_coordination.RedisCoordinator`) decides a claim atomically in Redis
-instead, and its slots are leases: `ISlot.valid` says whether the holder may
-still write, and `ISlot.when_lost` is told when it may not any more.
+one wins holds without any lock of its own.  The shared implementation
+(``--redis``: `shared.coordinator.RedisCoordinator`) decides a claim
+atomically in Redis instead, and its slots are leases: `ISlot.valid`
+says whether the holder may still write, and `ISlot.when_lost` is told
+when it may not any more.
 """
 
 from __future__ import annotations

@@ -1,32 +1,35 @@
 """
-Small HTTP helpers of the web layer: reading a request's query and headers
-(`arg`, `int_arg`, `byte_range`, `start_offset`, `peer`), and writing what
-every response shares (`write_text`, the one way to answer with a short
-text body; `state_headers`; `content_type`).  No state, no core calls.
+The HTTP edges of the web layer: what a request asks, read once
+(`Query.of`: its verb, flags, offset, token, headers, peer; `byte_range`,
+`start_offset`), and what every response shares (`write_text`, the one way
+to answer with a short text body; `refuse`, the one way to answer a
+`Refusal`; `state_headers`; `content_type`).  No state, no core calls.
 """
 
 from __future__ import annotations
 
 import mimetypes
 import re
+from dataclasses import dataclass
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web.server import Request
 
 from ..core.names import Name
 from ..core.refusal import Refusal
-from ..protocol import ResourceState, header_bytes
+from ..protocol import FOLLOW, X_VERB, Param, ResourceState, flag, header_bytes
 
 __all__ = [
-    "arg",
+    "Query",
     "byte_range",
     "content_type",
-    "int_arg",
-    "peer",
+    "refuse",
     "start_offset",
     "state_headers",
     "write_text",
 ]
+
+_X_VERB = header_bytes(X_VERB)
 
 
 def write_text(
@@ -58,7 +61,17 @@ def state_headers(request: Request, state: ResourceState) -> None:
         request.setHeader(header_bytes(key), value.encode())
 
 
-def peer(request: Request) -> str:
+def refuse(request: Request, refusal: Refusal, state: ResourceState | None) -> None:
+    """
+    Answer with ``refusal``: unless it is about the server rather than the
+    resource, with the resource's state (``None``: it has none).
+    """
+    if refusal.reveal:
+        state_headers(request, state or ResourceState(False, None))
+    write_text(request, refusal.code, refusal.message, refusal.headers)
+
+
+def _peer(request: Request) -> str:
     """The client, as WebSocket sessions name theirs (``tcp4:HOST:PORT``)."""
     address = request.getClientAddress()
     if isinstance(address, IPv4Address | IPv6Address):
@@ -67,20 +80,95 @@ def peer(request: Request) -> str:
     return str(address)
 
 
-def arg(request: Request, key: bytes) -> bytes | None:
+def _arg(request: Request, key: bytes) -> bytes | None:
     """The first value of the query parameter ``key``, if given."""
     values = request.args.get(key) if request.args else None
     return values[0] if values else None
 
 
-def int_arg(request: Request, key: bytes) -> int | None:
-    """The query parameter ``key`` as an integer, or a 400 refusal."""
-    raw = arg(request, key)
-    if raw is None:
-        return None
-    if not re.fullmatch(rb"-?[0-9]{1,19}", raw):
-        raise Refusal(400, f"{key.decode()} must be an integer")
-    return int(raw)
+@dataclass(frozen=True)
+class Query:
+    """
+    What a request asks, beyond its method and path, read once.
+
+    :ivar verb: ``X-Verb`` or ``verb=``, upper-cased (``FOLLOW`` if neither).
+    :ivar verb_given: whether either was given.
+    :ivar upgrade: whether it asks for a WebSocket.
+    :ivar follow: ``follow=1``.
+    :ivar raw: ``raw=1``.
+    :ivar offset: ``offset=`` as given (see `start`).
+    :ivar ack: ``ack=1``.
+    :ivar frames: ``frames=``, lower-cased.
+    :ivar as_json: ``format=json``.
+    :ivar token: the bearer token (``Authorization`` or ``access_token=``).
+    :ivar access_token: ``access_token=`` alone (for the viewer's links).
+    :ivar range: the ``Range`` header.
+    :ivar accept: the ``Accept`` header.
+    :ivar peer: the client, as WebSocket sessions name theirs
+        (``tcp4:HOST:PORT``).
+    """
+
+    verb: str
+    verb_given: bool
+    upgrade: bool
+    follow: bool
+    raw: bool
+    offset: bytes | None
+    ack: bool
+    frames: bytes
+    as_json: bool
+    token: bytes | None
+    access_token: bytes | None
+    range: bytes | None
+    accept: bytes | None
+    peer: str
+
+    @classmethod
+    def of(cls, request: Request) -> Query:
+        raw_verb = request.getHeader(_X_VERB) or _arg(request, Param.VERB.key)
+        access_token = _arg(request, Param.ACCESS_TOKEN.key)
+        authorization = request.getHeader(b"authorization") or b""
+        scheme, _, credentials = authorization.strip().partition(b" ")
+        bearer = scheme.lower() == b"bearer"
+        return cls(
+            verb=FOLLOW if raw_verb is None else raw_verb.decode("latin-1").upper(),
+            verb_given=raw_verb is not None,
+            upgrade=b"websocket" in (request.getHeader(b"upgrade") or b"").lower(),
+            follow=flag(_arg(request, Param.FOLLOW.key)),
+            raw=flag(_arg(request, Param.RAW.key)),
+            offset=_arg(request, Param.OFFSET.key),
+            ack=flag(_arg(request, Param.ACK.key)),
+            frames=(_arg(request, Param.FRAMES.key) or b"").lower(),
+            as_json=(_arg(request, Param.FORMAT.key) or b"").lower() == b"json",
+            token=credentials.strip() if bearer else access_token,
+            access_token=access_token,
+            range=request.getHeader(b"range"),
+            accept=request.getHeader(b"accept"),
+            peer=_peer(request),
+        )
+
+    @property
+    def plain(self) -> bool:
+        """Whether it asks for the bytes as they are, nothing more."""
+        return not (self.offset is not None or self.range or self.raw)
+
+    def expected_size(self) -> int | None:
+        """``offset=`` as an append's precondition, or a 400 refusal."""
+        expected = self._offset()
+        if expected is not None and expected < 0:
+            raise Refusal(400, "offset must not be negative when appending")
+        return expected
+
+    def start(self, state: ResourceState) -> int:
+        """Where a follow of the resource in ``state`` starts (`start_offset`)."""
+        return start_offset(self._offset(), state)
+
+    def _offset(self) -> int | None:
+        if self.offset is None:
+            return None
+        if not re.fullmatch(rb"-?[0-9]{1,19}", self.offset):
+            raise Refusal(400, "offset must be an integer")
+        return int(self.offset)
 
 
 def start_offset(offset: int | None, state: ResourceState) -> int:

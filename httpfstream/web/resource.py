@@ -42,12 +42,8 @@ from ..core.session import AppendSession
 from ..core.stream import Stream
 from ..protocol import (
     COMPLETE,
-    FOLLOW,
     OFFSET,
-    X_VERB,
-    Param,
     ResourceState,
-    flag,
     header_bytes,
 )
 from . import viewer
@@ -57,12 +53,10 @@ from .decide import Action, Asked, decide, prefers_html
 from .followers import FollowerProtocol, Following, ResponseSink
 from .handoff import Handoff, WebSocketOptions
 from .http import (
-    arg,
+    Query,
     byte_range,
     content_type,
-    int_arg,
-    peer,
-    start_offset,
+    refuse,
     state_headers,
     write_text,
 )
@@ -70,7 +64,9 @@ from .http import (
 __all__ = ["StreamResource", "write_text"]
 
 _log = Logger()
-_X_VERB = header_bytes(X_VERB)
+
+#: What serves one kind of request, once decided.
+_Action = Callable[[Request, Query, Name], Awaitable[None]]
 
 
 class StreamResource(Resource):
@@ -121,7 +117,9 @@ class StreamResource(Resource):
             maxMessagePayloadSize=follower_limit,
             maxFramePayloadSize=follower_limit,
         )
-        self._actions: dict[Action, Callable[[Request, Name], Awaitable[None]]] = {
+        self._actions: dict[
+            Action, Callable[[Request, Query, Name], Awaitable[None]]
+        ] = {
             Action.SNAPSHOT: self._snapshot,
             Action.HEAD: self._head,
             Action.FOLLOW_HTTP: self._follow_http,
@@ -151,23 +149,19 @@ class StreamResource(Resource):
             request.finish()
 
     async def _serve(self, request: Request) -> None:
-        raw_verb = request.getHeader(_X_VERB) or arg(request, Param.VERB.key)
+        query = Query.of(request)
         segments = request.postpath or []
         folder = names_folder(segments)
         decision = decide(
             Asked(
                 method=request.method,
-                verb=FOLLOW if raw_verb is None else raw_verb.decode("latin-1").upper(),
-                verb_given=raw_verb is not None,
-                upgrade=b"websocket" in (request.getHeader(b"upgrade") or b"").lower(),
-                follow=flag(arg(request, Param.FOLLOW.key)),
+                verb=query.verb,
+                verb_given=query.verb_given,
+                upgrade=query.upgrade,
+                follow=query.follow,
                 folder=folder,
-                browser=prefers_html(request.getHeader(b"accept")),
-                plain=not (
-                    arg(request, Param.OFFSET.key) is not None
-                    or request.getHeader(b"range")
-                    or flag(arg(request, Param.RAW.key))
-                ),
+                browser=prefers_html(query.accept),
+                plain=query.plain,
             )
         )
         parsed: Name | None = None
@@ -178,44 +172,38 @@ class StreamResource(Resource):
             invalid = e
         try:
             if self._tokens is not None:
-                _check_token(request, self._tokens, decision.right, parsed)
+                _check_token(query.token, self._tokens, decision.right, parsed)
             if decision.refusal is not None:
                 raise decision.refusal
             if parsed is None:
                 raise Refusal(400 if decision.writes else 404, str(invalid))
             assert decision.action is not None
-            await self._actions[decision.action](request, parsed)
+            await self._actions[decision.action](request, query, parsed)
         except Refusal as refusal:
-            await self._refuse(request, None if folder else parsed, refusal)
-
-    async def _refuse(
-        self, request: Request, name: Name | None, refusal: Refusal
-    ) -> None:
-        """
-        Answer with ``refusal`` and, unless it is about the server rather
-        than the resource, the resource's true state.  Every refusal is
-        answered (and counted) here.
-        """
-        self._registry.counters.refused[refusal.code] += 1
-        if refusal.reveal:
+            # Every refusal is answered (and counted) here.
+            self._registry.counters.refused[refusal.code] += 1
             state = refusal.state
-            if state is None and name is not None:
-                try:
-                    state = await self._registry.describe(name)
-                except CancelledError:
-                    raise  # the client went away: nobody to answer
-                except Exception:
-                    _log.failure("describing {name}", name="/".join(name))
-            state_headers(request, state or ResourceState(False, None))
-        write_text(request, refusal.code, refusal.message, refusal.headers)
+            if state is None and refusal.reveal and parsed is not None and not folder:
+                state = await self._describe(parsed)
+            refuse(request, refusal, state)
+
+    async def _describe(self, name: Name) -> ResourceState | None:
+        """The resource's true state, for a refusal that did not carry it."""
+        try:
+            return await self._registry.describe(name)
+        except CancelledError:
+            raise  # the client went away: nobody to answer
+        except Exception:
+            _log.failure("describing {name}", name="/".join(name))
+            return None
 
     # -- reading ------------------------------------------------------------
 
-    async def _head(self, request: Request, name: Name) -> None:
+    async def _head(self, request: Request, query: Query, name: Name) -> None:
         """HEAD: the snapshot's headers."""
         stream = await self._registry.open(name)
         try:
-            self._snapshot_headers(request, name, stream.state)
+            self._snapshot_headers(request, query, name, stream.state)
             request.write(b"")
             request.finish()
         finally:
@@ -223,11 +211,11 @@ class StreamResource(Resource):
 
     @staticmethod
     def _snapshot_headers(
-        request: Request, name: Name, state: ResourceState
+        request: Request, query: Query, name: Name, state: ResourceState
     ) -> tuple[int, int]:
         """Set a snapshot's headers (Range, 206); the bytes it will send."""
         size = state.size or 0
-        byte_range_ = byte_range(request.getHeader(b"range"), state)
+        byte_range_ = byte_range(query.range, state)
         start, stop = byte_range_ or (0, size)
         state_headers(request, state)
         if byte_range_ is not None:
@@ -247,29 +235,31 @@ class StreamResource(Resource):
             request.setHeader(b"Cache-Control", b"no-store")
         return start, stop
 
-    async def _snapshot(self, request: Request, name: Name) -> None:
+    async def _snapshot(self, request: Request, query: Query, name: Name) -> None:
         """A plain GET: the persisted bytes now, with Range."""
         stream = await self._registry.open(name, reader="readers")
         try:
-            start, stop = self._snapshot_headers(request, name, stream.state)
-            record = self._registry.record(Kind.SNAPSHOT, name, peer(request), start)
+            start, stop = self._snapshot_headers(request, query, name, stream.state)
+            record = self._registry.record(Kind.SNAPSHOT, name, query.peer, start)
             sink = ResponseSink(request, record)
             sink.start(stream.snapshot(sink, start, stop))
         finally:
             stream.release()
 
-    async def _follow_http(self, request: Request, name: Name) -> None:
+    async def _follow_http(self, request: Request, query: Query, name: Name) -> None:
         """``follow=1``: a chunked response that streams live."""
         stream = await self._registry.open(name, reader="followers")
         try:
-            self._stream_body(request, name, stream)
+            self._stream_body(request, query, name, stream)
         finally:
             stream.release()
 
-    def _stream_body(self, request: Request, name: Name, stream: Stream) -> None:
+    def _stream_body(
+        self, request: Request, query: Query, name: Name, stream: Stream
+    ) -> None:
         """Follow ``stream`` (held by the caller) in the response body."""
         state = stream.state
-        start = start_offset(int_arg(request, Param.OFFSET.key), state)
+        start = query.start(state)
         state_headers(request, state)
         request.setHeader(header_bytes(OFFSET), b"%d" % start)
         request.setHeader(b"Content-Type", content_type(name))
@@ -281,26 +271,26 @@ class StreamResource(Resource):
             request.setHeader(b"Content-Length", b"%d" % (stream.size - start))
         # Send the headers now: a live follow may wait long for a byte.
         request.write(b"")
-        record = self._registry.record(Kind.FOLLOW_HTTP, name, peer(request), start)
+        record = self._registry.record(Kind.FOLLOW_HTTP, name, query.peer, start)
         sink = ResponseSink(request, record)
         sink.start(stream.follow(sink, start))
 
-    async def _follow_ws(self, request: Request, name: Name) -> None:
+    async def _follow_ws(self, request: Request, query: Query, name: Name) -> None:
         """A WebSocket FOLLOW: 101 while an appender holds it, else 200."""
         stream = await self._registry.open(name, reader="followers")
         handed = False
         try:
             if not stream.active:
                 # Nothing to follow live: the content, over plain HTTP.
-                self._stream_body(request, name, stream)
+                self._stream_body(request, query, name, stream)
                 return
             state = stream.state
-            start = start_offset(int_arg(request, Param.OFFSET.key), state)
-            frames = (arg(request, Param.FRAMES.key) or b"").lower()
+            start = query.start(state)
+            frames = query.frames
             text = frames == b"text" or (not frames and self._options.text_frames)
             headers = state.headers()
             headers[OFFSET] = str(start)
-            record = self._registry.record(Kind.FOLLOW_WS, name, peer(request), start)
+            record = self._registry.record(Kind.FOLLOW_WS, name, query.peer, start)
             following = Following(stream, start, text, record)
             handed = self._followers.upgrade(request, following, headers)
             if not handed:
@@ -309,7 +299,7 @@ class StreamResource(Resource):
             if not handed:
                 stream.release()
 
-    async def _view(self, request: Request, name: Name) -> None:
+    async def _view(self, request: Request, query: Query, name: Name) -> None:
         """A browser opening a resource: the page that follows it."""
         stream = await self._registry.open(name)
         try:
@@ -317,18 +307,17 @@ class StreamResource(Resource):
         finally:
             stream.release()
         state_headers(request, state)
-        page = viewer.resource_page(name, arg(request, Param.ACCESS_TOKEN.key))
+        page = viewer.resource_page(name, query.access_token)
         viewer.send_page(request, page)
 
-    async def _list(self, request: Request, folder: Name) -> None:
+    async def _list(self, request: Request, query: Query, folder: Name) -> None:
         """A folder: JSON for programs, an index page for browsers."""
         listing = await self._registry.listing(folder)
         entries = [
             (entry, self._registry.active((*folder, entry.name)))
             for entry in listing.resources
         ]
-        as_json = (arg(request, Param.FORMAT.key) or b"").lower() == b"json"
-        if prefers_html(request.getHeader(b"accept")) and not as_json:
+        if prefers_html(query.accept) and not query.as_json:
             page = viewer.listing_page(
                 folder, entries, listing.folders, self._registry.reactor.seconds()
             )
@@ -345,36 +334,32 @@ class StreamResource(Resource):
     # -- writing ------------------------------------------------------------
 
     async def _begin(
-        self, request: Request, name: Name, kind: Kind, reserve: int = 0
+        self, query: Query, name: Name, kind: Kind, reserve: int = 0
     ) -> AppendSession:
-        expected = int_arg(request, Param.OFFSET.key)
-        if expected is not None and expected < 0:
-            raise Refusal(400, "offset must not be negative when appending")
         return await self._registry.begin_append(
-            name, expected, kind=kind, peer=peer(request), reserve=reserve
+            name, query.expected_size(), kind=kind, peer=query.peer, reserve=reserve
         )
 
-    async def _append(self, request: Request, name: Name) -> None:
+    async def _append(self, request: Request, query: Query, name: Name) -> None:
         """A WebSocket APPEND: take the slot, then upgrade."""
-        ack = flag(arg(request, Param.ACK.key))
-        session = await self._begin(request, name, Kind.APPEND)
+        session = await self._begin(query, name, Kind.APPEND)
         if session.shut_down:
             # The server began stopping meanwhile.
             session.end(None, "server shutting down")
             raise Refusal(503, "server shutting down", RETRY_SOON, reveal=False)
         headers = session.stream.state.headers()
-        appending = Appending(session, ack, self._options.fin_ends_appender)
+        appending = Appending(session, query.ack, self._options.fin_ends_appender)
         if not self._appenders.upgrade(request, appending, headers):
             session.end(None, "the client went away before the upgrade")
 
-    async def _delete(self, request: Request, name: Name) -> None:
+    async def _delete(self, request: Request, query: Query, name: Name) -> None:
         """DELETE: remove a resource nobody appends to."""
         await self._registry.delete(name)
         state_headers(request, ResourceState(False, None))
         request.setResponseCode(204)
         request.finish()
 
-    async def _post(self, request: Request, name: Name) -> None:
+    async def _post(self, request: Request, query: Query, name: Name) -> None:
         """A POST: append the whole body as one piece."""
         content = request.content
         assert content is not None
@@ -393,7 +378,7 @@ class StreamResource(Resource):
             )
         content.seek(0)
         body = content.read()
-        session = await self._begin(request, name, Kind.POST, reserve=length)
+        session = await self._begin(query, name, Kind.POST, reserve=length)
         try:
             session.append(body)
             await session.flush()
@@ -415,19 +400,12 @@ class StreamResource(Resource):
 
 
 def _check_token(
-    request: Request, tokens: Tokens, right: Right, name: Name | None
+    token: bytes | None, tokens: Tokens, right: Right, name: Name | None
 ) -> None:
     """
     Refuse the request (401 or 403, saying nothing of the resource) unless
-    its token grants ``right`` on ``name`` (``None``: not a valid name).
+    ``token`` grants ``right`` on ``name`` (``None``: not a valid name).
     """
-    token: bytes | None = None
-    authorization = request.getHeader(b"authorization") or b""
-    scheme, _, credentials = authorization.strip().partition(b" ")
-    if scheme.lower() == b"bearer":
-        token = credentials.strip()
-    else:
-        token = arg(request, Param.ACCESS_TOKEN.key)
     access = tokens.check(token, right, name)
     if access is Access.ALLOWED:
         return

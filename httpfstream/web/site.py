@@ -11,7 +11,7 @@ how long a request's head may take.
     root.putChild(b"logs", StreamResource(registry))
     site = make_site(root, registry)
 
-A second listener (an admin site) would be built here beside it.
+The admin site (``--admin``: metrics and health) is `admin.make_admin_site`.
 """
 
 from __future__ import annotations
