@@ -2,23 +2,28 @@
 `StreamResource`: the twisted.web resource that serves every resource name
 below its mount point.
 
-A request goes through four steps:
+A request goes through five steps:
 
-1. `decide.decide`: from the method, headers and query alone, the action
+1. `http.Query.of`: its query and headers, read once;
+2. `decide.decide`: from the method, headers and query alone, the action
    and the right it needs (or a refusal);
-2. with tokens configured, the token check (section 8: 401/403, nothing
+3. with tokens configured, the token check (section 8: 401/403, nothing
    else revealed);
-3. the name (section 1);
-4. the action, which makes every decision that can refuse the request
-   itself (404, 409, 412, 416, 503...), so refusals are plain HTTP
-   responses carrying the ``Httpfstream-*`` headers, and only then hands
-   accepted WebSocket handshakes to Autobahn (`handoff.Handoff`).
+4. the name (section 1);
+5. the action, which calls the registry (the core's one facade) and makes
+   every decision that can refuse the request (404, 409, 412, 416,
+   503...) before it answers, so refusals are plain HTTP responses
+   carrying the ``Httpfstream-*`` headers; only then are accepted
+   WebSocket handshakes handed to Autobahn (`handoff.Handoff`).
+
+Everything that turns a request down is a `core.refusal.Refusal`, answered
+and counted in `_serve` alone.
 
 If the client goes away while an action waits (for a file to open, say),
 the action is cancelled, and the registry gives back what it was opening.
 
 Every byte sent to a reader, WebSocket or HTTP, snapshot or live, goes
-through a `stream.Cursor`; snapshots are cursors with a fixed end, so they
+through a `core.cursor.Cursor`; snapshots are cursors with a fixed end, so they
 never send more than the persisted size they announced (unlike
 ``static.File`` on a growing file).
 """
@@ -117,9 +122,7 @@ class StreamResource(Resource):
             maxMessagePayloadSize=follower_limit,
             maxFramePayloadSize=follower_limit,
         )
-        self._actions: dict[
-            Action, Callable[[Request, Query, Name], Awaitable[None]]
-        ] = {
+        self._actions: dict[Action, _Action] = {
             Action.SNAPSHOT: self._snapshot,
             Action.HEAD: self._head,
             Action.FOLLOW_HTTP: self._follow_http,
