@@ -6,9 +6,11 @@ ever lost.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
+import treq
 from support.clients import close, finished, get, ws
 from support.processes import Twistd, poll_until
 
@@ -186,3 +188,40 @@ async def test_file_removed_behind_the_servers_back(make_server):
     assert bytes(f.received) == b"before after"
     # ...and once nobody uses it, the resource is gone, as its file is.
     assert (await get(server.url("gone.log")))[0] == 404
+
+
+async def test_a_full_disk_answers_a_post_with_507_one_line_and_a_count(tmp_path):
+    root = tmp_path / "root"
+    server = Twistd.start(
+        root, "--admin=tcp:0:interface=127.0.0.1", max_file_size=1 << 20
+    )
+    try:
+        first = await treq.post(server.url("full.log"), data=b"a" * 600_000)
+        assert first.code == 200
+        await first.content()
+        second = await treq.post(server.url("full.log"), data=b"b" * 600_000)
+        body = (await second.content()).decode()
+        assert second.code == 507, body
+        assert "no space left" in body and "600000 bytes" in body, body
+        assert second.headers.getRawHeaders("httpfstream-size") == ["600000"]
+        # The resource keeps the bytes it had, and can take more that fit.
+        assert (root / "full.log").read_bytes() == b"a" * 600_000
+        third = await treq.post(server.url("full.log"), data=b"c" * 1000)
+        assert third.code == 200
+        await third.content()
+        # One line at error level naming the resource and its size; no
+        # traceback, nothing critical.
+        lines = b"".join(server.log).decode().splitlines()
+        errors = [line for line in lines if "#error]" in line]
+        assert len(errors) == 1, errors
+        assert "no space left to append to full.log at 600000 bytes" in errors[0]
+        assert not [line for line in lines if "#critical" in line or "Traceback" in line]
+        # Counted in /metrics.
+        logged = await server.until_logged(rb"httpfstream-admin starting on (\d+)")
+        admin = int(re.search(rb"on (\d+)", logged[0]).group(1))
+        metrics = await treq.get(f"http://127.0.0.1:{admin}/metrics")
+        text = (await metrics.content()).decode()
+        assert "httpfstream_no_space_appends_total 1.0" in text, text
+        assert 'httpfstream_refusals_total{status="507"} 1.0' in text, text
+    finally:
+        server.stop()

@@ -85,6 +85,7 @@ class Counters:
     :ivar bytes_delivered: bytes sent to readers.
     :ivar swept: resources removed for being older than the maximum age.
     :ivar refused: error responses, by status.
+    :ivar no_space: appends that found no space left on the storage.
     :ivar write_seconds: from a batch of writes queued to persisted.
     :ivar sync_seconds: fsyncs of a resource file.
     """
@@ -95,12 +96,20 @@ class Counters:
     bytes_delivered: int = 0
     swept: int = 0
     refused: Counter[int] = field(default_factory=Counter)
+    no_space: int = 0
     write_seconds: Latency = field(default_factory=Latency)
     sync_seconds: Latency = field(default_factory=Latency)
 
     def observe(self, what: str, seconds: float) -> None:
-        """A write or a sync took ``seconds``."""
-        (self.write_seconds if what == "write" else self.sync_seconds).observe(seconds)
+        """
+        A write (``"write"``) or a sync (``"sync"``) took ``seconds``, or a
+        write found no space left (``"no-space"``).
+        """
+        if what == "no-space":
+            self.no_space += 1
+        else:
+            latency = self.write_seconds if what == "write" else self.sync_seconds
+            latency.observe(seconds)
 
     @property
     def readers(self) -> int:

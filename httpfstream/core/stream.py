@@ -45,7 +45,7 @@ from .cursor import Cursor, IFollowerSink
 from .fanout import FanOut
 from .growth import IGrowthListener
 from .names import Name
-from .store import IStoreFile
+from .store import IStoreFile, out_of_space
 from .tail import Tail
 from .tracked import TrackedFile
 from .writes import (
@@ -102,7 +102,8 @@ class Stream:
     :param on_idle: called when nothing uses the stream any more.
     :param clock: the time now, in seconds, for timing I/O.
     :param observe: told how long each write (``"write"``, from queued to
-        persisted) and each sync (``"sync"``) took.
+        persisted) and each sync (``"sync"``) took, and of each write that
+        found no space left (``"no-space"``).
     """
 
     def __init__(
@@ -153,8 +154,10 @@ class Stream:
         self._appending = Appending.NOBODY
         # The session's observer while HERE or FAILED, else None.
         self._appender: AppenderObserver | None = None
-        # Why the session's write failed (FAILED).
+        # Why the session's write failed (FAILED), and whether for lack of
+        # space.
         self._failed_why = ""
+        self._no_space = False
         self._holds = 0
 
     def __repr__(self) -> str:
@@ -270,7 +273,7 @@ class Stream:
         appending anything.
         """
         if self._appending is Appending.FAILED:
-            raise WriteFailed(self._failed_why)
+            raise self._failure()
         queued = self._out.size + self._queue.queued
         if self._max_size and queued + nbytes > self._max_size:
             raise ResourceFull(
@@ -296,7 +299,7 @@ class Stream:
         persisted; fail with `WriteFailed` if a write fails first.
         """
         if self._appending is Appending.FAILED:
-            return _failed(WriteFailed(self._failed_why))
+            return _failed(self._failure())
         size = self._out.size
         target = size + self._queue.queued
         if target == size:
@@ -324,7 +327,17 @@ class Stream:
         self._check_idle()
 
     def _write_failed(self, reason: Failure, logged: bool) -> None:
-        if logged:
+        self._no_space = out_of_space(reason.value)
+        if self._no_space:
+            # Not a fault of ours: one line, not a traceback, and a count.
+            self._observe("no-space", 0.0)
+            _log.error(
+                "no space left to append to {name} at {size} bytes: {why}",
+                name="/".join(self.name),
+                size=self.size,
+                why=reason.getErrorMessage(),
+            )
+        elif logged:
             _log.failure(
                 "writing {name} failed at {size} bytes",
                 reason,
@@ -336,10 +349,13 @@ class Stream:
         self._failed_why = reason.getErrorMessage()
         waiters, self._flush_waiters = self._flush_waiters, []
         for _target, d in waiters:
-            d.errback(WriteFailed(self._failed_why))
+            d.errback(self._failure())
         if self._appender is not None:
             self._appender.failed(reason)
         self._check_idle()
+
+    def _failure(self) -> WriteFailed:
+        return WriteFailed(self._failed_why, no_space=self._no_space)
 
     def end_session(self, follower_code: int, reason: str = "") -> Deferred[int]:
         """

@@ -49,7 +49,16 @@ class ResourceFull(Exception):
 
 
 class WriteFailed(Exception):
-    """A write to the file failed; the session cannot append any more."""
+    """
+    A write to the file failed; the session cannot append any more.
+
+    :ivar no_space: whether the storage had no room for it
+        (`store.out_of_space`).
+    """
+
+    def __init__(self, message: str, *, no_space: bool = False) -> None:
+        super().__init__(message)
+        self.no_space = no_space
 
 
 class Fenced(WriteFailed):

@@ -103,6 +103,11 @@ class _Collector:
             refused.add_metric([str(status)], count)
         yield refused
         yield CounterMetricFamily(
+            "httpfstream_no_space_appends",
+            "Appends that found no space left on the storage (507 or 1011).",
+            counters.no_space,
+        )
+        yield CounterMetricFamily(
             "httpfstream_swept_resources",
             "Resources removed for being older than --max-age.",
             counters.swept,

@@ -44,7 +44,7 @@ from ..core.records import Kind
 from ..core.refusal import RETRY_SOON, Refusal
 from ..core.registry import StreamRegistry
 from ..core.session import AppendSession
-from ..core.stream import Stream
+from ..core.stream import Stream, WriteFailed
 from ..protocol import (
     COMPLETE,
     OFFSET,
@@ -385,7 +385,15 @@ class StreamResource(Resource):
         try:
             session.append(body)
             await session.flush()
-        except Exception as e:
+        except WriteFailed as e:
+            if e.no_space:
+                await session.end(507, f"no space left: {e}")
+                raise Refusal(
+                    507,
+                    "no space left on the server for this body; the resource"
+                    f" keeps the {session.stream.size} bytes it had",
+                    state=session.stream.state,
+                ) from None
             await session.end(500, "write failed")
             raise Refusal(
                 500, f"write failed: {e}", state=session.stream.state
