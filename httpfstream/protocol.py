@@ -20,6 +20,7 @@ __all__ = [
     "COMPLETE",
     "COMPLETE_HEADER",
     "FOLLOW",
+    "FOLLOWERS",
     "GOING_AWAY",
     "LEASE_LOST",
     "OFFSET",
@@ -53,6 +54,8 @@ SIZE = "Httpfstream-Size"
 OFFSET = "Httpfstream-Offset"
 #: ``1`` when the resource's last append session ended well (section 9).
 COMPLETE_HEADER = "Httpfstream-Complete"
+#: How many follow it live here now (WebSocket and ``follow=1``).
+FOLLOWERS = "Httpfstream-Followers"
 
 
 def header_bytes(name: str) -> bytes:
@@ -135,19 +138,25 @@ class ResourceState:
     :ivar size: its persisted size; ``None`` when it has no file.
     :ivar complete: whether its last append session ended well (and none
         holds it now).
+    :ivar followers: how many follow it live on this server: followers
+        (WebSocket or ``follow=1``) that started while an appender held it
+        and have not finished; snapshots and downloads of a finished
+        resource are not counted.
     """
 
     active: bool
     size: int | None
     complete: bool = True
+    followers: int = 0
 
     def headers(self) -> dict[str, str]:
         """
-        ``Httpfstream-Active`` and, if there is a file, ``-Size`` and
-        ``-Complete``.
+        ``Httpfstream-Active`` and, if there is a file, ``-Size``,
+        ``-Complete`` and ``-Followers``.
         """
         headers = {ACTIVE: "1" if self.active else "0"}
         if self.size is not None:
             headers[SIZE] = str(self.size)
             headers[COMPLETE_HEADER] = "1" if self.complete and not self.active else "0"
+            headers[FOLLOWERS] = str(self.followers)
         return headers

@@ -131,3 +131,38 @@ async def test_twistd_admin_listener(tmp_path):
         assert samples[("httpfstream_appended_bytes_total", ())] == 3
     finally:
         server.stop()
+
+
+async def test_followers_per_resource_are_bounded_to_the_most_followed(make_server):
+    from httpfstream.web.admin import MOST_FOLLOWED
+
+    server = with_admin(make_server())
+    appenders = []
+    followers = []
+    try:
+        # One more followed resource than the gauge names; r00 the most
+        # followed, the others one follower each.
+        for i in range(MOST_FOLLOWED + 1):
+            appenders.append(await appender(server, f"r{i:02}.log"))
+            followers.append(await ws(server.ws_url(f"r{i:02}.log")))
+        followers.append(await ws(server.ws_url("r00.log")))
+        followers.append(await ws(server.ws_url("r00.log")))
+        # A resource nobody follows is never named.
+        appenders.append(await appender(server, "quiet.log"))
+        samples = await scrape(admin_url(server, "metrics"))
+        named = {
+            labels[0][1]: value
+            for (name, labels), value in samples.items()
+            if name == "httpfstream_resource_followers"
+        }
+        assert len(named) == MOST_FOLLOWED
+        assert named["r00.log"] == 3
+        assert "quiet.log" not in named
+        # Ties are broken by name: the last of the ones with one is left out.
+        assert f"r{MOST_FOLLOWED:02}.log" not in named
+    finally:
+        for a in appenders:
+            await close(a)
+        for f in followers:
+            await finished(f)
+        await server.admin_port.stopListening()

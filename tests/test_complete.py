@@ -18,7 +18,9 @@ def test_headers_of_a_state():
         "Httpfstream-Active": "0",
         "Httpfstream-Size": "5",
         "Httpfstream-Complete": "1",
+        "Httpfstream-Followers": "0",
     }
+    assert ResourceState(True, 5, False, 3).headers()["Httpfstream-Followers"] == "3"
     # Held now: not complete, whatever the last session did.
     assert ResourceState(True, 5, True).headers()["Httpfstream-Complete"] == "0"
 

@@ -173,6 +173,17 @@ async def test_a_browser_gets_the_viewer_and_raw_gets_the_bytes(server):
     assert (await get(server.url("none.log"), headers=BROWSER))[0] == 404
 
 
+async def test_pages_bring_their_own_icon_so_no_favicon_is_asked(server):
+    """A browser asks /favicon.ico of a page without an icon: a 404 each time."""
+    await get(server.url("i.log"), method="POST", data=b"x")
+    for url in (server.url("i.log"), server.url("")):
+        status, headers, body = await get(url, headers=BROWSER)
+        assert status == 200
+        assert b'<link rel="icon" href="data:image/svg+xml,' in body
+        assert "img-src 'self' data:;" in headers["content-security-policy"]
+    assert server.registry.counters.refused == {}
+
+
 async def test_a_name_is_never_taken_for_a_part_of_the_page(server):
     # The page is filled from its template in one pass: a name that looks
     # like one of its fields stays a name.

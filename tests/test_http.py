@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -320,3 +321,48 @@ async def test_backslashes_are_ordinary_characters_inside_the_root(server):
     names = [p.basename() for p in server.root.children()]
     assert sorted(names) == [".httpfstream", "a\\..\\..\\x"]  # and the state
     assert [p.basename() for p in server.root.parent().children()] == ["root"]
+
+
+# -- 2. Httpfstream-Followers ---------------------------------------------------
+
+
+async def test_responses_and_listings_say_how_many_follow_live(server):
+    from support.followers import open_follower
+
+    a = await appender(server, "watched.log", ack=1)
+    a.sendMessage(b"x")
+    await a.until_ack(1)
+    assert a.headers["httpfstream-followers"] == "0"
+    over_ws = await ws(server.ws_url("watched.log"))
+    over_http = await open_follower(server, "watched.log", "http")
+    # A snapshot is no follower.
+    status, headers, body = await get(server.url("watched.log"))
+    assert (status, body) == (200, b"x")
+    assert headers["httpfstream-followers"] == "2"
+    # Refusals about the resource say it too.
+    conflict = await ws(server.ws_url("watched.log"), "APPEND")
+    assert conflict.status == 409
+    assert conflict.headers["httpfstream-followers"] == "2"
+    _, _, listing = await get(server.url("") + "?format=json")
+    entries = {e["name"]: e for e in json.loads(listing)["resources"]}
+    assert entries["watched.log"]["followers"] == 2
+    # A resource nobody follows: 0; one that does not exist: no header.
+    status, headers, _ = await get(server.url("other.log"), method="POST", data=b"y")
+    assert headers["httpfstream-followers"] == "0"
+    _, _, listing = await get(server.url("") + "?format=json")
+    entries = {e["name"]: e for e in json.loads(listing)["resources"]}
+    assert (entries["watched.log"]["followers"], entries["other.log"]["followers"]) == (
+        2,
+        0,
+    )
+    status, headers, _ = await get(server.url("none.log"))
+    assert status == 404 and "httpfstream-followers" not in headers
+    assert await close(a) == 1000
+    assert await finished(over_ws) == 1000
+    await over_http.ended()
+    status, headers, _ = await get(server.url("watched.log"), method="HEAD")
+    assert headers["httpfstream-followers"] == "0"
+    # Following a finished resource is a download, not a live follower.
+    download = await open_follower(server, "watched.log", "http")
+    assert download.headers["httpfstream-followers"] == "0"
+    await download.ended()

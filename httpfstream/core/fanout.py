@@ -57,6 +57,8 @@ class FanOut:
         self._grew = grew
         self._detached = detached
         self._cursors: set[Cursor] = set()
+        # The cursors that follow (not snapshots), for Httpfstream-Followers.
+        self._following: set[Cursor] = set()
         # Growth written elsewhere being read into the tail: the size it
         # reaches, and whether that read is under way.
         self._remote_target = 0
@@ -68,21 +70,34 @@ class FanOut:
         return len(self._cursors)
 
     @property
+    def following(self) -> int:
+        """How many of the cursors follow (snapshots aside)."""
+        return len(self._following)
+
+    @property
     def behind(self) -> int:
         """How many cursors are behind the tail, reading the file."""
         return sum(1 for cursor in self._cursors if cursor.offset < self.tail.start)
 
     # -- cursors ------------------------------------------------------------
 
-    def start(self, sink: IFollowerSink, offset: int, end: int | None) -> Cursor:
-        """A new cursor from ``offset``, ending at ``end`` with `COMPLETE`."""
+    def start(
+        self, sink: IFollowerSink, offset: int, end: int | None, follows: bool
+    ) -> Cursor:
+        """
+        A new cursor from ``offset``, ending at ``end`` with `COMPLETE`;
+        ``follows``: a follower's, not a snapshot's.
+        """
         cursor = Cursor(self, sink, offset, end, COMPLETE)
         self._cursors.add(cursor)
+        if follows:
+            self._following.add(cursor)
         return cursor
 
     def detach(self, cursor: Cursor) -> None:
         """``cursor`` is done (it says so itself): it reads no more."""
         self._cursors.discard(cursor)
+        self._following.discard(cursor)
         self._detached()
 
     def read_file(self, offset: int, length: int) -> Deferred[bytes]:

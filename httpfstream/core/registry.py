@@ -243,6 +243,11 @@ class StreamRegistry(Service):
         """Whether an appender holds (or is being given) the resource."""
         return self._slots.held(name)
 
+    def followers(self, name: Name) -> int:
+        """How many follow the resource live on this server now."""
+        stream = self._streams.find(name)
+        return 0 if stream is None else stream.state.followers
+
     def _call(self, work: Callable[[], Coroutine[Any, Any, _T]]) -> Deferred[_T]:
         """Run ``work`` unless stopping, with its refusals made `Refusal`."""
         if not self.running:

@@ -183,7 +183,9 @@ class Stream:
     @property
     def state(self) -> ResourceState:
         """What a response says about the resource now."""
-        return ResourceState(self.active, self._out.size, self.complete)
+        return ResourceState(
+            self.active, self._out.size, self.complete, self._out.following
+        )
 
     @property
     def followers(self) -> int:
@@ -441,14 +443,16 @@ class Stream:
         The cursor sends nothing until its first `Cursor.wake`: register it
         as the producer of the sink's transport first.
         """
-        return self._out.start(sink, offset, None if self.active else self.size)
+        # Counted as a follower (Httpfstream-Followers) if it follows live.
+        end = None if self.active else self.size
+        return self._out.start(sink, offset, end, follows=self.active)
 
     def snapshot(self, sink: IFollowerSink, start: int, stop: int) -> Cursor:
         """
         A cursor that sends bytes ``start`` to ``stop`` and ends; like
         `follow`, it starts at its first `Cursor.wake`.
         """
-        return self._out.start(sink, start, stop)
+        return self._out.start(sink, start, stop, follows=False)
 
     def recent(self, offset: int, length: int) -> bytes | None:
         """

@@ -89,6 +89,10 @@ class OpenStreams:
         """Every stream open now, detached ones included."""
         return [*self._streams.values(), *self._detached]
 
+    def find(self, name: Name) -> Stream | None:
+        """``name``'s stream if it is open now (an open under way aside)."""
+        return self._streams.get(name)
+
     async def current(self, name: Name) -> Stream | None:
         """``name``'s stream once any open under way has ended, if open."""
         while name in self._opening:

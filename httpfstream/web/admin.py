@@ -37,6 +37,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from ..core.records import LATENCY_BUCKETS, Kind, Latency
 from ..core.registry import StreamRegistry
+from ..core.stream import Stream
 
 __all__ = ["make_admin_site"]
 
@@ -76,6 +77,7 @@ class _Collector:
         yield GaugeMetricFamily(
             "httpfstream_open_streams", "Resources open in the registry.", len(streams)
         )
+        yield _most_followed(streams)
         yield CounterMetricFamily(
             "httpfstream_appended_bytes",
             "Bytes appended and persisted.",
@@ -122,6 +124,30 @@ class _Collector:
             "fsync of a resource file.",
             counters.sync_seconds,
         )
+
+
+#: The most resources `_most_followed` names: a label set that cannot grow
+#: with the number of resources.
+MOST_FOLLOWED = 20
+
+
+def _most_followed(streams: list[Stream]) -> Metric:
+    """
+    Live followers per resource, for the `MOST_FOLLOWED` resources with the
+    most (and at least one): one series per resource would grow with every
+    log ever followed, so the label set is bounded by that number at every
+    scrape, and a resource's series ends when it leaves the list.
+    """
+    gauge = GaugeMetricFamily(
+        "httpfstream_resource_followers",
+        f"Live followers of the {MOST_FOLLOWED} most-followed resources.",
+        labels=["resource"],
+    )
+    counted = [(s.state.followers, "/".join(s.name)) for s in streams]
+    ranked = sorted((c for c in counted if c[0] > 0), key=lambda c: (-c[0], c[1]))
+    for followers, name in ranked[:MOST_FOLLOWED]:
+        gauge.add_metric([name], followers)
+    return gauge
 
 
 def _histogram(name: str, documentation: str, latency: Latency) -> Metric:

@@ -317,7 +317,11 @@ class StreamResource(Resource):
         """A folder: JSON for programs, an index page for browsers."""
         listing = await self._registry.listing(folder)
         entries = [
-            (entry, self._registry.active((*folder, entry.name)))
+            viewer.Listed(
+                entry,
+                self._registry.active((*folder, entry.name)),
+                self._registry.followers((*folder, entry.name)),
+            )
             for entry in listing.resources
         ]
         if prefers_html(query.accept) and not query.as_json:

@@ -21,6 +21,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from importlib import resources
+from typing import NamedTuple
 from urllib.parse import quote
 
 from twisted.web.server import Request
@@ -88,7 +89,15 @@ def _rfc3339(seconds: float) -> str:
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def listing_json(entries: list[tuple[Entry, bool]], folders: list[str]) -> bytes:
+class Listed(NamedTuple):
+    """A resource of a listing, with what this server knows of it now."""
+
+    entry: Entry
+    active: bool
+    followers: int
+
+
+def listing_json(entries: list[Listed], folders: list[str]) -> bytes:
     """Section 10's JSON: resources (with their state) and folders, by name."""
     return json.dumps(
         {
@@ -99,8 +108,9 @@ def listing_json(entries: list[tuple[Entry, bool]], folders: list[str]) -> bytes
                     "active": active,
                     "complete": entry.complete and not active,
                     "modified": _rfc3339(entry.modified),
+                    "followers": followers,
                 }
-                for entry, active in entries
+                for entry, active, followers in entries
             ],
             "folders": folders,
         },
@@ -117,7 +127,7 @@ def _age(seconds: float) -> str:
 
 
 def listing_page(
-    folder: Name, entries: list[tuple[Entry, bool]], folders: list[str], now: float
+    folder: Name, entries: list[Listed], folders: list[str], now: float
 ) -> Page:
     """The HTML index of ``folder``: each resource links to its viewer."""
     nonce = secrets.token_urlsafe(18)
@@ -132,7 +142,7 @@ def listing_page(
             f'<tr><td><a href="{link}">{html.escape(sub)}</a></td>'
             "<td></td><td></td><td></td></tr>"
         )
-    for entry, active in entries:
+    for entry, active, _ in entries:
         link = html.escape(quote(entry.name))
         state = _state(active, entry.complete)
         rows.append(
@@ -158,7 +168,9 @@ def send_page(request: Request, page: Page) -> None:
     policy = (
         "default-src 'none'; "
         f"script-src 'nonce-{page.nonce}'; style-src 'nonce-{page.nonce}'; "
-        "connect-src 'self'; img-src 'self'; base-uri 'none'; "
+        # data: images: the page's own icon, inline, so that a browser
+        # never asks for /favicon.ico (a 404, counted as a refusal).
+        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; "
         "form-action 'none'; frame-ancestors 'none'"
     )
     request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
