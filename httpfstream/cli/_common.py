@@ -24,11 +24,12 @@ def _epilog(codes: dict[int, str]) -> str:
 
 
 def tool_parser(
-    prog: str, description: str, codes: dict[int, str]
+    prog: str, description: str, codes: dict[int, str], *, waits: bool = False
 ) -> argparse.ArgumentParser:
     """
     A parser with the options both tools take, and ``codes`` (the tool's
-    exit statuses) at the end of its ``--help``.
+    exit statuses) at the end of its ``--help``; ``waits``: the tool has
+    ``--wait``, which ``--retry-for`` bounds too.
     """
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -76,8 +77,8 @@ def tool_parser(
         type=_seconds,
         default=300.0,
         metavar="SECONDS",
-        help="how long --retry (and --wait) keep trying before giving up"
-        " (default: 300)",
+        help=f"how long --retry{' and --wait keep' if waits else ' keeps'} trying"
+        " before giving up (default: 300)",
     )
     return parser
 

@@ -22,6 +22,7 @@ def follow_main(argv: list[str] | None = None) -> NoReturn:
         "Write a resource's bytes to standard output as they are appended;"
         " exit 0 when its appender finishes.",
         FOLLOW_EXIT_CODES,
+        waits=True,
     )
     parser.add_argument(
         "--wait",
