@@ -95,3 +95,67 @@ def test_a_reason_that_differs_is_still_given():
     assert explain(bare).message == "another appender holds the resource (409)"
     missing = client.NotFound(404, "Not Found", {}, reason="no such folder")
     assert explain(missing).message == "no such resource (404): no such folder"
+
+
+# -- appending to a resource that already holds bytes -------------------------------
+
+
+def test_appending_after_bytes_already_there_says_so(twistd: Twistd):
+    url = twistd.url("ci/job.log")
+    first = run(APPEND, url, stdin=b"run 1\n")
+    assert (first.returncode, first.stderr) == (0, b"")
+    again = run(APPEND, url, stdin=b"run 2\n")
+    assert again.returncode == 0
+    assert again.stderr.count(b"\n") == 1
+    assert again.stderr.startswith(b"httpfstream-append: ")
+    assert b"already holds 6 bytes" in again.stderr
+    assert b"--new" in again.stderr
+    # Resuming with --offset is meant: nothing said.
+    resumed = run(APPEND, "--offset", "12", url, stdin=b"run 2, more\n")
+    assert (resumed.returncode, resumed.stderr) == (0, b"")
+    assert run(FOLLOW, url).stdout == b"run 1\nrun 2\nrun 2, more\n"
+
+
+def test_new_refuses_a_resource_that_holds_bytes(twistd: Twistd):
+    url = twistd.url("ci/new.log")
+    made = run(APPEND, "--new", url, stdin=b"run 1\n")
+    assert (made.returncode, made.stderr) == (0, b"")
+    refused = run(APPEND, "--new", url, stdin=b"run 2\n")
+    assert refused.returncode == 5
+    assert refused.stderr == (
+        b"httpfstream-append: --new: the resource is not new, it holds 6 bytes"
+        b" (412); append to another URL, or leave out --new to append after them\n"
+    )
+    assert run(FOLLOW, url).stdout == b"run 1\n"
+    # An empty resource is new enough.
+    empty = twistd.url("ci/empty.log")
+    assert run(APPEND, empty).returncode == 0
+    assert run(APPEND, "--new", empty, stdin=b"first\n").returncode == 0
+    assert run(FOLLOW, empty).stdout == b"first\n"
+
+
+def test_new_and_offset_together_are_bad_arguments(twistd: Twistd):
+    result = run(APPEND, "--new", "--offset", "3", twistd.url("both.log"))
+    assert result.returncode == 2
+    assert b"not allowed with argument" in result.stderr
+
+
+def test_help_documents_new():
+    text = b" ".join(run(APPEND, "--help").stdout.split())
+    assert b"--new" in text
+    assert b"refuse unless the resource is empty or absent" in text
+
+
+async def test_the_api_requires_a_new_resource_with_offset_0(twistd: Twistd):
+    """`Client.open_append(url, offset=0)` is the API's ``--new``."""
+    from twisted.internet import reactor
+
+    url = twistd.url("api/new.log")
+    assert run(APPEND, url, stdin=b"taken\n").returncode == 0
+    api = client.Client(reactor)
+    try:
+        with pytest.raises(client.OffsetMismatch) as refused:
+            await api.open_append(url, offset=0)
+        assert refused.value.size == 6
+    finally:
+        await api.close()

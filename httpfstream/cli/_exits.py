@@ -17,7 +17,7 @@ EXIT_ERROR = 1  # anything else: an unexpected status, a refused write...
 EXIT_USAGE = 2  # bad arguments (argparse)
 EXIT_NOT_FOUND = 3  # 404
 EXIT_CONFLICT = 4  # 409: another appender holds the resource
-EXIT_OFFSET = 5  # 412: the resource does not hold --offset bytes
+EXIT_OFFSET = 5  # 412: the resource does not hold --offset bytes (--new: 0)
 EXIT_INCOMPLETE = 6  # not all there: the appender was lost or interrupted
 # (and no new one finished the resource), or our connection was lost
 EXIT_UNREACHABLE = 7  # could not connect to the server (or not as the URL says)
@@ -34,8 +34,9 @@ APPEND_EXIT_CODES = {
     " failed), or reading standard input failed",
     EXIT_USAGE: "bad arguments",
     EXIT_CONFLICT: "409: another appender holds the resource",
-    EXIT_OFFSET: "412: the resource does not hold --offset bytes, or a resuming"
-    " appender found bytes there that are not its own",
+    EXIT_OFFSET: "412: the resource does not hold --offset bytes (with --new: it"
+    " is not empty), or a resuming appender found bytes there that are not its"
+    " own",
     EXIT_INCOMPLETE: "the server went away or the connection was lost (the"
     " resource is incomplete)",
     EXIT_UNREACHABLE: "the server could not be reached (within --retry-for with"
