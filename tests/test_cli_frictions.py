@@ -9,13 +9,20 @@ to a resource that already holds bytes said on stderr and refused with
 
 from __future__ import annotations
 
+import io
+import os
+import pty
+import select
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
-from support.processes import APPEND, FOLLOW, Child, Twistd
+from support.processes import APPEND, FOLLOW, Child, Twistd, read_line
 
 from httpfstream import client
+from httpfstream.cli import Progress
 from httpfstream.cli._exits import explain
 
 
@@ -159,3 +166,263 @@ async def test_the_api_requires_a_new_resource_with_offset_0(twistd: Twistd):
         assert refused.value.size == 6
     finally:
         await api.close()
+
+
+# -- the progress line, never mixed with the data on a terminal ---------------------
+
+
+def render(seen: bytes) -> list[str]:
+    """
+    The lines a terminal shows for ``seen``: ``\\r`` returns to the start of
+    the line, later characters overwrite earlier ones.
+    """
+    lines: list[list[str]] = [[]]
+    column = 0
+    for char in seen.decode("utf-8", "replace"):
+        if char == "\r":
+            column = 0
+        elif char == "\n":
+            lines.append([])
+            column = 0
+        elif char.isprintable():
+            line = lines[-1]
+            line[column : column + 1] = [char]
+            column += 1
+    shown = ["".join(line).rstrip() for line in lines]
+    while shown and not shown[-1]:
+        shown.pop()
+    return shown
+
+
+class Terminal:
+    """
+    A pseudo-terminal, and what was written to it: `screen` is its lines as
+    a terminal shows them (``\r`` returns to the start of the line, later
+    characters overwrite earlier ones).
+    """
+
+    def __init__(self) -> None:
+        self.master, self.slave = pty.openpty()
+        self.seen = b""
+        self.closed = False
+
+    def started(self) -> None:
+        """The child has its end: close ours, so its exit ends the output."""
+        os.close(self.slave)
+
+    def type(self, text: bytes) -> None:
+        os.write(self.master, text)
+
+    def until(self, predicate: Callable[[bytes], bool], timeout: float = 30) -> None:
+        """Read until ``predicate(seen)`` holds (or the other side closes)."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self.seen):
+            assert not self.closed, f"the terminal closed first: {self.seen!r}"
+            left = deadline - time.monotonic()
+            assert left > 0, f"not within {timeout}s: {self.seen!r}"
+            if not select.select([self.master], [], [], left)[0]:
+                continue
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO: the other side is closed
+                chunk = b""
+            if not chunk:
+                self.closed = True
+            self.seen += chunk
+
+    def until_closed(self) -> None:
+        self.until(lambda _: self.closed)
+
+    def screen(self) -> list[str]:
+        return render(self.seen)
+
+    def close(self) -> None:
+        os.close(self.master)
+
+
+@pytest.fixture
+def terminal() -> Iterator[Terminal]:
+    made = Terminal()
+    yield made
+    made.close()
+
+
+_spawned: list[subprocess.Popen[bytes]] = []
+
+
+def spawn(*argv: str, **kwargs: object) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(argv, **kwargs)  # type: ignore[call-overload]
+    _spawned.append(process)
+    return process
+
+
+@pytest.fixture(autouse=True)
+def _reap() -> Iterator[None]:
+    yield
+    while _spawned:
+        process = _spawned.pop()
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def start_append(url: str) -> subprocess.Popen[bytes]:
+    """An appender fed through a pipe, returned once it holds the resource."""
+    process = spawn(APPEND, "-v", url, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stderr is not None
+    while b"appending to" not in (line := read_line(process.stderr)):
+        assert line, "the appender ended before it began"
+    return process
+
+
+def type_line(appender: subprocess.Popen[bytes], line: bytes) -> None:
+    assert appender.stdin is not None
+    appender.stdin.write(line)
+    appender.stdin.flush()
+
+
+def follow_on(terminal: Terminal, *argv: str) -> subprocess.Popen[bytes]:
+    """A follower whose standard output and error are both ``terminal``."""
+    process = spawn(
+        FOLLOW,
+        *argv,
+        stdin=subprocess.DEVNULL,
+        stdout=terminal.slave,
+        stderr=terminal.slave,
+    )
+    terminal.started()
+    return process
+
+
+def test_a_follower_on_a_terminal_shows_only_the_text(
+    twistd: Twistd, terminal: Terminal
+):
+    url = twistd.url("walk/plain.log")
+    appender = start_append(url)
+    type_line(appender, b"compiling...\n")
+    follower = follow_on(terminal, url)
+    terminal.until(lambda seen: b"compiling...\r\n" in seen)
+    type_line(appender, b"linking...\n")
+    terminal.until(lambda seen: b"linking...\r\n" in seen)
+    assert appender.stdin is not None
+    appender.stdin.close()
+    assert appender.wait(30) == 0
+    assert follower.wait(30) == 0
+    terminal.until_closed()
+    assert terminal.seen == b"compiling...\r\nlinking...\r\n"
+
+
+def test_a_forced_progress_line_is_cleared_before_each_write(
+    twistd: Twistd, terminal: Terminal
+):
+    url = twistd.url("walk/forced.log")
+    appender = start_append(url)
+    type_line(appender, b"compiling...\n")
+    follower = follow_on(terminal, "--progress", url)
+    terminal.until(lambda seen: b"compiling..." in seen)
+    # The line is drawn again below the text, and cleared for the next.
+    terminal.until(lambda seen: b"received 13 B, " in seen)
+    type_line(appender, b"linking...\n")
+    terminal.until(lambda seen: b"linking..." in seen)
+    terminal.until(lambda seen: b"received 24 B, " in seen)
+    assert appender.stdin is not None
+    appender.stdin.close()
+    assert appender.wait(30) == 0
+    assert follower.wait(30) == 0
+    terminal.until_closed()
+    screen = terminal.screen()
+    assert screen[:2] == ["compiling...", "linking..."], terminal.seen
+    assert len(screen) == 3 and screen[2].startswith("received 24 B, "), screen
+    assert screen[2].endswith("/s")
+
+
+def test_an_appender_typed_into_shows_no_progress_line(
+    twistd: Twistd, terminal: Terminal
+):
+    url = twistd.url("walk/typed.log")
+    appender = spawn(
+        APPEND,
+        url,
+        stdin=terminal.slave,
+        stdout=subprocess.DEVNULL,
+        stderr=terminal.slave,
+    )
+    terminal.started()
+    terminal.type(b"step 1 ok\n")
+    terminal.until(lambda seen: b"step 1 ok\r\n" in seen)  # the echo
+    terminal.type(b"\x04")  # Ctrl-D
+    assert appender.wait(30) == 0
+    terminal.until_closed()
+    assert terminal.screen() == ["step 1 ok"], terminal.seen
+    assert run(FOLLOW, url).stdout == b"step 1 ok\n"
+
+
+def test_progress_still_shows_when_the_data_is_not_on_the_terminal(
+    twistd: Twistd, tmp_path: Path
+):
+    url = twistd.url("walk/redirected.log")
+    data = tmp_path / "in.txt"
+    data.write_bytes(b"x" * 5000)
+    # The appender reads a file; its stderr is a terminal.
+    shown = Terminal()
+    try:
+        with data.open("rb") as given:
+            appender = spawn(
+                APPEND, url, stdin=given, stdout=subprocess.DEVNULL, stderr=shown.slave
+            )
+        shown.started()
+        assert appender.wait(30) == 0
+        shown.until_closed()
+        assert shown.screen()[-1].startswith("sent 4.9 KiB, acknowledged 4.9 KiB, ")
+    finally:
+        shown.close()
+    # The follower writes to a file; its stderr is a terminal.
+    shown = Terminal()
+    out = tmp_path / "out.txt"
+    try:
+        with out.open("wb") as written:
+            follower = spawn(
+                FOLLOW,
+                url,
+                stdin=subprocess.DEVNULL,
+                stdout=written,
+                stderr=shown.slave,
+            )
+        shown.started()
+        assert follower.wait(30) == 0
+        shown.until_closed()
+        assert shown.screen()[-1].startswith("received 4.9 KiB, ")
+    finally:
+        shown.close()
+    assert out.read_bytes() == b"x" * 5000
+
+
+def test_help_says_where_the_line_shows_by_default():
+    for tool, data in ((APPEND, b"stdin"), (FOLLOW, b"stdout")):
+        text = b" ".join(run(tool, "--help").stdout.split())
+        assert b"shown by default when stderr is a terminal and %s is not" % data in (
+            text
+        )
+
+
+def test_the_line_waits_for_the_end_of_a_line_of_output():
+    """
+    Sharing the terminal, the line is not drawn over output that ended
+    mid-line (a ``50%`` with no newline yet), and at the end it goes below.
+    """
+    terminal = io.StringIO()
+    progress = Progress(terminal, lambda: "received 3 B", lambda: 3, shares=True)
+    progress.start()
+    for data in (b"50%", b" done"):
+        progress.before_output()
+        terminal.write(data.decode())
+        progress.after_output(data)
+        progress.show()
+    progress.stop()
+    assert render(terminal.getvalue().encode()) == [
+        "50% done",
+        "received 3 B, 0 B/s",
+    ]

@@ -122,6 +122,7 @@ def append_main(argv: list[str] | None = None) -> NoReturn:
         "Append standard input to a resource as it is read; exit once every"
         " byte is persisted.",
         APPEND_EXIT_CODES,
+        data="stdin",
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
@@ -179,6 +180,7 @@ def append_main(argv: list[str] | None = None) -> NoReturn:
                 f" acknowledged {human_size(appender.size - start)}"
             ),
             lambda: appender.size - start,
+            sys.stdin,
         )
 
         def on_shutdown() -> Deferred[object] | None:

@@ -42,10 +42,17 @@ class Run:
         self._status: Deferred[int] = Deferred()
 
     def show_progress(
-        self, asked: bool | None, status: Callable[[], str], count: Callable[[], int]
+        self,
+        asked: bool | None,
+        status: Callable[[], str],
+        count: Callable[[], int],
+        data: Any,
     ) -> None:
-        """Show the progress line if ``asked`` (see `start_progress`)."""
-        self.progress = start_progress(asked, status, count)
+        """
+        Show the progress line if ``asked``, or by default where it cannot
+        mix with ``data`` (see `start_progress`).
+        """
+        self.progress = start_progress(asked, status, count, data)
 
     def stop(self, status: int) -> None:
         """
