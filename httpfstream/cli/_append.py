@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 
 from .. import client
 from ._common import make_client, tool_parser
-from ._exits import APPEND_EXIT_CODES, EXIT_ERROR, EXIT_OK, Exit
+from ._exits import APPEND_EXIT_CODES, EXIT_ERROR, EXIT_OFFSET, EXIT_OK, Exit
 from ._progress import human_size
 from ._run import Run, run_main
 
@@ -116,34 +116,62 @@ def _first(*ds: Deferred[Any]) -> Deferred[None]:
 
 
 def append_main(argv: list[str] | None = None) -> NoReturn:
-    """``httpfstream-append [-v] [--offset N] [--retry] URL`` < data"""
+    """``httpfstream-append [-v] [--offset N | --new] [--retry] URL`` < data"""
     parser = tool_parser(
         "httpfstream-append",
         "Append standard input to a resource as it is read; exit once every"
         " byte is persisted.",
         APPEND_EXIT_CODES,
+        data="stdin",
     )
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--offset",
         type=int,
+        metavar="N",
         help="require the resource to hold exactly N bytes now (resuming)",
+    )
+    where.add_argument(
+        "--new",
+        action="store_true",
+        help="refuse unless the resource is empty or absent (exit 5), instead of"
+        " appending after the bytes it holds (say, a re-run job's log URL)",
     )
     args = parser.parse_args(argv)
     if args.offset is not None and args.offset < 0:
         parser.error("--offset must not be negative")
+    # --new is the offset=0 precondition: 412 if the resource holds bytes.
+    offset = 0 if args.new else args.offset
 
     async def main(reactor: Any, run: Run) -> int:
         from twisted.internet.stdio import StandardIO
 
-        appender = await make_client(reactor, args).open_append(
-            args.url, args.offset, retry=args.retry, give_up_after=args.retry_for
-        )
+        try:
+            appender = await make_client(reactor, args).open_append(
+                args.url, offset, retry=args.retry, give_up_after=args.retry_for
+            )
+        except client.OffsetMismatch as e:
+            if not args.new or e.why:
+                raise
+            held = "" if e.size is None else f", it holds {e.size} bytes"
+            raise Exit(
+                EXIT_OFFSET,
+                f"--new: the resource is not new{held} (412); append to another"
+                " URL, or leave out --new to append after them",
+            ) from None
         start = appender.size
         _log.info(
             "appending to {url}, which holds {size} bytes",
             url=args.url,
             size=start,
         )
+        if start and offset is None:
+            # Not asked for (--offset, --new): a re-run reusing a URL, say.
+            print(
+                f"httpfstream-append: the resource already holds {start} bytes;"
+                " appending after them (--new refuses a resource that is not empty)",
+                file=sys.stderr,
+            )
         stdin = _StdinToAppender(appender)
         run.show_progress(
             args.progress,
@@ -152,6 +180,7 @@ def append_main(argv: list[str] | None = None) -> NoReturn:
                 f" acknowledged {human_size(appender.size - start)}"
             ),
             lambda: appender.size - start,
+            sys.stdin,
         )
 
         def on_shutdown() -> Deferred[object] | None:

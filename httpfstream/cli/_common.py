@@ -23,12 +23,28 @@ def _epilog(codes: dict[int, str]) -> str:
     return "\n".join(lines)
 
 
+#: What ``--progress`` does where the data is on a terminal, by ``data``.
+_FORCED = {
+    "stdout": " (on the terminal the output goes to, it is cleared before each write)",
+    "stdin": " (on the terminal you type into, it mixes with what you type)",
+}
+
+
 def tool_parser(
-    prog: str, description: str, codes: dict[int, str]
+    prog: str,
+    description: str,
+    codes: dict[int, str],
+    *,
+    data: str,
+    waits: bool = False,
 ) -> argparse.ArgumentParser:
     """
     A parser with the options both tools take, and ``codes`` (the tool's
     exit statuses) at the end of its ``--help``.
+
+    :param data: where the tool's data passes, which no progress line is
+        shown on by default (``stdin``, ``stdout``).
+    :param waits: the tool has ``--wait``, which ``--retry-for`` bounds too.
     """
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -46,14 +62,16 @@ def tool_parser(
         "--progress",
         action="store_true",
         default=None,
-        help="show the progress line on stderr even when it is not a terminal",
+        help="show the progress line on stderr even where it is not by default"
+        + _FORCED[data],
     )
     shown.add_argument(
         "-q",
         "--quiet",
         dest="progress",
         action="store_false",
-        help="no progress line (shown by default when stderr is a terminal)",
+        help="no progress line (shown by default when stderr is a terminal and"
+        f" {data} is not, so that it never mixes with the data)",
     )
     parser.add_argument(
         "--token",
@@ -76,8 +94,8 @@ def tool_parser(
         type=_seconds,
         default=300.0,
         metavar="SECONDS",
-        help="how long --retry (and --wait) keep trying before giving up"
-        " (default: 300)",
+        help=f"how long --retry{' and --wait keep' if waits else ' keeps'} trying"
+        " before giving up (default: 300)",
     )
     return parser
 

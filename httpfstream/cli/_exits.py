@@ -17,7 +17,7 @@ EXIT_ERROR = 1  # anything else: an unexpected status, a refused write...
 EXIT_USAGE = 2  # bad arguments (argparse)
 EXIT_NOT_FOUND = 3  # 404
 EXIT_CONFLICT = 4  # 409: another appender holds the resource
-EXIT_OFFSET = 5  # 412: the resource does not hold --offset bytes
+EXIT_OFFSET = 5  # 412: the resource does not hold --offset bytes (--new: 0)
 EXIT_INCOMPLETE = 6  # not all there: the appender was lost or interrupted
 # (and no new one finished the resource), or our connection was lost
 EXIT_UNREACHABLE = 7  # could not connect to the server (or not as the URL says)
@@ -34,8 +34,9 @@ APPEND_EXIT_CODES = {
     " failed), or reading standard input failed",
     EXIT_USAGE: "bad arguments",
     EXIT_CONFLICT: "409: another appender holds the resource",
-    EXIT_OFFSET: "412: the resource does not hold --offset bytes, or a resuming"
-    " appender found bytes there that are not its own",
+    EXIT_OFFSET: "412: the resource does not hold --offset bytes (with --new: it"
+    " is not empty), or a resuming appender found bytes there that are not its"
+    " own",
     EXIT_INCOMPLETE: "the server went away or the connection was lost (the"
     " resource is incomplete)",
     EXIT_UNREACHABLE: "the server could not be reached (within --retry-for with"
@@ -123,9 +124,11 @@ def _refused(e: client.HTTPError) -> Exit:
             f"access denied ({e.status}){said}; give a --token that allows it",
         )
     if isinstance(e, client.NotFound):
-        return Exit(EXIT_NOT_FOUND, f"no such resource (404){said}")
+        return Exit(EXIT_NOT_FOUND, _once("no such resource", 404, e.reason))
     if isinstance(e, client.AppenderConflict):
-        return Exit(EXIT_CONFLICT, f"another appender holds the resource (409){said}")
+        return Exit(
+            EXIT_CONFLICT, _once("another appender holds the resource", 409, e.reason)
+        )
     if isinstance(e, client.OffsetMismatch):
         if e.why:
             return Exit(EXIT_OFFSET, f"cannot resume (412): {e.why}")
@@ -136,3 +139,22 @@ def _refused(e: client.HTTPError) -> Exit:
     if e.status == 416:
         return Exit(EXIT_PAST_END, f"--offset is past the end (416){said}")
     return Exit(EXIT_ERROR, f"the server refused: {e}")
+
+
+#: Words left out when telling whether the server's reason says what we do.
+_FILLER = {"a", "an", "the", "this"}
+
+
+def _once(ours: str, status: int, reason: str) -> str:
+    """
+    ``ours (status)``, and the server's ``reason`` after it only when it
+    says something else (``another appender holds this resource`` is what
+    ``another appender holds the resource`` says).
+    """
+
+    def words(text: str) -> list[str]:
+        return [w for w in text.lower().rstrip(".").split() if w not in _FILLER]
+
+    if not reason or words(reason) == words(ours):
+        return f"{ours} ({status})"
+    return f"{ours} ({status}): {reason}"

@@ -22,6 +22,8 @@ def follow_main(argv: list[str] | None = None) -> NoReturn:
         "Write a resource's bytes to standard output as they are appended;"
         " exit 0 when its appender finishes.",
         FOLLOW_EXIT_CODES,
+        data="stdout",
+        waits=True,
     )
     parser.add_argument(
         "--wait",
@@ -43,13 +45,19 @@ def follow_main(argv: list[str] | None = None) -> NoReturn:
             args.progress,
             lambda: f"received {human_size(received[0])}",
             lambda: received[0],
+            sys.stdout,
         )
+        progress = run.progress
 
         def write(data: bytes) -> None:
             received[0] += len(data)
             try:
+                if progress is not None:
+                    progress.before_output()
                 out.write(data)
                 out.flush()
+                if progress is not None:
+                    progress.after_output(data)
             except BrokenPipeError:
                 # The reader went away (``| head``): nothing left to do.
                 os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())

@@ -28,9 +28,15 @@ class Progress:
     most `INTERVAL` times a second: what ``status()`` says, and the rate of
     ``count()`` over the last few seconds.
 
+    When the tool's output goes to the same terminal (``shares``), the line
+    is cleared before each write of output (`before_output`) and not drawn
+    while that output has left the cursor in the middle of a line
+    (`after_output`), so output never lands after it nor under it.
+
     :param stream: where to write (standard error).
     :param status: the words, e.g. ``received 1.5 MiB``.
     :param count: the bytes whose rate is shown.
+    :param shares: the tool's output is on a terminal too.
     """
 
     #: Seconds between updates.
@@ -39,7 +45,11 @@ class Progress:
     WINDOW = 3.0
 
     def __init__(
-        self, stream: Any, status: Callable[[], str], count: Callable[[], int]
+        self,
+        stream: Any,
+        status: Callable[[], str],
+        count: Callable[[], int],
+        shares: bool = False,
     ) -> None:
         self._stream = stream
         self._status = status
@@ -47,7 +57,9 @@ class Progress:
         self._samples: list[tuple[float, int]] = []
         self._loop = LoopingCall(self.show)
         self._width = 0
-        self._tty = _isatty(stream)
+        self._shares = shares
+        # Output left the cursor in the middle of a line: do not draw.
+        self._held = False
 
     def start(self) -> None:
         self._loop.start(self.INTERVAL, now=True)
@@ -62,6 +74,8 @@ class Progress:
         return (n - before) / (now - then) if now > then else 0.0
 
     def show(self) -> None:
+        if self._held:
+            return
         line = f"{self._status()}, {human_size(self.rate())}/s"
         pad = max(0, self._width - len(line))
         self._width = len(line)
@@ -73,10 +87,23 @@ class Progress:
             self._write("\r" + " " * self._width + "\r")
             self._width = 0
 
+    def before_output(self) -> None:
+        """Output is about to be written: clear the line if it shares ours."""
+        if self._shares:
+            self.clear()
+
+    def after_output(self, data: bytes) -> None:
+        """``data`` was written: hold the line while it ends mid-line."""
+        if self._shares and data:
+            self._held = not data.endswith(b"\n")
+
     def stop(self) -> None:
         """Show the last figures, and end the line."""
         if self._loop.running:
             self._loop.stop()
+            if self._held:
+                self._write("\n")  # below the output's last line, not on it
+                self._held = False
             self.show()
             self._write("\n")
             self._width = 0
@@ -95,15 +122,24 @@ def _isatty(stream: Any) -> bool:
 
 
 def start_progress(
-    asked: bool | None, status: Callable[[], str], count: Callable[[], int]
+    asked: bool | None,
+    status: Callable[[], str],
+    count: Callable[[], int],
+    data: Any,
 ) -> Progress | None:
     """
     A started `Progress` on standard error if ``asked`` (``--progress``),
-    or by default (``None``) when standard error is a terminal.
+    or by default (``None``) when standard error is a terminal and ``data``
+    is not: the stream the tool's data passes through (the follower's
+    standard output, the appender's standard input), which on a terminal
+    would mix with the line (the followed text, the typist's echo).
     """
-    wanted = asked if asked is not None else _isatty(sys.stderr)
+    on_terminal = _isatty(data)
+    wanted = asked if asked is not None else _isatty(sys.stderr) and not on_terminal
     if not wanted:
         return None
-    progress = Progress(sys.stderr, status, count)
+    progress = Progress(
+        sys.stderr, status, count, shares=on_terminal and _isatty(sys.stderr)
+    )
     progress.start()
     return progress

@@ -42,10 +42,17 @@ class Run:
         self._status: Deferred[int] = Deferred()
 
     def show_progress(
-        self, asked: bool | None, status: Callable[[], str], count: Callable[[], int]
+        self,
+        asked: bool | None,
+        status: Callable[[], str],
+        count: Callable[[], int],
+        data: Any,
     ) -> None:
-        """Show the progress line if ``asked`` (see `start_progress`)."""
-        self.progress = start_progress(asked, status, count)
+        """
+        Show the progress line if ``asked``, or by default where it cannot
+        mix with ``data`` (see `start_progress`).
+        """
+        self.progress = start_progress(asked, status, count, data)
 
     def stop(self, status: int) -> None:
         """
@@ -122,11 +129,23 @@ def run_main(
     task.react(run._main, (main,))
 
 
+#: What Twisted's factories log as each starts and stops (`Factory.noisy`):
+#: Autobahn's WebSocket factory, treq's pool.  Nothing a user needs.
+_FACTORY_NOISE = frozenset(
+    {"Starting factory {factory!r}", "Stopping factory {factory!r}"}
+)
+
+
 def _log_to_stderr(run: Run) -> None:
-    """Log (``-v``) to standard error, each line on a line of its own."""
+    """
+    Log (``-v``) to standard error, each line on a line of its own, but for
+    factories starting and stopping (`_FACTORY_NOISE`).
+    """
     text = textFileLogObserver(sys.stderr)
 
     def log(event: dict[str, Any]) -> None:
+        if event.get("log_format") in _FACTORY_NOISE:
+            return
         if run.progress is not None:
             run.progress.clear()  # a log line of its own, not after the status
         text(event)

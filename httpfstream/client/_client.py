@@ -164,7 +164,8 @@ class Client:
 
         :param url: the resource's ``http://`` or ``https://`` URL.
         :param offset: expect the resource to hold exactly this many bytes
-            (`OffsetMismatch` otherwise).
+            (`OffsetMismatch` otherwise); ``0`` requires a new resource,
+            empty or absent (``httpfstream-append --new``).
         :param retry: if the server cannot be reached yet (refused, 502-504,
             dropped), keep trying with backoff, up to ``give_up_after``;
             after a dropped connection (1006) or a server restart

@@ -216,6 +216,7 @@ async def connect(
     """
     factory = WebSocketClientFactory(target.ws_url, headers=dict(headers))
     factory.protocol = ClientProtocol
+    factory.noisy = False  # no "Starting factory" log line for each connection
     factory.setProtocolOptions(
         openHandshakeTimeout=max(2, int(timeout)),
         closeHandshakeTimeout=_CLOSE_HANDSHAKE_TIMEOUT,
