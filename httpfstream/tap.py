@@ -35,6 +35,21 @@ __all__ = ["Options", "makeService"]
 _log = Logger()
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+#: The suffixes `parse_size` takes (`_UNITS`), as ``--help`` and its error say them.
+_SIZE_SUFFIXES = "K, M, G or T"
+
+
+class _StartupError(SystemExit):
+    """
+    Stops twistd at start-up with one line on standard error, status 1.
+
+    Raised from `Options.postOptions` too, for an option's value: twistd
+    answers a `usage.UsageError` with its whole usage (some 70 lines) before
+    the error, and lets a `SystemExit` through as it is.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"httpfstream: {message}")
 
 
 def parse_size(text: str) -> int:
@@ -45,7 +60,8 @@ def parse_size(text: str) -> int:
     match = re.fullmatch(r"\s*([0-9]+)\s*([kmgt]?)(i?b)?\s*", text, re.IGNORECASE)
     if match is None:
         raise usage.UsageError(
-            f"{text!r} is not a size: give bytes, optionally with K, M, G or T"
+            f"{text!r} is not a size: give a whole number of bytes, optionally"
+            f" with {_SIZE_SUFFIXES} (e.g. 16M); 0 means no limit"
         )
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
@@ -61,7 +77,8 @@ def parse_duration(text: str) -> int:
     match = re.fullmatch(r"\s*([0-9]+)\s*([smhdw]?)\s*", text, re.IGNORECASE)
     if match is None:
         raise usage.UsageError(
-            f"{text!r} is not a duration: give a number with s, m, h, d or w"
+            f"{text!r} is not a duration: give a whole number, optionally with"
+            " s, m, h, d or w (e.g. 30d); 0 means never"
         )
     return int(match.group(1)) * _DURATIONS[match.group(2).lower()]
 
@@ -114,16 +131,16 @@ class Options(usage.Options):
             None,
             "16M",
             "Largest WebSocket message (or POST body) an appender may send;"
-            " larger closes it with 1009 (POST: 413). Suffixes K, M, G; 0: no limit.",
-            parse_size,
+            " larger closes it with 1009 (POST: 413). Suffixes"
+            f" {_SIZE_SUFFIXES}; 0: no limit.",
         ],
         [
             "max-resource-size",
             None,
             "64G",
             "Most bytes one resource may hold; an append that would pass it closes"
-            " the appender with 1009 (POST: 413). 0: no limit.",
-            parse_size,
+            " the appender with 1009 (POST: 413). Suffixes"
+            f" {_SIZE_SUFFIXES}; 0: no limit.",
         ],
         [
             "fsync",
@@ -137,28 +154,24 @@ class Options(usage.Options):
             None,
             "30",
             "Seconds between keep-alive pings on WebSocket connections (0: off).",
-            _seconds,
         ],
         [
             "ping-timeout",
             None,
             "30",
             "Seconds a peer has to answer a ping before it is dropped.",
-            _seconds,
         ],
         [
             "handshake-timeout",
             None,
             "10",
             "Seconds a WebSocket opening handshake may take.",
-            _seconds,
         ],
         [
             "idle-timeout",
             None,
             "60",
             "Seconds an idle plain-HTTP connection is kept open.",
-            _seconds,
         ],
         [
             "header-timeout",
@@ -166,21 +179,18 @@ class Options(usage.Options):
             "30",
             "Seconds a client may take to send a request's head (its request line"
             " and headers), however slowly it trickles in; 0: no limit.",
-            _seconds,
         ],
         [
             "max-followers",
             None,
             "20000",
             "Most readers at once over all resources; more get 503 (0: no limit).",
-            _count,
         ],
         [
             "max-followers-per-resource",
             None,
             "5000",
             "Most readers of one resource at once; more get 503 (0: no limit).",
-            _count,
         ],
         [
             "admin",
@@ -197,7 +207,6 @@ class Options(usage.Options):
             "Remove resources with no appender whose bytes have not changed for"
             " this long (e.g. 30d, 12h; units s, m, h, d, w), in a sweep every"
             " hour (or every tenth of it, if shorter). 0: keep everything.",
-            parse_duration,
         ],
         [
             "redis",
@@ -220,7 +229,6 @@ class Options(usage.Options):
             "Shared mode: seconds an appender's lease lives unrenewed: the"
             " longest a dead server's resource stays taken and its followers"
             " elsewhere wait.",
-            _seconds,
         ],
         [
             "auth",
@@ -265,10 +273,17 @@ class Options(usage.Options):
     opt_p = opt_port
 
     def postOptions(self) -> None:
-        # usage.Options does not pass defaults through their coerce function.
+        # Every value is converted here rather than by a coerce function in
+        # optParameters (which usage.Options does not apply to defaults), so
+        # a bad one is refused naming its option, in one line
+        # (`_StartupError`: twistd would print its whole usage before a
+        # usage.UsageError).
         for key, convert in self._conversions.items():
             if isinstance(self[key], str):
-                self[key] = convert(self[key])
+                try:
+                    self[key] = convert(self[key])
+                except usage.UsageError as e:
+                    raise _StartupError(f"--{key}: {e}") from None
         if not self["port"]:
             self["port"] = ["tcp:8080"]
         if self["admin"] and self["admin"].isdigit():
@@ -276,21 +291,15 @@ class Options(usage.Options):
         try:
             self["fsync"] = FsyncPolicy(self["fsync"].lower())
         except ValueError:
-            raise usage.UsageError(
-                f"--fsync must be never, close or always, not {self['fsync']!r}"
+            raise _StartupError(
+                f"--fsync: {self['fsync']!r} is not a policy: give never, close"
+                " or always"
             ) from None
         for key in ("ping-timeout", "handshake-timeout", "redis-lease"):
             if self[key] == 0:
-                raise usage.UsageError(f"--{key} must be at least 1")
+                raise _StartupError(f"--{key}: 0 is too short: give at least 1 second")
         if self["redis-password-file"] and not self["redis"]:
-            raise usage.UsageError("--redis-password-file needs --redis")
-
-
-class _StartupError(SystemExit):
-    """Stops twistd at start-up with one line on standard error, status 1."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(f"httpfstream: {message}")
+            raise _StartupError("--redis-password-file needs --redis")
 
 
 def _check_root(path: str) -> None:
@@ -312,6 +321,44 @@ def _check_root(path: str) -> None:
         raise _StartupError(f"--root {path} is not writable: {e.strerror}") from None
     os.close(probe)
     os.unlink(probe_path)
+
+
+_ENDPOINT_EXAMPLES = (
+    "tcp:8080, tcp:8080:interface=127.0.0.1 or"
+    " ssl:8443:privateKey=key.pem:certKey=cert.pem"
+)
+
+
+def _endpoint(option: str, description: str, reactor: Any) -> Any:
+    """
+    The server endpoint ``description`` names; one that Twisted cannot
+    make (an unknown type, a port that is not a number, an ``ssl:`` key or
+    certificate it cannot read) stops twistd with one line saying which
+    option, what was wrong and what it takes.
+    """
+    try:
+        return serverFromString(reactor, description)
+    except Exception as e:
+        if isinstance(e, OSError) and e.strerror:
+            reason = f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+        else:
+            reason = str(e) or type(e).__name__
+        number = re.fullmatch(r"invalid literal for int\(\) with base 10: (.*)", reason)
+        if number:
+            reason = f"{number.group(1)} is not a number"
+        ssl = description.lower().startswith("ssl:")
+        if ssl and not isinstance(e, OSError | ValueError):
+            reason = f"its key or certificate cannot be loaded: {reason}"
+        if ssl:
+            expected = (
+                "an ssl: endpoint needs PEM files it can read:"
+                " ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem"
+            )
+        else:
+            expected = f"give a Twisted server endpoint such as {_ENDPOINT_EXAMPLES}"
+        raise _StartupError(
+            f"--{option} {description}: {reason} ({expected})"
+        ) from None
 
 
 class _Listening(StreamServerEndpointService):
@@ -377,14 +424,18 @@ def _shared(options: Options, reactor: Any, top: MultiService) -> dict[str, Any]
 
 def makeService(options: Options, reactor: Any = None) -> MultiService:
     """
-    Build the registry, the site and its listening ports.  A root that
-    cannot be used or a token file that cannot be read stops twistd with
-    one line, before anything starts.
+    Build the registry, the site and its listening ports.  An endpoint
+    string Twisted cannot make, a root that cannot be used or a token file
+    that cannot be read stops twistd with one line, before anything starts.
     """
     if reactor is None:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
+    # The cheap checks first: endpoint strings (and ssl: keys) before the
+    # root, which this may create.
+    ports = [(d, _endpoint("port", d, reactor)) for d in options["port"]]
+    admin = options["admin"] and _endpoint("admin", options["admin"], reactor)
     tokens = None
     if options["auth"]:
         try:
@@ -424,11 +475,9 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         header_timeout=options["header-timeout"],
     )
     # One site on every endpoint: the same resources, limits and access log.
-    for description in options["port"]:
-        endpoint = serverFromString(reactor, description)
+    for description, endpoint in ports:
         _Listening(description, endpoint, site).setServiceParent(top)
-    if options["admin"]:
-        admin = serverFromString(reactor, options["admin"])
+    if admin:
         _Listening(options["admin"], admin, make_admin_site(registry)).setServiceParent(
             top
         )

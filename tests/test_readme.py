@@ -12,7 +12,8 @@ starts it there: ``.venv/bin/twistd --nodaemon --pidfile= httpfstream
   user types; an end of input is Ctrl-D), and whatever it prints must be
   those lines (what the user sees); ```python blocks run with the venv's
   python; the embedding example, which the README runs with
-  ``twistd -ny app.tac``, is run so, and answers a POST and a GET.
+  ``.venv/bin/twistd -n --pidfile= -y app.tac``, is run so (`TAC_COMMAND`),
+  and answers a POST and a GET.
 - Each block has `BLOCK_TIMEOUT` seconds.
 - The port: the examples name ``localhost:8080``, the port ``make run``
   takes.  The test does not take 8080 itself: a developer's own ``make
@@ -21,6 +22,10 @@ starts it there: ``.venv/bin/twistd --nodaemon --pidfile= httpfstream
   ``tcp:8080`` become the test server's free port, and the embedding
   example's ``tcp:8081`` / ``localhost:8081`` another free port: that one
   substitution is the only change made to what is printed.
+
+Every twistd the README starts outside Docker is the venv's (or the
+install in /opt), with ``-n --pidfile=``, so two run from one folder: the
+README's two servers on ``./data`` are started side by side to show it.
 
 Skipped, each with its reason in `SKIPPED` (matched by the block's first
 line; a `SKIPPED` entry that matches no block fails the test, so the list
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -43,43 +49,47 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.processes import BIN, Twistd, stop_process
+from support.processes import BIN, Twistd, read_line, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
 #: Seconds each block may take.
 BLOCK_TIMEOUT = 60
 
+#: How the README starts twistd (in the foreground, with no twistd.pid).
+VENV_TWISTD = ".venv/bin/twistd -n --pidfile="
 #: First line of a block not run -> why.
 SKIPPED = {
     "make run     #": "make run is the long-running server of its own (and"
     " make test is this suite)",
     "make 2>&1 | .venv/bin/httpfstream-append": "runs make, whose first target"
     " is make run: a long-running server of its own",
-    "twistd -n httpfstream --root /var/lib/httpfstream --port tcp:8080": "a"
+    # (the nginx line first: the next one is a prefix of it)
+    f"{VENV_TWISTD} httpfstream --root /var/lib/httpfstream --port tcp:8080:inter": "a"
+    " server for nginx in front, as root",
+    f"{VENV_TWISTD} httpfstream --root /var/lib/httpfstream --port tcp:8080": "a"
     " long-running server of its own, with a root only root may write",
     "curl http://127.0.0.1:9100/metrics": "needs a server started with --admin",
-    "twistd -n httpfstream --root data --fin-ends-appender": "a long-running"
+    f"{VENV_TWISTD} httpfstream --root data --fin-ends-appender": "a long-running"
     " server of its own",
     'curl -H "Authorization: Bearer $TOKEN"': "needs a server started with"
     " --auth and a token",
-    "twistd -n httpfstream --root data \\": "a long-running TLS server of its"
-    " own, with certificates to make",
-    "twistd -n httpfstream --root /var/lib/httpfstream \\": "a long-running"
+    f"{VENV_TWISTD} httpfstream --root data \\": "a long-running TLS server of"
+    " its own, with certificates to make",
+    f"{VENV_TWISTD} httpfstream --root /var/lib/httpfstream \\": "a long-running"
     " server of its own, as root",
-    "twistd -n httpfstream --root /var/lib/httpfstream --port tcp:8080:interface": "a"
-    " server for nginx in front, as root",
     "python3 -m venv /opt/httpfstream": "installs into /opt: root",
     "sudo cp docs/systemd": "systemd set-up, as root",
     "systemd-socket-activate": "systemd, and a long-running server of its own",
     "docker build": "Docker",
-    "twistd -n --pidfile= --logger=httpfstream.logs.json_observer": "a"
-    " long-running server of its own, as root (/var/lib/httpfstream)",
+    f"{VENV_TWISTD} --logger=httpfstream.logs.json_observer": "a long-running"
+    " server of its own, as root (/var/lib/httpfstream)",
     "curl -X DELETE": "its second line starts a long-running server of its own"
     " (--max-age)",
 }
-#: The embedding example, run with ``twistd -ny app.tac`` as the README says.
+#: The embedding example, run with the command the README gives for it.
 TAC_FIRST_LINE = "from twisted.application import service, strports"
+(TAC_COMMAND,) = re.findall(r"run it with `([^`]*twistd[^`]*app\.tac)`", README)
 
 
 @dataclass
@@ -214,10 +224,10 @@ def _run_python(clone: Clone, text: str) -> None:
 
 
 def _run_tac(clone: Clone, text: str) -> None:
-    """``twistd -ny app.tac`` as the README says; a POST and a GET through it."""
+    """`TAC_COMMAND` as the README says; a POST and a GET through it."""
     (clone.path / "app.tac").write_text(clone.rewrite(text))
     process = subprocess.Popen(
-        [str(BIN / "twistd"), "-ny", "app.tac"],
+        shlex.split(TAC_COMMAND),
         cwd=clone.path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -249,6 +259,81 @@ def _run_tac(clone: Clone, text: str) -> None:
             stop_process(process)
         finally:
             process.stdout.close()
+
+
+def _twistd_commands() -> list[list[str]]:
+    """
+    Every command of the README's shell blocks and inline code that runs
+    twistd on this machine (not in a container), as its words.
+    """
+    texts = [b.text for b in BLOCKS if b.kind == "sh"]
+    texts += re.findall(r"`([^`\n]*twistd -[^`\n]*)`", README)
+    commands = []
+    for text in texts:
+        for line in text.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if (
+                words
+                and words[0] != "docker"
+                and any(w.endswith("twistd") for w in words)
+            ):
+                commands.append(words)
+    return commands
+
+
+def test_every_twistd_the_readme_starts_is_the_venvs_and_writes_no_pidfile():
+    # The walkthrough's convention (.venv/bin/, or the install in /opt the
+    # systemd unit expects), with -n and --pidfile= so that two servers can
+    # run from one folder.
+    commands = _twistd_commands()
+    assert len(commands) >= 10, commands
+    for words in commands:
+        (at,) = [i for i, w in enumerate(words) if w.endswith("twistd")]
+        assert words[at] in (".venv/bin/twistd", "/opt/httpfstream/bin/twistd"), words
+        if "--help" in words:
+            continue
+        own = words[at + 1 :]
+        own = own[: own.index("httpfstream")] if "httpfstream" in own else own
+        assert "-n" in own or "--nodaemon" in own, words
+        assert "--pidfile=" in own, words
+
+
+def test_two_servers_start_from_one_folder_as_the_readme_starts_them(clone: Clone):
+    # The README's servers on ./data, each on a port of its own (all the
+    # test adds), started side by side from the clone.
+    commands = [
+        words
+        for words in _twistd_commands()
+        if words[0] == ".venv/bin/twistd"
+        and "data" in words
+        and not any(w.startswith("--port") for w in words)
+    ]
+    assert len(commands) == 2, commands
+    processes = []
+    try:
+        for words in commands:
+            processes.append(
+                subprocess.Popen(
+                    [*words, "--port=tcp:0:interface=127.0.0.1"],
+                    cwd=clone.path,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        for process, words in zip(processes, commands, strict=True):
+            assert process.stdout is not None
+            log = b""
+            while b"Site starting on" not in log:
+                line = read_line(process.stdout, timeout=BLOCK_TIMEOUT)
+                assert line, f"{words} ended:\n{log.decode()}"
+                log += line
+        assert [p.poll() for p in processes] == [None, None]
+        assert not (clone.path / "twistd.pid").exists()
+    finally:
+        for process in processes:
+            stop_process(process)
+            if process.stdout is not None:
+                process.stdout.close()
 
 
 def test_every_skip_names_a_block():

@@ -1,16 +1,19 @@
 """
 Failures a new user meets first, each answered clearly: a port in use, a
-storage root that cannot be used, a bad token file (one line on standard
-error and a non-zero status, at once), and a client that trickles its
-request head in (closed, however slowly it sends).
+storage root that cannot be used, a bad token file, an endpoint string
+Twisted cannot make, an option's value that is not one it takes (one line
+on standard error and status 1, at once: no traceback, no usage), and a
+client that trickles its request head in (closed, however slowly it sends).
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import re
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 from support.clients import appender, close, get, raw
@@ -19,6 +22,7 @@ from twisted.internet import reactor
 from twisted.internet.task import LoopingCall
 
 from httpfstream import client
+from httpfstream.tap import parse_size
 
 
 def twistd(*args: str, **kwargs) -> subprocess.CompletedProcess[bytes]:
@@ -168,6 +172,84 @@ def test_a_bad_token_file_stops_it_with_its_error_alone(tmp_path):
     assert len(lines) == 1, lines
     assert "16 characters" in lines[0]
     assert "Usage" not in lines[0]
+
+
+ENDPOINT_EXAMPLE = "tcp:8080:interface=127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "why", "expected"),
+    [
+        ("port", "bogus:1", "Unknown endpoint type: 'bogus'", ENDPOINT_EXAMPLE),
+        ("port", "tcp:abc", "'abc' is not a number", ENDPOINT_EXAMPLE),
+        # No keys: Twisted looks for server.pem in the working folder.
+        ("port", "ssl:18443", "server.pem", "privateKey=KEY.pem:certKey=CERT.pem"),
+        ("admin", "bogus:9100", "Unknown endpoint type: 'bogus'", ENDPOINT_EXAMPLE),
+    ],
+)
+def test_an_endpoint_twisted_cannot_make_stops_it_with_one_line(
+    tmp_path, option, value, why, expected
+):
+    root = tmp_path / "root"
+    result = twistd(f"--root={root}", f"--{option}={value}", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = complaint(result)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"httpfstream: --{option} {value}: "), lines[0]
+    assert why in lines[0]
+    assert expected in lines[0]
+    # Refused before the root is made.
+    assert not root.exists()
+
+
+@pytest.mark.parametrize(
+    ("argument", "expected"),
+    [
+        ("--max-message-size=12Q", "optionally with K, M, G or T"),
+        ("--max-resource-size=lots", "optionally with K, M, G or T"),
+        ("--idle-timeout=soon", "is not a whole number of seconds"),
+        ("--max-age=soon", "optionally with s, m, h, d or w"),
+        ("--max-followers=many", "is not a whole number"),
+        ("--fsync=sometimes", "give never, close or always"),
+        ("--redis-lease=0", "give at least 1 second"),
+    ],
+)
+def test_a_bad_option_value_stops_it_with_one_line(tmp_path, argument, expected):
+    option, value = argument.split("=")
+    result = twistd(f"--root={tmp_path}", argument)
+    assert result.returncode == 1
+    lines = complaint(result)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"httpfstream: {option}: "), lines[0]
+    assert value in lines[0]
+    assert expected in lines[0]
+    assert "Usage" not in result.stdout.decode() + result.stderr.decode()
+
+
+def test_help_still_lists_every_option_with_the_size_suffixes_it_takes(tmp_path):
+    helped = twistd("--help")
+    assert helped.returncode == 0, helped.stderr
+    text = " ".join(helped.stdout.decode().split())
+    assert "--max-message-size=" in text and "--port=" in text
+    # The suffixes --help names are the ones a bad size is told to use.
+    refused = "\n".join(
+        complaint(twistd(f"--root={tmp_path}", "--max-message-size=1X"))
+    )
+    (suffixes,) = re.findall(r"optionally with ((?:[A-Z], )*[A-Z] or [A-Z])", refused)
+    assert text.count(f"Suffixes {suffixes};") == 2, suffixes  # both sizes
+    # So does the README's table of options.
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = [row for row in readme.splitlines() if row.startswith("| `--max-")]
+    sized = [row for row in rows if "-size` |" in row]
+    assert len(sized) == 2 and all(f"Suffixes {suffixes};" in r for r in sized), sized
+    # And each of them is taken.
+    units = suffixes.replace(" or ", ", ").split(", ")
+    assert [parse_size(f"1{unit}") for unit in units] == [
+        1 << 10,
+        1 << 20,
+        1 << 30,
+        1 << 40,
+    ]
 
 
 async def test_a_request_head_trickling_in_is_closed(make_server):

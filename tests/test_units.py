@@ -392,8 +392,11 @@ def test_options_every_option_given(tmp_path):
     ],
 )
 def test_options_refuse_bad_values(argv):
-    with pytest.raises(usage.UsageError):
+    # In one line naming the option, as a SystemExit: twistd would print its
+    # whole usage before a usage.UsageError (tests/test_startup.py).
+    with pytest.raises(SystemExit) as refused:
         Options().parseOptions(argv)
+    assert str(refused.value.code).startswith(f"httpfstream: {argv[0].split('=')[0]}")
 
 
 @settings(max_examples=300, deadline=None)
