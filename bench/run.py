@@ -495,6 +495,18 @@ def scenarios(quick: bool) -> list[tuple[str, str, dict[str, Any], tuple[str, ..
                     (),
                 )
             )
+    # The 64 KiB rows for followers in text (`--text-frames`): each append
+    # cut into messages of --text-frame-size (10236 bytes) for the original
+    # Go follower, against the binary rows above (one message per append).
+    for followers, count in ((1, 200 if q else 8000), (10, 50 if q else 2000)):
+        plan.append(
+            (
+                f"text 1x{followers} 64KiB",
+                "httpfstream",
+                {**stream, "followers": followers, "size": 65536, "count": count},
+                ("--text-frames",),
+            )
+        )
     # The same row with the admin site scraped once a second (its overhead).
     plan.append(
         (
@@ -648,6 +660,11 @@ def ratios(results: list[dict[str, Any]]) -> dict[str, float]:
             out[f"{name}: httpfstream / relay"] = (
                 ours["delivered_MBps"] / relay["delivered_MBps"]
             )
+        text = by.get((f"text {name}", "httpfstream"))
+        if ours and text and ours.get("delivered_MBps"):
+            out[f"{name}: text (10236-byte messages) / binary"] = (
+                text["delivered_MBps"] / ours["delivered_MBps"]
+            )
     plain, scraped = (
         by.get(("1x100 1KiB@1000/s", "httpfstream")),
         by.get(("1x100 1KiB@1000/s +metrics", "httpfstream")),
@@ -674,12 +691,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, for CI")
     parser.add_argument("--only", help="run the scenarios whose name contains this")
+    parser.add_argument(
+        "--server", help="run only the rows of this server (httpfstream, relay)"
+    )
     parser.add_argument("--out", default=str(HERE / "results.json"))
     args = parser.parse_args()
     results = []
     started = time.monotonic()
     for name, kind, params, options in scenarios(args.quick):
         if args.only and args.only not in name:
+            continue
+        if args.server and args.server != kind:
             continue
         results.append(run(name, kind, params, *options))
     # Shared mode (docs/SCALING.md): 1 appender, followers on 2 servers vs 1.
@@ -694,7 +716,7 @@ def main() -> int:
     }
     for spread in (False, True):
         name = f"shared 1x{followers} on {'A+B' if spread else 'A'}"
-        if args.only and args.only not in name:
+        if (args.only and args.only not in name) or args.server == "relay":
             continue
         results.append(run_shared(name, shared, spread))
     machine = {

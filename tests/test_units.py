@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from httpfstream._borrowed import frame_bytes
 from httpfstream.core.names import InvalidName, parse_name
 from httpfstream.core.stream import (
     APPENDER_LOST,
@@ -26,6 +27,7 @@ from httpfstream.core.stream import (
     WriteFailed,
 )
 from httpfstream.tap import Options, parse_size
+from httpfstream.web.followers import _framed
 
 # -- names ---------------------------------------------------------------------
 
@@ -486,3 +488,12 @@ def test_one_frame_per_bytes_object_and_frame_type():
     # Equal bytes in another object are framed anew (never a stale frame).
     other = bytes(bytearray(data))
     assert frames.frame(other, text=False) is not binary
+
+
+@pytest.mark.parametrize("n", [0, 1, 125, 126, 10_235, 10_236, 10_237, 30_708, 65_536])
+@pytest.mark.parametrize("size", [0, 1, 10_236, 65_536])
+@pytest.mark.parametrize("text", [True, False])
+def test_followers_cut_messages_as_autobahn_frames_them(n, size, text):
+    data = bytes(range(256)) * (n // 256) + bytes(n % 256)
+    pieces = [data[i : i + size] for i in range(0, n, size)] if 0 < size < n else [data]
+    assert _framed(data, text, size) == b"".join(frame_bytes(p, text) for p in pieces)
