@@ -495,18 +495,26 @@ def scenarios(quick: bool) -> list[tuple[str, str, dict[str, Any], tuple[str, ..
                     (),
                 )
             )
-    # The 64 KiB rows for followers in text (`--text-frames`): each append
-    # cut into messages of --text-frame-size (10236 bytes) for the original
-    # Go follower, against the binary rows above (one message per append).
-    for followers, count in ((1, 200 if q else 8000), (10, 50 if q else 2000)):
-        plan.append(
-            (
-                f"text 1x{followers} 64KiB",
-                "httpfstream",
-                {**stream, "followers": followers, "size": 65536, "count": count},
-                ("--text-frames",),
-            )
-        )
+    # Followers in text (`--text-frames`): each append cut into messages of
+    # --text-frame-size (10236 bytes) for the original Go follower, against
+    # binary ones (one message per append, up to the 256 KiB read size).
+    # As many bytes as the binary 64 KiB rows above, which are not repeated.
+    for size in (65536, 262144):
+        for followers, total in ((1, 8000 << 16), (10, 2000 << 16)):
+            for text in (False, True) if size > 65536 else (True,):
+                plan.append(
+                    (
+                        f"{'text ' if text else ''}1x{followers} {size >> 10}KiB",
+                        "httpfstream",
+                        {
+                            **stream,
+                            "followers": followers,
+                            "size": size,
+                            "count": total // size // (40 if q else 1),
+                        },
+                        ("--text-frames",) if text else (),
+                    )
+                )
     # The same row with the admin site scraped once a second (its overhead).
     plan.append(
         (
@@ -654,7 +662,7 @@ def table(results: list[dict[str, Any]]) -> str:
 def ratios(results: list[dict[str, Any]]) -> dict[str, float]:
     by = {(r["scenario"], r["server"]): r for r in results}
     out = {}
-    for name in ("1x1 64KiB", "1x10 64KiB", "1x1 100B"):
+    for name in ("1x1 64KiB", "1x10 64KiB", "1x1 100B", "1x1 256KiB", "1x10 256KiB"):
         ours, relay = by.get((name, "httpfstream")), by.get((name, "relay"))
         if ours and relay and relay.get("delivered_MBps"):
             out[f"{name}: httpfstream / relay"] = (
