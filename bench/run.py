@@ -495,6 +495,26 @@ def scenarios(quick: bool) -> list[tuple[str, str, dict[str, Any], tuple[str, ..
                     (),
                 )
             )
+    # Followers in text (`--text-frames`): each append cut into messages of
+    # --text-frame-size (10236 bytes) for the original Go follower, against
+    # binary ones (one message per append, up to the 256 KiB read size).
+    # As many bytes as the binary 64 KiB rows above, which are not repeated.
+    for size in (65536, 262144):
+        for followers, total in ((1, 8000 << 16), (10, 2000 << 16)):
+            for text in (False, True) if size > 65536 else (True,):
+                plan.append(
+                    (
+                        f"{'text ' if text else ''}1x{followers} {size >> 10}KiB",
+                        "httpfstream",
+                        {
+                            **stream,
+                            "followers": followers,
+                            "size": size,
+                            "count": total // size // (40 if q else 1),
+                        },
+                        ("--text-frames",) if text else (),
+                    )
+                )
     # The same row with the admin site scraped once a second (its overhead).
     plan.append(
         (
@@ -642,11 +662,16 @@ def table(results: list[dict[str, Any]]) -> str:
 def ratios(results: list[dict[str, Any]]) -> dict[str, float]:
     by = {(r["scenario"], r["server"]): r for r in results}
     out = {}
-    for name in ("1x1 64KiB", "1x10 64KiB", "1x1 100B"):
+    for name in ("1x1 64KiB", "1x10 64KiB", "1x1 100B", "1x1 256KiB", "1x10 256KiB"):
         ours, relay = by.get((name, "httpfstream")), by.get((name, "relay"))
         if ours and relay and relay.get("delivered_MBps"):
             out[f"{name}: httpfstream / relay"] = (
                 ours["delivered_MBps"] / relay["delivered_MBps"]
+            )
+        text = by.get((f"text {name}", "httpfstream"))
+        if ours and text and ours.get("delivered_MBps"):
+            out[f"{name}: text (10236-byte messages) / binary"] = (
+                text["delivered_MBps"] / ours["delivered_MBps"]
             )
     plain, scraped = (
         by.get(("1x100 1KiB@1000/s", "httpfstream")),
@@ -674,12 +699,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, for CI")
     parser.add_argument("--only", help="run the scenarios whose name contains this")
+    parser.add_argument(
+        "--server", help="run only the rows of this server (httpfstream, relay)"
+    )
     parser.add_argument("--out", default=str(HERE / "results.json"))
     args = parser.parse_args()
     results = []
     started = time.monotonic()
     for name, kind, params, options in scenarios(args.quick):
         if args.only and args.only not in name:
+            continue
+        if args.server and args.server != kind:
             continue
         results.append(run(name, kind, params, *options))
     # Shared mode (docs/SCALING.md): 1 appender, followers on 2 servers vs 1.
@@ -694,7 +724,7 @@ def main() -> int:
     }
     for spread in (False, True):
         name = f"shared 1x{followers} on {'A+B' if spread else 'A'}"
-        if args.only and args.only not in name:
+        if (args.only and args.only not in name) or args.server == "relay":
             continue
         results.append(run_shared(name, shared, spread))
     machine = {

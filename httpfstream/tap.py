@@ -143,6 +143,17 @@ class Options(usage.Options):
             f" {_SIZE_SUFFIXES}; 0: no limit.",
         ],
         [
+            "text-frame-size",
+            None,
+            "10236",
+            "Most bytes in one text message to a follower (--text-frames or"
+            " frames=text): the original Go follower keeps only what its first"
+            " read of a message returns (at most 32K) and drops the rest; 10236"
+            " makes each frame fill its 10K read buffer exactly. Binary messages"
+            " are not cut. 0: as large as binary ones (256K).",
+            parse_size,
+        ],
+        [
             "fsync",
             None,
             "close",
@@ -243,6 +254,7 @@ class Options(usage.Options):
     _conversions: ClassVar[dict[str, Callable[[str], int]]] = {
         "max-message-size": parse_size,
         "max-resource-size": parse_size,
+        "text-frame-size": parse_size,
         "ping-interval": _seconds,
         "ping-timeout": _seconds,
         "handshake-timeout": _seconds,
@@ -467,6 +479,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         handshake_timeout=options["handshake-timeout"],
         fin_ends_appender=bool(options["fin-ends-appender"]),
         text_frames=bool(options["text-frames"]),
+        text_frame_size=options["text-frame-size"],
     )
     site = make_site(
         StreamResource(registry, tokens, websocket),

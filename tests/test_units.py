@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from httpfstream._borrowed import frame_bytes
 from httpfstream.core.names import InvalidName, parse_name
 from httpfstream.core.stream import (
     APPENDER_LOST,
@@ -26,6 +27,7 @@ from httpfstream.core.stream import (
     WriteFailed,
 )
 from httpfstream.tap import Options, parse_size
+from httpfstream.web.followers import _framed
 
 # -- names ---------------------------------------------------------------------
 
@@ -301,6 +303,7 @@ def test_options_defaults():
         "port": ["tcp:8080"],
         "max-message-size": 16 << 20,
         "max-resource-size": 64 << 30,
+        "text-frame-size": 10236,
         "fsync": FsyncPolicy.CLOSE,
         "ping-interval": 30,
         "ping-timeout": 30,
@@ -334,6 +337,7 @@ def test_options_every_option_given(tmp_path):
             "unix:/run/httpfstream.sock",
             "--max-message-size=1M",
             "--max-resource-size=2g",
+            "--text-frame-size=16K",
             "--fsync=ALWAYS",
             "--ping-interval=0",
             "--ping-timeout=5",
@@ -361,6 +365,7 @@ def test_options_every_option_given(tmp_path):
         ],
         "max-message-size": 1 << 20,
         "max-resource-size": 2 << 30,
+        "text-frame-size": 16 << 10,
         "fsync": FsyncPolicy.ALWAYS,
         "ping-interval": 0,
         "ping-timeout": 5,
@@ -385,6 +390,7 @@ def test_options_every_option_given(tmp_path):
     [
         ["--fsync", "sometimes"],
         ["--max-resource-size", "lots"],
+        ["--text-frame-size", "small"],
         ["--ping-interval=-1"],
         ["--max-age=3 years"],
         ["--redis-lease=0"],
@@ -485,3 +491,12 @@ def test_one_frame_per_bytes_object_and_frame_type():
     # Equal bytes in another object are framed anew (never a stale frame).
     other = bytes(bytearray(data))
     assert frames.frame(other, text=False) is not binary
+
+
+@pytest.mark.parametrize("n", [0, 1, 125, 126, 10_235, 10_236, 10_237, 30_708, 65_536])
+@pytest.mark.parametrize("size", [0, 1, 10_236, 65_536])
+@pytest.mark.parametrize("text", [True, False])
+def test_followers_cut_messages_as_autobahn_frames_them(n, size, text):
+    data = bytes(range(256)) * (n // 256) + bytes(n % 256)
+    pieces = [data[i : i + size] for i in range(0, n, size)] if 0 < size < n else [data]
+    assert _framed(data, text, size) == b"".join(frame_bytes(p, text) for p in pieces)

@@ -45,6 +45,12 @@ class WebSocketOptions:
     :ivar text_frames: send followers that did not ask (no ``frames=``)
         text messages instead of binary ones, as the original Go follower
         wants.
+    :ivar text_frame_size: the most bytes in one text message to a follower
+        (0: as many as a binary one, up to the read size).  The original Go
+        follower keeps only what its first read of a message returns (at
+        most 32 KiB) and drops the rest; at 10236 bytes a message's frame
+        (4 header bytes) also fits its 10 KiB read buffer exactly.  Binary
+        messages are never cut.
     """
 
     ping_interval: int = 30
@@ -53,6 +59,7 @@ class WebSocketOptions:
     close_timeout: int = 5
     fin_ends_appender: bool = False
     text_frames: bool = False
+    text_frame_size: int = 10 * 1024 - 4
 
     def autobahn(self) -> dict[str, Any]:
         """The options, as ``setProtocolOptions`` keywords."""

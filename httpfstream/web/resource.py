@@ -294,7 +294,9 @@ class StreamResource(Resource):
             headers = state.headers()
             headers[OFFSET] = str(start)
             record = self._registry.record(Kind.FOLLOW_WS, name, query.peer, start)
-            following = Following(stream, start, text, record)
+            # Text is for the original Go follower: messages it reads whole.
+            size = self._options.text_frame_size if text else 0
+            following = Following(stream, start, text, record, size)
             handed = self._followers.upgrade(request, following, headers)
             if not handed:
                 record.end("cut", "the client went away before the upgrade")
