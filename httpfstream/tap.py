@@ -150,8 +150,8 @@ class Options(usage.Options):
             " frames=text): the original Go follower keeps only what its first"
             " read of a message returns (at most 32K) and drops the rest; 10236"
             " makes each frame fill its 10K read buffer exactly. Binary messages"
-            " are not cut. 0: as large as binary ones (256K).",
-            parse_size,
+            " are not cut. Suffixes"
+            f" {_SIZE_SUFFIXES}; 0: as large as binary ones (256K).",
         ],
         [
             "fsync",
