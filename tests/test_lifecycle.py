@@ -143,6 +143,64 @@ async def test_appender_gone_while_opening_gives_the_slot_back(
     assert await again.done.addTimeout(10, reactor) == 1000
 
 
+class _HeldFile:
+    """An open file whose writes wait until the test lets them through."""
+
+    def __init__(self, file: IStoreFile, store: WriteGatedStore) -> None:
+        self._file = file
+        self._store = store
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
+
+    def write(self, data: bytes, sync: bool) -> Deferred[None]:
+        async def later() -> None:
+            if not self._store.writing.called:
+                self._store.writing.callback(None)
+            await self._store.writes
+            await self._file.write(data, sync)
+
+        return Deferred.fromCoroutine(later())
+
+
+class WriteGatedStore(GatedStore):
+    """Opens go through at once; writes wait for ``writes``."""
+
+    def __init__(self, root: FilePath[str]) -> None:
+        super().__init__(root)
+        self.release()
+        self.writing: Deferred[None] = Deferred()
+        self.writes: Deferred[None] = Deferred()
+
+    async def _open(self, name, create, expected_size) -> IStoreFile:
+        return _HeldFile(await super()._open(name, create, expected_size), self)
+
+
+async def test_a_post_cut_while_its_body_is_written_gives_the_slot_back(
+    make_server, tmp_path
+):
+    root = FilePath(str(tmp_path)).child("root")
+    store = WriteGatedStore(root)
+    server = make_server(root, store=store)
+    client = await raw(server)
+    client.send(b"POST /logs/new.log HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+    await store.writing.addTimeout(10, reactor)
+    with capturedLogs() as events:
+        client.transport.abortConnection()
+        await client.closed.addTimeout(10, reactor)
+        await answered(server)  # the server has seen the cut
+        store.writes.callback(None)
+        await server.registry.when_idle().addTimeout(10, reactor)
+    assert critical(events) == []
+    assert not server.registry.active(("new.log",))
+    # What was sent is persisted, and the next appender gets the slot.
+    again = await ws(server.ws_url("new.log", ack=1), "APPEND")
+    assert again.status == 101
+    assert again.headers["httpfstream-size"] == "5"
+    again.sendClose(1000)
+    assert await again.done.addTimeout(10, reactor) == 1000
+
+
 class Download:
     """A reader over a raw socket that we cut once it has some bytes."""
 

@@ -144,3 +144,46 @@ def test_reader_limits_count_records(limit):
     assert refused.state == stream.state
     stream.release()
     record.end(200)
+
+
+def test_no_space_to_make_a_resource_is_507_said_once_and_counted():
+    import errno
+
+    registry, store, _ = make_registry()
+    with capturedLogs() as events:
+        d = registry.begin_append(NAME)
+        (_, _, _, opening) = store.opens.pop()
+        opening.errback(OSError(errno.ENOSPC, "No space left on device"))
+    refused = d.result.value
+    d.addErrback(lambda f: None)
+    assert isinstance(refused, Refusal)
+    assert (refused.code, refused.message) == (
+        507,
+        "no space left on the server: No space left on device",
+    )
+    assert registry.counters.no_space == 1
+    assert not registry.active(NAME)
+    levels = [e["log_level"] for e in events]
+    assert levels.count(LogLevel.error) == 1 and LogLevel.critical not in levels
+
+
+def test_a_sweep_stops_on_a_refusal_about_the_server_not_the_resource():
+    from twisted.internet.defer import Deferred, succeed
+
+    from httpfstream.core.retention import Retention
+    from httpfstream.core.records import Counters
+
+    class Store:
+        def older_than(self, cutoff):
+            return succeed([("a.log",), ("b.log",)])
+
+    def refuse(name):
+        return Deferred.fromCoroutine(unavailable())
+
+    async def unavailable():
+        raise Refusal(503, "try again later: Redis cannot be reached")
+
+    retention = Retention(Store(), refuse, Counters(), Clock(), 60, 3600)
+    d = Deferred.fromCoroutine(retention.sweep())
+    assert d.result.value.code == 503  # not taken for "gone meanwhile"
+    d.addErrback(lambda f: None)

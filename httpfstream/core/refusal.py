@@ -47,7 +47,7 @@ class Refusal(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-        self.headers = headers or {}
+        self.headers = dict(headers or {})
         self.state = state
         self.reveal = reveal
 

@@ -48,6 +48,7 @@ from .store import (
     NotAResource,
     NotFound,
     SizeMismatch,
+    out_of_space,
 )
 from .stream import FsyncPolicy, ResourceFull, Stream
 from .streams import OpenStreams, cancellable
@@ -65,7 +66,7 @@ def _no_such_resource() -> Refusal:
     return Refusal(404, "no such resource", state=_ABSENT)
 
 
-async def _refusing(work: Awaitable[_T]) -> _T:
+async def _refusing(work: Awaitable[_T], counters: Counters) -> _T:
     """
     ``work``'s result, with what turns a request down for reasons of the
     server rather than of the resource made a `Refusal`.
@@ -81,6 +82,11 @@ async def _refusing(work: Awaitable[_T]) -> _T:
             raise Refusal(
                 503, "the server is out of file descriptors", RETRY_SOON
             ) from None
+        if out_of_space(e):
+            # Making a resource's folders or its completion marker.
+            counters.no_space += 1
+            _log.error("no space left on the storage: {why}", why=e)
+            raise Refusal(507, f"no space left on the server: {e.strerror}") from None
         raise
 
 
@@ -251,8 +257,8 @@ class StreamRegistry(Service):
     def _call(self, work: Callable[[], Coroutine[Any, Any, _T]]) -> Deferred[_T]:
         """Run ``work`` unless stopping, with its refusals made `Refusal`."""
         if not self.running:
-            return Deferred.fromCoroutine(_refusing(self._stopping()))
-        return Deferred.fromCoroutine(_refusing(work()))
+            return Deferred.fromCoroutine(_refusing(self._stopping(), self.counters))
+        return Deferred.fromCoroutine(_refusing(work(), self.counters))
 
     @staticmethod
     async def _stopping() -> Any:
@@ -317,7 +323,7 @@ class StreamRegistry(Service):
                 412,
                 f"offset {expected_size} does not match the resource's size"
                 f" ({e.size or 0} bytes)",
-                state=ResourceState(False, e.size, e.complete),
+                state=ResourceState(False, e.size, e.complete, self.followers(name)),
             ) from None
         except NotAResource as e:
             slot.release()
@@ -336,8 +342,9 @@ class StreamRegistry(Service):
         try:
             # Incomplete, durably, before the appender hears yes.
             await stream.mark(False)
-        except BaseException:
-            _log.failure("recording {name} incomplete", name="/".join(name))
+        except BaseException as e:
+            if not out_of_space(e):  # else said in one line by _refusing
+                _log.failure("recording {name} incomplete", name="/".join(name))
             session.end(None, "could not record the session")
             raise
         return session

@@ -69,7 +69,9 @@ class Retention:
         for name in await self._store.older_than(cutoff):
             try:
                 await self._delete(name)
-            except Refusal:
+            except Refusal as refusal:
+                if refusal.code not in (404, 409):
+                    raise  # Redis unreachable, or stopping: no sweep now
                 continue  # appended to, or gone, meanwhile
             removed += 1
             self._counters.swept += 1

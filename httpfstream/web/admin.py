@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -143,8 +144,15 @@ def _most_followed(streams: list[Stream]) -> Metric:
         f"Live followers of the {MOST_FOLLOWED} most-followed resources.",
         labels=["resource"],
     )
-    counted = [(s.state.followers, "/".join(s.name)) for s in streams]
-    ranked = sorted((c for c in counted if c[0] > 0), key=lambda c: (-c[0], c[1]))
+    # By name: a deleted resource's stream, still read, and the new one of
+    # the same name are one series.
+    counted: Counter[str] = Counter()
+    for stream in streams:
+        counted["/".join(stream.name)] += stream.state.followers
+    ranked = sorted(
+        ((n, name) for name, n in counted.items() if n > 0),
+        key=lambda c: (-c[0], c[1]),
+    )
     for followers, name in ranked[:MOST_FOLLOWED]:
         gauge.add_metric([name], followers)
     return gauge

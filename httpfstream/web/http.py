@@ -161,13 +161,13 @@ class Query:
 
     def start(self, state: ResourceState) -> int:
         """Where a follow of the resource in ``state`` starts (`start_offset`)."""
-        return start_offset(self._offset(), state)
+        return start_offset(self._offset(state), state)
 
-    def _offset(self) -> int | None:
+    def _offset(self, state: ResourceState | None = None) -> int | None:
         if self.offset is None:
             return None
         if not re.fullmatch(rb"-?[0-9]{1,19}", self.offset):
-            raise Refusal(400, "offset must be an integer")
+            raise Refusal(400, "offset must be an integer", state=state)
         return int(self.offset)
 
 

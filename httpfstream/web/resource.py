@@ -391,6 +391,11 @@ class StreamResource(Resource):
         try:
             session.append(body)
             await session.flush()
+        except CancelledError:
+            # The client went away: what it sent is persisted, the slot
+            # given back, and nobody is answered.
+            session.end(None, "the client went away")
+            raise
         except WriteFailed as e:
             if e.no_space:
                 await session.end(507, f"no space left: {e}")
@@ -408,7 +413,10 @@ class StreamResource(Resource):
         if request.finished or request.channel is None:
             return
         state = ResourceState(
-            self._registry.active(name), size, session.stream.complete
+            self._registry.active(name),
+            size,
+            session.stream.complete,
+            session.stream.state.followers,
         )
         state_headers(request, state)
         request.setHeader(b"Content-Length", b"0")
