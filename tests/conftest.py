@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from support.followers import TRANSPORTS
-from support.processes import Twistd
+from support.processes import Twistd, reap_spawned
 from support.servers import Server, start_server
 from twisted.internet.defer import Deferred
 from twisted.python.filepath import FilePath
@@ -47,3 +47,10 @@ def twistd(tmp_path_factory: Any) -> Iterator[Twistd]:
     server = Twistd.start(tmp_path_factory.mktemp("twistd-root"))
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reap_spawned() -> Iterator[None]:
+    """Whatever a test started with `support.processes.spawn` ends with it."""
+    yield
+    reap_spawned()

@@ -14,36 +14,12 @@ import socket
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 
 import pytest
-from support.processes import BIN, Twistd, read_line, tls_files
+from support.processes import BIN, Twistd, read_line, spawn, tls_files
 
 APPEND = str(BIN / "httpfstream-append")
 FOLLOW = str(BIN / "httpfstream-follow")
-
-
-_spawned: list[subprocess.Popen[bytes]] = []
-
-
-def spawn(*argv: str, **kwargs: object) -> subprocess.Popen[bytes]:
-    """A client subprocess; killed (if need be) and reaped after the test."""
-    process = subprocess.Popen(argv, **kwargs)  # type: ignore[call-overload]
-    _spawned.append(process)
-    return process
-
-
-@pytest.fixture(autouse=True)
-def _reap() -> Iterator[None]:
-    yield
-    while _spawned:
-        process = _spawned.pop()
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
-        for pipe in (process.stdin, process.stdout, process.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 def fetch(url: str, data: bytes | None = None) -> tuple[int, bytes]:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support.processes import APPEND, FOLLOW, Child, Twistd, read_line
+from support.processes import APPEND, FOLLOW, Child, Twistd, read_line, spawn
 
 from httpfstream import client
 from httpfstream.cli import Progress
@@ -245,28 +245,6 @@ def terminal() -> Iterator[Terminal]:
     made = Terminal()
     yield made
     made.close()
-
-
-_spawned: list[subprocess.Popen[bytes]] = []
-
-
-def spawn(*argv: str, **kwargs: object) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(argv, **kwargs)  # type: ignore[call-overload]
-    _spawned.append(process)
-    return process
-
-
-@pytest.fixture(autouse=True)
-def _reap() -> Iterator[None]:
-    yield
-    while _spawned:
-        process = _spawned.pop()
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
-        for pipe in (process.stdin, process.stdout, process.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 def start_append(url: str) -> subprocess.Popen[bytes]:

@@ -30,6 +30,28 @@ from twisted.internet.defer import Deferred
 BIN = Path(sys.executable).parent
 
 
+_spawned: list[subprocess.Popen[bytes]] = []
+
+
+def spawn(*argv: str, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """A client subprocess; killed (if need be) and reaped after the test."""
+    process = subprocess.Popen(argv, **kwargs)
+    _spawned.append(process)
+    return process
+
+
+def reap_spawned() -> None:
+    """Kill and reap what `spawn` started (conftest does it after each test)."""
+    while _spawned:
+        process = _spawned.pop()
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
 def stop_process(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM, and SIGKILL if that has not ended it in 20 s."""
     if process.poll() is None:
