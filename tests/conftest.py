@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from support.followers import TRANSPORTS
-from support.processes import Twistd, reap_spawned
+from support.processes import Child, Twistd, reap_spawned
 from support.servers import Server, start_server
 from twisted.internet.defer import Deferred
 from twisted.python.filepath import FilePath
@@ -54,3 +54,12 @@ def _reap_spawned() -> Iterator[None]:
     """Whatever a test started with `support.processes.spawn` ends with it."""
     yield
     reap_spawned()
+
+
+@pytest.fixture
+def children() -> Iterator[list[Child]]:
+    """CLI processes (`support.processes.Child`) a test starts; reaped after it."""
+    made: list[Child] = []
+    yield made
+    for child in made:
+        child.reap()

@@ -16,10 +16,18 @@ import urllib.error
 import urllib.request
 
 import pytest
-from support.processes import BIN, Twistd, read_line, spawn, tls_files
-
-APPEND = str(BIN / "httpfstream-append")
-FOLLOW = str(BIN / "httpfstream-follow")
+from support.processes import (
+    APPEND,
+    BIN,
+    FOLLOW,
+    Twistd,
+    read_line,
+    run,
+    spawn,
+    start_append,
+    tls_files,
+    type_line,
+)
 
 
 def fetch(url: str, data: bytes | None = None) -> tuple[int, bytes]:
@@ -28,33 +36,6 @@ def fetch(url: str, data: bytes | None = None) -> tuple[int, bytes]:
             return response.status, response.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
-
-
-def type_line(appender: subprocess.Popen[bytes], line: bytes) -> None:
-    """Write ``line`` to an appender's stdin now, as a user typing it would."""
-    assert appender.stdin is not None
-    appender.stdin.write(line)
-    appender.stdin.flush()
-
-
-def start_append(url: str, *args: str) -> subprocess.Popen[bytes]:
-    """An appender, returned once it holds the resource."""
-    process = spawn(
-        APPEND,
-        "-v",
-        *args,
-        url,
-        stdin=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert process.stderr is not None
-    while b"appending to" not in (line := read_line(process.stderr)):
-        assert line, "the appender ended before it began"
-    return process
-
-
-def run(*argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(argv, input=stdin, capture_output=True, timeout=60)
 
 
 def test_twistd_help_documents_every_option():

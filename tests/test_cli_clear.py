@@ -174,14 +174,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def children() -> Iterator[list[Child]]:
-    made: list[Child] = []
-    yield made
-    for child in made:
-        child.reap()
-
-
 async def test_retry_waits_for_a_server_not_up_yet_both_alike(
     tmp_path: Path, children: list[Child]
 ):

@@ -19,24 +19,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support.processes import APPEND, FOLLOW, Child, Twistd, read_line, spawn
+from support.processes import (
+    APPEND,
+    FOLLOW,
+    Child,
+    Twistd,
+    run,
+    spawn,
+    start_append,
+    type_line,
+)
 
 from httpfstream import client
 from httpfstream.cli import Progress
 from httpfstream.cli._exits import explain
-
-
-def run(*argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(argv, input=stdin, capture_output=True, timeout=60)
-
-
-@pytest.fixture
-def children() -> Iterator[list[Child]]:
-    made: list[Child] = []
-    yield made
-    for child in made:
-        child.reap()
-
 
 # -- small mismatches ------------------------------------------------------------
 
@@ -245,21 +241,6 @@ def terminal() -> Iterator[Terminal]:
     made = Terminal()
     yield made
     made.close()
-
-
-def start_append(url: str) -> subprocess.Popen[bytes]:
-    """An appender fed through a pipe, returned once it holds the resource."""
-    process = spawn(APPEND, "-v", url, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert process.stderr is not None
-    while b"appending to" not in (line := read_line(process.stderr)):
-        assert line, "the appender ended before it began"
-    return process
-
-
-def type_line(appender: subprocess.Popen[bytes], line: bytes) -> None:
-    assert appender.stdin is not None
-    appender.stdin.write(line)
-    appender.stdin.flush()
 
 
 def follow_on(terminal: Terminal, *argv: str) -> subprocess.Popen[bytes]:

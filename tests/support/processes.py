@@ -393,3 +393,31 @@ class Child:
 
 APPEND = str(BIN / "httpfstream-append")
 FOLLOW = str(BIN / "httpfstream-follow")
+
+
+def run(*argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    """A command run to its end, its output captured."""
+    return subprocess.run(argv, input=stdin, capture_output=True, timeout=60)
+
+
+def start_append(url: str, *args: str) -> subprocess.Popen[bytes]:
+    """An appender fed through a pipe, returned once it holds the resource."""
+    process = spawn(
+        APPEND,
+        "-v",
+        *args,
+        url,
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    while b"appending to" not in (line := read_line(process.stderr)):
+        assert line, "the appender ended before it began"
+    return process
+
+
+def type_line(appender: subprocess.Popen[bytes], line: bytes) -> None:
+    """Write ``line`` to an appender's stdin now, as a user typing it would."""
+    assert appender.stdin is not None
+    appender.stdin.write(line)
+    appender.stdin.flush()
