@@ -454,17 +454,6 @@ class Stream:
         """
         return self._out.start(sink, start, stop, follows=False)
 
-    def recent(self, offset: int, length: int) -> bytes | None:
-        """
-        The persisted bytes at ``offset`` (at most ``length``) if they are
-        still in the in-memory tail, else ``None``.
-        """
-        return self._out.tail.read(offset, length)
-
-    def read_file(self, offset: int, length: int) -> Deferred[bytes]:
-        """Read persisted bytes from the file."""
-        return self._out.read_file(offset, length)
-
 
 def _failed(exc: Exception) -> Deferred[int]:
     d: Deferred[int] = Deferred()

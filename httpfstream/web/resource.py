@@ -66,7 +66,7 @@ from .http import (
     write_text,
 )
 
-__all__ = ["StreamResource", "write_text"]
+__all__ = ["StreamResource"]
 
 _log = Logger()
 
