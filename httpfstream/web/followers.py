@@ -30,6 +30,7 @@ from zope.interface import implementer
 
 from .._borrowed import frame_bytes, send_now
 from ..core.records import Kind, SessionRecord
+from ..core.stamps import Stamped
 from ..core.stream import Cursor, IFollowerSink, Stream
 from ..protocol import APPENDER_LOST, COMPLETE
 from .handoff import HandedProtocol
@@ -41,8 +42,9 @@ __all__ = ["FollowerProtocol", "Following", "ResponseSink"]
 class Following:
     """
     What the resource hands a WebSocket follower: the stream (held), where
-    to start, the frame type, the record, and the most bytes in one message
-    (0: whatever the cursor sends at once).
+    to start, the frame type, the record, the most bytes in one message
+    (0: whatever the cursor sends at once), and whether lines are stamped
+    with their times (``timestamps=1``).
     """
 
     stream: Stream
@@ -50,6 +52,7 @@ class Following:
     text: bool
     record: SessionRecord
     message_size: int = 0
+    stamped: bool = False
 
 
 def _framed(data: bytes, text: bool, size: int) -> bytes:
@@ -110,7 +113,11 @@ class FollowerProtocol(HandedProtocol[Following]):
         # twisted.web's HTTPChannel is still the transport's producer after
         # the upgrade; it must go before the cursor can be registered.
         self._socket.unregisterProducer()
-        self._cursor = following.stream.follow(self, following.offset)
+        stream, offset = following.stream, following.offset
+        sink: IFollowerSink = self
+        if following.stamped:
+            sink = Stamped(self, stream.time_of, offset)
+        self._cursor = stream.follow(sink, offset)
         self._socket.registerProducer(self._cursor, True)
         following.stream.release()
         self._cursor.wake()

@@ -30,6 +30,7 @@ never send more than the persisted size they announced (unlike
 
 from __future__ import annotations
 
+import dataclasses
 import mimetypes
 from collections.abc import Awaitable, Callable
 
@@ -44,9 +45,11 @@ from ..core.records import Kind
 from ..core.refusal import RETRY_SOON, Refusal
 from ..core.registry import StreamRegistry
 from ..core.session import AppendSession
-from ..core.stream import Stream, WriteFailed
+from ..core.stamps import Stamped
+from ..core.stream import IFollowerSink, Stream, WriteFailed
 from ..protocol import (
     COMPLETE,
+    LINE,
     OFFSET,
     ResourceState,
     header_bytes,
@@ -69,6 +72,9 @@ from .http import (
 __all__ = ["StreamResource"]
 
 _log = Logger()
+
+_OFFSET = header_bytes(OFFSET)
+_LINE = header_bytes(LINE)
 
 #: What serves one kind of request, once decided.
 _Action = Callable[[Request, Query, Name], Awaitable[None]]
@@ -206,25 +212,35 @@ class StreamResource(Resource):
         """HEAD: the snapshot's headers."""
         stream = await self._registry.open(name)
         try:
-            self._snapshot_headers(request, query, name, stream.state)
+            await self._snapshot_headers(request, query, name, stream)
             request.write(b"")
             request.finish()
         finally:
             stream.release()
 
-    @staticmethod
-    def _snapshot_headers(
-        request: Request, query: Query, name: Name, state: ResourceState
+    async def _snapshot_headers(
+        self, request: Request, query: Query, name: Name, stream: Stream
     ) -> tuple[int, int]:
-        """Set a snapshot's headers (Range, 206); the bytes it will send."""
-        size = state.size or 0
-        byte_range_ = byte_range(query.range, state)
-        start, stop = byte_range_ or (0, size)
+        """Set a snapshot's headers (Range, 206, lines); the bytes it sends."""
+        state = stream.state
+        lines = query.lines_asked(state, snapshot=True)
+        ranged: tuple[int, int] | None = None
+        if lines is not None:
+            span = await self._registry.locate(stream, lines)
+            state = dataclasses.replace(state, size=span.size)
+            start, stop = span.start, span.size if span.stop is None else span.stop
+            request.setHeader(_OFFSET, b"%d" % start)
+            request.setHeader(_LINE, b"%d" % span.line)
+        else:
+            ranged = byte_range(query.range, state)
+            start, stop = ranged or (0, state.size or 0)
+        if query.timestamps:
+            await stream.load_times()
         state_headers(request, state)
-        if byte_range_ is not None:
+        if ranged is not None:
             request.setResponseCode(206)
             request.setHeader(
-                b"Content-Range", b"bytes %d-%d/%d" % (start, stop - 1, size)
+                b"Content-Range", b"bytes %d-%d/%d" % (start, stop - 1, state.size or 0)
             )
         request.setHeader(b"Accept-Ranges", b"bytes")
         # A browser asking the same URL gets the viewer page instead.
@@ -233,19 +249,22 @@ class StreamResource(Resource):
         # The bytes are whatever anybody appended: never let a browser
         # guess a type it would run.
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
-        request.setHeader(b"Content-Length", b"%d" % (stop - start))
+        if not query.timestamps:  # stamped lines are longer, by how much?
+            request.setHeader(b"Content-Length", b"%d" % (stop - start))
         if state.active:
             request.setHeader(b"Cache-Control", b"no-store")
         return start, stop
 
     async def _snapshot(self, request: Request, query: Query, name: Name) -> None:
-        """A plain GET: the persisted bytes now, with Range."""
+        """A plain GET: the persisted bytes now, with Range or lines."""
         stream = await self._registry.open(name, reader="readers")
         try:
-            start, stop = self._snapshot_headers(request, query, name, stream.state)
+            start, stop = await self._snapshot_headers(request, query, name, stream)
             record = self._registry.record(Kind.SNAPSHOT, name, query.peer, start)
             sink = ResponseSink(request, record)
-            sink.start(stream.snapshot(sink, start, stop))
+            sink.start(
+                stream.snapshot(_stamped(query, sink, stream, start), start, stop)
+            )
         finally:
             stream.release()
 
@@ -253,30 +272,49 @@ class StreamResource(Resource):
         """``follow=1``: a chunked response that streams live."""
         stream = await self._registry.open(name, reader="followers")
         try:
-            self._stream_body(request, query, name, stream)
+            await self._stream_body(request, query, name, stream)
         finally:
             stream.release()
 
-    def _stream_body(
+    async def _follow_start(
+        self, query: Query, stream: Stream
+    ) -> tuple[int, int | None]:
+        """
+        Where a follow of ``stream`` starts, from ``offset`` or ``lines``;
+        the number of its first line if ``lines`` says it.  With
+        ``timestamps=1`` the batch times are read first.
+        """
+        state = stream.state
+        lines = query.lines_asked(state, snapshot=False)
+        if query.timestamps:
+            await stream.load_times()
+        if lines is None:
+            return query.start(state), None
+        span = await self._registry.locate(stream, lines)
+        return span.start, span.line
+
+    async def _stream_body(
         self, request: Request, query: Query, name: Name, stream: Stream
     ) -> None:
         """Follow ``stream`` (held by the caller) in the response body."""
+        start, line = await self._follow_start(query, stream)
         state = stream.state
-        start = query.start(state)
         state_headers(request, state)
-        request.setHeader(header_bytes(OFFSET), b"%d" % start)
+        request.setHeader(_OFFSET, b"%d" % start)
+        if line is not None:
+            request.setHeader(_LINE, b"%d" % line)
         request.setHeader(b"Content-Type", content_type(name))
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
         request.setHeader(b"Cache-Control", b"no-store")
         # A reverse proxy (nginx) streams it instead of buffering.
         request.setHeader(b"X-Accel-Buffering", b"no")
-        if not state.active:
+        if not state.active and not query.timestamps:
             request.setHeader(b"Content-Length", b"%d" % (stream.size - start))
         # Send the headers now: a live follow may wait long for a byte.
         request.write(b"")
         record = self._registry.record(Kind.FOLLOW_HTTP, name, query.peer, start)
         sink = ResponseSink(request, record)
-        sink.start(stream.follow(sink, start))
+        sink.start(stream.follow(_stamped(query, sink, stream, start), start))
 
     async def _follow_ws(self, request: Request, query: Query, name: Name) -> None:
         """A WebSocket FOLLOW: 101 while an appender holds it, else 200."""
@@ -285,18 +323,19 @@ class StreamResource(Resource):
         try:
             if not stream.active:
                 # Nothing to follow live: the content, over plain HTTP.
-                self._stream_body(request, query, name, stream)
+                await self._stream_body(request, query, name, stream)
                 return
-            state = stream.state
-            start = query.start(state)
+            start, line = await self._follow_start(query, stream)
             frames = query.frames
             text = frames == b"text" or (not frames and self._options.text_frames)
-            headers = state.headers()
+            headers = stream.state.headers()
             headers[OFFSET] = str(start)
+            if line is not None:
+                headers[LINE] = str(line)
             record = self._registry.record(Kind.FOLLOW_WS, name, query.peer, start)
             # Text is for the original Go follower: messages it reads whole.
             size = self._options.text_frame_size if text else 0
-            following = Following(stream, start, text, record, size)
+            following = Following(stream, start, text, record, size, query.timestamps)
             handed = self._followers.upgrade(request, following, headers)
             if not handed:
                 record.end("cut", "the client went away before the upgrade")
@@ -422,6 +461,13 @@ class StreamResource(Resource):
         request.setHeader(b"Content-Length", b"0")
         request.write(b"")
         request.finish()
+
+
+def _stamped(
+    query: Query, sink: IFollowerSink, stream: Stream, start: int
+) -> IFollowerSink:
+    """``sink``, its lines stamped with their times if ``timestamps=1``."""
+    return Stamped(sink, stream.time_of, start) if query.timestamps else sink
 
 
 def _check_token(
