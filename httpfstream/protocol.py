@@ -90,6 +90,15 @@ class Param(enum.StrEnum):
     LINES = "lines"
     #: Reading: each line prefixed with its time (section 13).
     TIMESTAMPS = "timestamps"
+    #: Search: the text (or, with ``regex=1``, the pattern) lines must hold
+    #: (section 14).
+    GREP = "grep"
+    #: Search: ``1`` for an RE2 regular expression instead of a substring.
+    REGEX = "regex"
+    #: Search: ``1`` for a case-sensitive match.
+    CASE = "case"
+    #: Search: the most matches to return.
+    MAX = "max"
 
     @property
     def key(self) -> bytes:
