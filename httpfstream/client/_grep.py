@@ -295,39 +295,49 @@ async def _one_page(
         complete=headers.get(COMPLETE_HEADER.lower()) != "0",
     )
     found = search.found
+    # The part of an object whose newline has not come yet.
     buffer = bytearray()
 
+    def one(line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            item = json.loads(line)
+        except ValueError:
+            raise SearchUnsupported(
+                f"the server's answer to a search is not NDJSON: {line[:80]!r}"
+            ) from None
+        if item.get("done"):
+            page.done = item
+        elif page.done is None:
+            on_match(search.matched(item))
+
     def received(data: bytes) -> None:
-        buffer.extend(data)
-        *whole, rest = buffer.split(b"\n")
-        buffer[:] = rest
-        for line in whole:
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except ValueError:
-                raise SearchUnsupported(
-                    f"the server's answer to a search is not NDJSON: {line[:80]!r}"
-                ) from None
-            if item.get("done"):
-                page.done = item
-            elif page.done is None:
-                on_match(search.matched(item))
+        at = 0
+        while (newline := data.find(b"\n", at)) >= 0:
+            buffer.extend(data[at:newline])
+            line = bytes(buffer)
+            buffer.clear()
+            one(line)
+            at = newline + 1
+        buffer.extend(data[at:])
+
+    def alive() -> bool:
+        # It got somewhere: matches, or an appender followed for a while.
+        return page.live or search.found > found
 
     try:
         await treq.collect(response, received)
-        if buffer.strip():
-            received(b"\n")  # a last object without its newline
+        one(bytes(buffer))  # a last object without its newline
     except ResponseFailed as e:
         search.cut(page)
-        raise _Failed(as_dropped(e), search.found > found) from None
+        raise _Failed(as_dropped(e), alive()) from None
     except SearchUnsupported as e:
         raise _Failed(e, False) from None
     if page.done is None:
         # The answer ended without its last object: cut off.
         search.cut(page)
         lost = ConnectionLost(DROPPED, "the search's answer ended before its end")
-        raise _Failed(lost, search.found > found)
+        raise _Failed(lost, alive())
     search.ended(page)
     return page
