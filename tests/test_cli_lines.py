@@ -14,11 +14,19 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from support.processes import APPEND, FOLLOW, Twistd, run
+from support.processes import (
+    APPEND,
+    FOLLOW,
+    Twistd,
+    poll_until,
+    run,
+    start_append,
+    type_line,
+)
 from support.proxies import Stage
 from twisted.internet.defer import Deferred
 
-from httpfstream.cli import EXIT_NO_MATCH, EXIT_PAST_END, EXIT_USAGE
+from httpfstream.cli import EXIT_INCOMPLETE, EXIT_NO_MATCH, EXIT_PAST_END, EXIT_USAGE
 
 LOG = b"".join(b"line %d\n" % i for i in range(1, 31))  # thirty lines
 STAMP = rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z "
@@ -177,10 +185,22 @@ def test_grep_prints_matching_lines_numbered(twistd: Twistd):
     assert result.stdout == b"2:error: a.c:1: no such file\n4:Error: b.c:7\n"
     case = run(FOLLOW, "--grep", "Error", "--case", url)
     assert case.stdout == b"4:Error: b.c:7\n"
-    regex = run(FOLLOW, "--grep", r"^compiling \w$", "--regex", "--lines", "3", url)
-    assert regex.stdout == b"3:compiling b\n"
+    regex = run(FOLLOW, "--grep", r"^compiling \w$", "--regex", url)
+    assert regex.stdout == b"1:compiling a\n3:compiling b\n"
     first = run(FOLLOW, "--grep", "compiling", "--max", "1", url)
     assert (first.returncode, first.stdout) == (0, b"1:compiling a\n")
+
+
+@needs_search
+def test_grep_from_lines(twistd: Twistd):
+    url = appended(twistd, "tail-grep.log", BUILD)
+    last = run(FOLLOW, "--grep", "compiling", "--lines", "3", url)
+    assert (last.returncode, last.stdout) == (0, b"3:compiling b\n")
+    start = run(FOLLOW, "--grep", "error", "--lines", "+3", url)
+    assert (start.returncode, start.stdout) == (0, b"4:Error: b.c:7\n")
+    past = run(FOLLOW, "--grep", "error", "--lines", "+9", url)
+    assert past.returncode == EXIT_PAST_END
+    assert past.stderr.startswith(b"httpfstream-follow: --lines is past the end (416)")
 
 
 @needs_search
@@ -192,6 +212,22 @@ def test_grep_without_a_match_exits_10(twistd: Twistd):
         b"",
         b"",
     )
+
+
+@needs_search
+def test_grep_of_an_incomplete_resource_exits_6(twistd: Twistd):
+    """Not every line there is to search: 6 (as a follow), matches or not."""
+    url = twistd.url("lost.log")
+    appender = start_append(url)
+    type_line(appender, b"error: before the crash\n")
+    written = twistd.root / "lost.log"
+    poll_until(lambda: written.read_bytes() == b"error: before the crash\n", 15)
+    appender.kill()
+    appender.wait(10)
+    result = run(FOLLOW, "--grep", "error", url)
+    assert result.returncode == EXIT_INCOMPLETE
+    assert result.stdout == b"1:error: before the crash\n"
+    assert b"incomplete" in result.stderr and b"1 matched" in result.stderr
 
 
 @needs_search

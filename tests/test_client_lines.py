@@ -377,9 +377,20 @@ async def test_grep_hands_on_each_matching_line(server):
     found.clear()
     await client.grep(server.url("b.log"), r"^compiling \w$", found.append, regex=True)
     assert [m.line for m in found] == [1, 3]
-    found.clear()
-    await client.grep(server.url("b.log"), "compiling", found.append, lines=-3)
+
+
+@needs_search
+async def test_grep_from_a_line(server):
+    await post(server, "from.log", BUILD)
+    found: list[client.Match] = []
+    result = await client.grep(
+        server.url("from.log"), "compiling", found.append, lines=-3
+    )
     assert [m.line for m in found] == [3]
+    assert result.lines == 3
+    found.clear()
+    await client.grep(server.url("from.log"), "error", found.append, lines=3)
+    assert [m.line for m in found] == [4]
 
 
 @needs_search

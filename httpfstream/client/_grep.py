@@ -150,8 +150,11 @@ class _Search:
             self.first = first
         return first
 
-    def matched(self, found: dict[str, Any]) -> Match:
+    def matched(self, found: dict[str, Any]) -> Match | None:
+        """A match, or ``None`` for one handed on already (see `_one_page`)."""
         match = Match(int(found["line"]), int(found["offset"]), str(found["text"]))
+        if match.line <= self.last_match:
+            return None
         self.last_match = match.line
         self.searched_to = max(self.searched_to, match.line)
         self.found += 1
@@ -231,6 +234,7 @@ async def grep(
     while True:
         if search.enough():
             return search.result()
+        before = search.found
         try:
             page = await _one_page(connections, url, asked, search, on_match)
         except _Failed as f:
@@ -243,6 +247,12 @@ async def grep(
             continue
         assert page.done is not None
         if page.done.get("truncated") and not search.enough():
+            if search.found == before:
+                # A whole page of repeats: the next would be the same.
+                raise SearchUnsupported(
+                    "the server does not search from the line asked for"
+                    f" (lines={search.next}): no page would bring new matches"
+                )
             backoff.reset()
             continue  # the next page
         if page.says_complete() or search.enough() or not (retry and follow):
@@ -310,7 +320,12 @@ async def _one_page(
         if item.get("done"):
             page.done = item
         elif page.done is None:
-            on_match(search.matched(item))
+            # Matches come in order: one at or before the last handed on
+            # is a repeat (from a server that searched from further back
+            # than the ``lines=`` asked for), never handed on twice.
+            match = search.matched(item)
+            if match is not None:
+                on_match(match)
 
     def received(data: bytes) -> None:
         at = 0
