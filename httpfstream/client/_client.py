@@ -216,9 +216,10 @@ class Client:
             ends (``follow=1``); else search the lines there are now.
         :param retry: after a dropped connection, a server restart or a
             refused connection, search on after the last match handed on,
-            with backoff, so no match is handed on twice; and wait (as
-            `follow` does) for a new appender to finish a resource that is
-            not complete, searching on from where the search was.
+            with backoff, so no match is handed on twice; and, with
+            ``follow``, wait (as `follow` does) for a new appender to
+            finish a resource that is not complete, searching on from where
+            the search was.
         :param give_up_after: as for `follow`.
         :param wait: if the resource was never written, wait for it (up to
             ``give_up_after``).
