@@ -263,12 +263,13 @@ _TEXT = st.binary(max_size=12).map(lambda b: b.replace(b"\n", b" "))
     ends_with_newline=st.booleans(),
     start_at=st.integers(-4, 4),
     attempts=st.lists(
-        st.tuples(st.floats(0, 1), st.floats(0, 1), st.lists(st.integers(1, 9))),
+        st.tuples(st.floats(0, 1), st.floats(0, 1), st.lists(st.integers(1, 80))),
         max_size=6,
     ),
+    last_pieces=st.lists(st.integers(1, 200), min_size=1),
 )
 def test_position_resumes_stamped_lines_once(
-    texts, ends_with_newline, start_at, attempts
+    texts, ends_with_newline, start_at, attempts, last_pieces
 ):
     """
     A stamped follow whose bodies are cut anywhere (also inside a stamp),
@@ -287,7 +288,7 @@ def test_position_resumes_stamped_lines_once(
     out = bytearray()
     size = 0
     first: int | None = None  # where the follow started, as the server said
-    final = [(1.0, 1.0, [7])]  # the last attempt reads everything
+    final = [(1.0, 1.0, last_pieces)]  # the last attempt reads everything
     for grown, cut_at, pieces in [*attempts, *final]:
         size = max(size, int(len(resource) * grown))
         visible = resource[:size]
