@@ -54,7 +54,8 @@ from ..protocol import (
 from . import viewer
 from .appender import AppenderProtocol, Appending
 from .auth import Access, Right, Tokens, mask_token
-from .decide import Action, Asked, decide, prefers_html
+from .decide import Action, Asked, decide, prefers_html, wants_events
+from .events import KEEPALIVE, event_start, start_events
 from .followers import FollowerProtocol, Following, ResponseSink
 from .handoff import Handoff, WebSocketOptions
 from .http import (
@@ -84,6 +85,8 @@ class StreamResource(Resource):
     :param tokens: if given, every request needs a token granting its verb
         on its name (docs/PROTOCOL.md section 8); otherwise all are allowed.
     :param websocket: pings and timeouts for WebSocket connections.
+    :param event_keepalive: seconds of silence after which an event stream
+        gets a comment line (section 15; 0: never).
     """
 
     isLeaf = True
@@ -93,6 +96,7 @@ class StreamResource(Resource):
         registry: StreamRegistry,
         tokens: Tokens | None = None,
         websocket: WebSocketOptions | None = None,
+        event_keepalive: float = KEEPALIVE,
     ) -> None:
         super().__init__()
         # mimetypes reads the system's tables on its first guess: at start,
@@ -103,6 +107,7 @@ class StreamResource(Resource):
         self._registry = registry
         self._tokens = tokens
         self._options = options = websocket or WebSocketOptions()
+        self._event_keepalive = event_keepalive
         self._appenders = Handoff(
             AppenderProtocol,
             registry.reactor,
@@ -132,6 +137,7 @@ class StreamResource(Resource):
             Action.DELETE: self._delete,
             Action.VIEW: self._view,
             Action.LIST: self._list,
+            Action.EVENTS: self._events,
         }
 
     def render(self, request: Request) -> bytes | int:
@@ -165,6 +171,7 @@ class StreamResource(Resource):
                 folder=folder,
                 browser=prefers_html(query.accept),
                 plain=query.plain,
+                events=wants_events(query.accept),
             )
         )
         parsed: Name | None = None
@@ -303,6 +310,18 @@ class StreamResource(Resource):
         finally:
             if not handed:
                 stream.release()
+
+    async def _events(self, request: Request, query: Query, name: Name) -> None:
+        """An event stream (section 15): a follow as server-sent events."""
+        stream = await self._registry.open(name, reader="followers")
+        try:
+            start = event_start(query, stream.state)
+            record = self._registry.record(Kind.FOLLOW_EVENTS, name, query.peer, start)
+            start_events(
+                request, stream, record, self._registry.reactor, self._event_keepalive
+            )
+        finally:
+            stream.release()
 
     async def _view(self, request: Request, query: Query, name: Name) -> None:
         """A browser opening a resource: the page that follows it."""
