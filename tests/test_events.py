@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import treq
-from support.clients import Conditions, appender, close, finished, get
+from support.clients import Conditions, appender, close, finished, get, raw
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
@@ -305,6 +305,57 @@ async def test_reconnecting_after_every_event_loses_and_repeats_nothing(server):
     assert read == text
 
 
+async def test_followers_from_different_places_each_get_their_own_text(server):
+    """
+    Caught-up followers share the work of a batch (one event for all);
+    followers in another state (a resumed one holding a piece of a
+    character, one that started inside a character) must not take it.
+    """
+    data = "déjà vu — 😀 ".encode() * 3
+    a = await appender(server, "many.log", ack=1)
+    a.sendMessage(data[:5])
+    await a.until_ack(5)
+    readers = [
+        (0, await events(server, "many.log")),
+        (0, await events(server, "many.log")),
+        (2, await events(server, "many.log", headers={"Last-Event-ID": "2"})),
+        (5, await events(server, "many.log", offset=5)),  # inside "à"
+    ]
+    cut = 5
+    while cut < len(data):
+        piece = data[cut : cut + 3 + cut % 5]
+        a.sendMessage(piece)
+        cut += len(piece)
+        await a.until_ack(cut)
+        if cut > 20 and len(readers) == 4:
+            # One joins with a start inside "😀" (4 bytes).
+            inside = data.index("😀".encode()) + 1
+            late = await events(server, "many.log", offset=inside)
+            readers.append((inside, late))
+    assert await close(a) == 1000
+    for start, reader in readers:
+        end = await reader.ended()
+        assert end == {"complete": True, "code": 1000, "size": len(data)}
+        assert reader.text == data[start:].decode("utf-8", "replace"), start
+        assert reader.last_id == str(len(data))
+    for start, reader in readers[:2]:
+        ids_are_offsets(reader, start)
+
+
+async def test_an_http_1_0_client_gets_the_events_unchunked(server):
+    await get(server.url("old.log"), method="POST", data=b"abc\n")
+    client = await raw(server)
+    client.send(b"GET /logs/old.log HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n")
+    await client.closed.addTimeout(10, reactor)
+    status, headers = await client.response_head()
+    assert (status, headers["content-type"]) == (200, "text/event-stream")
+    assert "transfer-encoding" not in headers
+    assert client.body() == (
+        b'id: 4\ndata: "abc\\n"\n\n'
+        b'event: end\ndata: {"complete": true, "code": 1000, "size": 4}\n\n'
+    )
+
+
 async def test_invalid_utf8_becomes_replacement_characters(server):
     await get(server.url("bad.log"), method="POST", data=b"ok \xff\xfe bad \xc3(")
     f = await events(server, "bad.log")
@@ -561,10 +612,12 @@ class _Request(DummyRequest):
         self.producer = None
 
 
-def _sink(clock: task.Clock) -> tuple[EventSink, _Request, _Cursor]:
+def _sink(
+    clock: task.Clock, offset: int = 0
+) -> tuple[EventSink, _Request, _Cursor]:
     request = _Request([b""])
     record = SessionRecord(Counters(), clock, Kind.FOLLOW_EVENTS, ("x",), "peer")
-    sink = EventSink(request, record, _Stream(), 0, clock, keepalive=15)
+    sink = EventSink(request, record, _Stream(), offset, clock, keepalive=15)
     cursor = _Cursor()
     sink.start(cursor)
     return sink, request, cursor
@@ -615,3 +668,17 @@ def test_the_timer_ends_with_the_stream_or_the_connection():
     sink.stopProducing()  # the connection is gone
     assert clock.getDelayedCalls() == []
     assert cursor.stopped
+
+
+def test_an_event_is_shared_only_by_sinks_at_the_same_offset():
+    # CPython keeps one object per single byte: the same bytes object can
+    # be two batches at two offsets, whose events differ.
+    one = b"xy"[:1]
+    assert one is b"zx"[1:]
+    clock = task.Clock()
+    first, first_request, _ = _sink(clock, offset=3)
+    second, second_request, _ = _sink(clock, offset=7)
+    first.send(one)
+    second.send(one)
+    assert first_request.written == [b'id: 4\ndata: "x"\n\n']
+    assert second_request.written == [b'id: 8\ndata: "x"\n\n']

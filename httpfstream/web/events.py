@@ -26,6 +26,14 @@ stays behind the last ``id`` for the reconnection to decode whole.
 
 While nothing else is sent for ``keepalive`` seconds, a comment line keeps
 proxies and browsers from taking the connection for dead.
+
+Like the WebSocket followers' frames (`followers._LastFrame`), a batch is
+turned into an event once for all the followers it goes to: caught-up
+cursors are all given the same bytes object from the same offset, so the
+decoding, the JSON and the chunk around it are made by the first sink and
+reused by the others (`_LastEvent`), and the chunk is sent straight to an
+idle socket (`_borrowed.send_now`) rather than queued for the reactor's
+next turn.
 """
 
 from __future__ import annotations
@@ -33,12 +41,14 @@ from __future__ import annotations
 import codecs
 import json
 import re
+from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from .._borrowed import send_now
 from ..core.records import SessionRecord
 from ..core.refusal import Refusal
 from ..core.stream import Cursor, IFollowerSink, Stream
@@ -54,6 +64,32 @@ KEEPALIVE = 15.0
 _EVENT_ID = re.compile(rb"[0-9]{1,19}")
 
 _COMMENT = b": keep-alive\n\n"
+
+
+class _LastEvent:
+    """
+    The last batch a sink turned into an event, for the next sink given
+    the very same bytes object at the same offset with nothing held back
+    from before (the same input, so the same event): what the batch
+    decoded to on the wire, its length without the framing, and the bytes
+    it left held back.  (The batch is held here, so its identity cannot be
+    reused meanwhile.)
+    """
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+        self.start = -1
+        self.framing = -1
+        self.wire = b""
+        self.length = 0
+        self.held = b""
+
+
+_last = _LastEvent()
+
+#: How a sink writes: through ``request.write``, or straight to the
+#: socket, as is (HTTP/1.0) or as chunks (HTTP/1.1).
+_THROUGH_REQUEST, _DIRECT, _DIRECT_CHUNKED = range(3)
 
 
 def event_start(query: Query, state: ResourceState) -> int:
@@ -161,6 +197,13 @@ class EventSink:
         self._cursor: Cursor | None = None
         self._paused = False
         self._gone = False
+        # The headers are written: the response is chunked or not by now.
+        channel: Any = getattr(request, "channel", None)
+        self._transport = getattr(channel, "transport", None)
+        if self._transport is None:
+            self._framing = _THROUGH_REQUEST
+        else:
+            self._framing = _DIRECT_CHUNKED if request.chunked else _DIRECT
         request.notifyFinish().addErrback(self._lost)
 
     def start(self, cursor: Cursor) -> None:
@@ -192,13 +235,33 @@ class EventSink:
     # IFollowerSink, for the cursor
 
     def send(self, data: bytes) -> None:
-        self._received += len(data)
+        start = self._received
+        self._received = end = start + len(data)
         self._record.add(len(data))
-        text = self._decoder.decode(data)
-        if text:
+        decoder = self._decoder
+        if decoder.getstate()[0]:
+            # A character began in the last batch: an event of its own.
+            text = decoder.decode(data)
+            if text:
+                self._event(end - len(decoder.getstate()[0]), text)
+            return
+        last = _last
+        if (
+            last.data is not data
+            or last.start != start
+            or last.framing != self._framing
+        ):
+            text = decoder.decode(data)
             # The id never counts bytes held back for the next batch.
-            held = len(self._decoder.getstate()[0])
-            self._event(self._received - held, text)
+            held = decoder.getstate()[0]
+            event = self._event_bytes(end - len(held), text) if text else b""
+            last.data, last.start, last.framing = data, start, self._framing
+            last.wire = self._framed(event) if event else b""
+            last.length, last.held = len(event), held
+        elif last.held:
+            decoder.setstate((last.held, 0))
+        if last.length:
+            self._send(last.wire, last.length)
 
     def finish(self, code: int, reason: str) -> None:
         if self._gone:
@@ -225,13 +288,35 @@ class EventSink:
 
     # inside
 
-    def _event(self, event_id: int, text: str) -> None:
+    @staticmethod
+    def _event_bytes(event_id: int, text: str) -> bytes:
         data = json.dumps(text, ensure_ascii=False).encode()
-        self._write(b"id: %d\ndata: %s\n\n" % (event_id, data))
+        return b"id: %d\ndata: %s\n\n" % (event_id, data)
+
+    def _event(self, event_id: int, text: str) -> None:
+        self._write(self._event_bytes(event_id, text))
+
+    def _framed(self, data: bytes) -> bytes:
+        """``data`` as this response puts it on the wire."""
+        if self._framing == _DIRECT_CHUNKED:
+            return b"%x\r\n%s\r\n" % (len(data), data)
+        return data
 
     def _write(self, data: bytes) -> None:
+        self._send(self._framed(data), len(data))
+
+    def _send(self, wire: bytes, length: int) -> None:
+        """Send ``wire``, the framing of ``length`` bytes of the body."""
         self._last_sent = self._clock.seconds()
-        self._request.write(data)
+        if self._framing == _THROUGH_REQUEST:
+            self._request.write(wire)
+            return
+        # What request.write does, but sent at once to an idle socket,
+        # and framed once for every follower of the batch.  (The headers
+        # went through request.write, and its finish() adds the last
+        # chunk: all through the one transport, in order.)
+        self._request.sentLength += length
+        send_now(self._transport, wire)
 
     def _beat(self) -> None:
         self._timer = None
