@@ -466,6 +466,10 @@ async def test_last_event_id_wins_over_offset(server):
     f = await events(server, "ids.log", headers={"Last-Event-ID": "7"}, offset=2)
     await f.ended()
     assert f.text == "789"
+    # An empty one is none.
+    g = await events(server, "ids.log", headers={"Last-Event-ID": " "}, offset=2)
+    await g.ended()
+    assert g.text == "23456789"
 
 
 async def test_a_folder_cannot_be_followed_as_events(server):
