@@ -109,6 +109,8 @@ class Query:
     :ivar accept: the ``Accept`` header.
     :ivar peer: the client, as WebSocket sessions name theirs
         (``tcp4:HOST:PORT``).
+    :ivar last_event_id: the ``Last-Event-ID`` header (an event stream
+        resuming; see `events.event_start`).
     """
 
     verb: str
@@ -127,6 +129,7 @@ class Query:
     range: bytes | None
     accept: bytes | None
     peer: str
+    last_event_id: bytes | None = None
 
     @classmethod
     def of(cls, request: Request) -> Query:
@@ -152,6 +155,7 @@ class Query:
             range=request.getHeader(b"range"),
             accept=request.getHeader(b"accept"),
             peer=_peer(request),
+            last_event_id=request.getHeader(b"last-event-id"),
         )
 
     @property
