@@ -16,15 +16,19 @@ client that stops reading.
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
 import pytest
 import treq
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.clients import Conditions, appender, close, get
+from support.clients import Conditions, appender, close, get, raw
+from support.followers import open_follower
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
+from httpfstream.core.records import Kind
 from httpfstream.core.search import Found, Pattern, PatternError, Scanner
 
 # -- a plain reading, to compare the scanner with --------------------------------
@@ -591,3 +595,97 @@ async def test_a_websocket_search_is_400(server):
     await post(server, "x.log", b"x\n")
     probe = await ws(server.ws_url("x.log", grep="x"))
     assert probe.status == 400
+
+
+def ci_log(lines: int) -> bytes:
+    """A build log's lines: coloured times and levels, steps, now and then a failure."""
+    out = []
+    for i in range(lines):
+        if i % 1000 == 999:
+            out.append(b"\x1b[31mstep %d \x1b[1mFAILED\x1b[0m: exit status 2\n" % i)
+        else:
+            out.append(
+                b"\x1b[36m10:%02d:%02d\x1b[0m \x1b[32mINFO\x1b[0m compiling"
+                b" src/module_%d.c -o build/module_%d.o -O2 -Wall\n"
+                % (i // 60 % 60, i % 60, i, i)
+            )
+    return b"".join(out)
+
+
+async def test_a_big_search_leaves_the_others_on_time(server):
+    # 40 MB, searched with a regular expression (the slower path).
+    lines = 500_000
+    server.root.makedirs(ignoreExistingDirectory=True)
+    server.file("big.log").setContent(ci_log(lines))
+    a = await appender(server, "other.log", ack=1)
+    f = await open_follower(server, "other.log", "ws")
+    answer = await search(server, "big.log", grep=r"^step \d+ failed", regex=1)
+    # Each append reaches the follower while the search goes on: the search
+    # takes a slice per turn of the reactor, and hundreds of turns.
+    during = 0
+    for i in range(20):
+        a.sendMessage(b"line %d\n" % i)
+        await f.until_bytes(len(b"".join(b"line %d\n" % j for j in range(i + 1))))
+        during += answer.ended is None
+    done = await answer.finished(timeout=120)
+    assert during == 20
+    assert done == {"done": True, "matches": 500, "truncated": False, "lines": lines}
+    assert answer.found[0] == (
+        1000,
+        answer.found[0][1],
+        "step 999 FAILED: exit status 2",
+    )
+    await close(a)
+
+
+def dechunked(body: bytes) -> bytes:
+    out, at = bytearray(), 0
+    while True:
+        end = body.index(b"\r\n", at)
+        size = int(body[at:end].split(b";")[0], 16)
+        if size == 0:
+            return bytes(out)
+        out += body[end + 2 : end + 2 + size]
+        at = end + 2 + size + 2
+
+
+async def test_a_client_that_stops_reading_holds_the_search_not_the_server(server):
+    # Every line matches: the answer is bigger than the resource (28 MB).
+    lines = 100_000
+    data = b"".join(b"hit %06d %s\n" % (i, b"x" * 228) for i in range(lines))
+    server.root.makedirs(ignoreExistingDirectory=True)
+    server.file("hits.log").setContent(data)
+    counters = server.registry.counters
+    before = counters.bytes_delivered
+    stalled = await raw(server)
+    stalled.transport.getHandle().setsockopt(
+        socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10
+    )
+    stalled.send(
+        b"GET /logs/hits.log?grep=hit&max=100000 HTTP/1.1\r\n"
+        b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    await stalled.until(lambda b: b"\r\n\r\n" in b)
+    stalled.transport.pauseProducing()
+    # The same search by a client that reads: it ends once the server has
+    # scanned every slice, as far as a search that ignored its client
+    # would have got.
+    reading = await search(server, "hits.log", grep="hit", max=100_000)
+    assert (await reading.finished(timeout=120))["matches"] == lines
+    held = counters.bytes_delivered - before - len(reading.body)
+    # What the stalled search wrote is what the sockets hold (4 MiB of send
+    # buffer here at most) and a slice: not the 28 MB it would write.
+    assert held < 8 << 20, held
+    assert counters.open[Kind.SEARCH] == 1
+    # Reading again, it gets every line.
+    stalled.transport.resumeProducing()
+    await stalled.closed.addTimeout(120, reactor)
+    body = dechunked(stalled.body()).split(b"\n")
+    assert body[-1] == b""
+    assert json.loads(body[-2]) == {
+        "done": True,
+        "matches": lines,
+        "truncated": False,
+        "lines": lines,
+    }
+    assert len(body) == lines + 2
