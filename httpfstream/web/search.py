@@ -9,29 +9,34 @@ into `SearchResponse`, a sink that scans instead of sending
 (`core.search.Scanner`).  What keeps a search from holding anybody up:
 
 - **one slice at a time**: the cursor is paused while the bytes it gave are
-  scanned, a slice of at most `SLICE` bytes per turn of the reactor, so
-  the reactor turns between slices and other clients' appends and sends
-  go on (a slice costs well under a millisecond: docs/PERFORMANCE.md);
+  scanned, one slice per turn of the reactor, so the reactor turns between
+  slices and other clients' appends and sends go on.  A slice is sized to
+  take about `STEP_SECONDS` (halved after a slower step, doubled after a
+  much quicker one, from `SMALLEST` to `LARGEST` bytes): a substring over
+  a build log scans 256 KiB in that time, a regular expression 64 KiB, a
+  search where most lines match a few KiB (docs/PERFORMANCE.md);
 - **the client's pace**: the response is the transport's streaming
   producer; while the client's socket is full, no slice is scanned and
   the cursor stays paused, so what is held for a search is one read of
   the cursor, one slice's matches and one line (`core.search.MAX_LINE`).
 
-Where a slice is scanned is `Scanning`: in the reactor (the default, what
-the benchmarks chose) or in the reactor's thread pool.
+Slices are scanned in the reactor's thread.  RE2 releases the GIL, so
+scanning in a thread pool was measured too (docs/PERFORMANCE.md,
+"Search"): no faster, and no better for the others, with the server on
+one CPU; and the threads would contend for the GIL with the store's
+writer, which every append waits for.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
@@ -54,23 +59,39 @@ from ..core.stream import Stream
 from ..protocol import APPENDER_LOST, COMPLETE, OFFSET, header_bytes
 from .http import Query, state_headers
 
-__all__ = ["SLICE", "Scanning", "SearchResponse", "Start", "serve", "settings"]
+__all__ = [
+    "LARGEST",
+    "SMALLEST",
+    "STEP_SECONDS",
+    "SearchResponse",
+    "Slices",
+    "Start",
+    "scan",
+    "serve",
+    "settings",
+]
 
 _log = Logger()
 
-#: The most bytes scanned in one step (one turn of the reactor).
-SLICE = 64 << 10
+#: How long one step (one slice scanned, in one turn of the reactor) should
+#: take, about; and the bounds of a slice.
+STEP_SECONDS = 0.0005
+SMALLEST = 4 << 10
+LARGEST = 256 << 10
 
 
-class Scanning(enum.Enum):
-    """Where a search's slices are scanned."""
+class Slices:
+    """How many bytes the next step scans: `STEP_SECONDS`' worth."""
 
-    REACTOR = "reactor"
-    THREAD = "thread"
+    def __init__(self) -> None:
+        self.size = 64 << 10
 
-
-#: Where slices are scanned; the benchmarks (bench/search.py) measure both.
-SCANNING = Scanning.REACTOR
+    def took(self, seconds: float) -> None:
+        """A whole slice (of `size` bytes) took ``seconds`` to scan."""
+        if seconds > STEP_SECONDS:
+            self.size = max(SMALLEST, self.size // 2)
+        elif seconds < STEP_SECONDS / 2:
+            self.size = min(LARGEST, self.size * 2)
 
 
 @dataclass(frozen=True)
@@ -161,9 +182,14 @@ def encode(found: list[Found]) -> bytes:
     )
 
 
-def _scan(scanner: Scanner, piece: bytes | None) -> bytes:
-    """One step: ``piece`` scanned (``None``: the end), its matches encoded."""
-    return encode(scanner.close() if piece is None else scanner.feed(piece))
+def scan(scanner: Scanner, piece: bytes | None) -> tuple[bytes, float]:
+    """
+    One step: ``piece`` scanned (``None``: the end); its matches encoded,
+    and the seconds it took.
+    """
+    started = time.perf_counter()
+    found = scanner.close() if piece is None else scanner.feed(piece)
+    return encode(found), time.perf_counter() - started
 
 
 @implementer(IFollowerSink, IPushProducer)
@@ -179,7 +205,6 @@ class SearchResponse:
     :param stream: the stream searched (for ``complete`` at the end).
     :param follow: ``follow=1``: the ``done`` object says ``complete``.
     :param reactor: where steps are scheduled.
-    :param scanning: where slices are scanned (default: `SCANNING`).
     """
 
     def __init__(
@@ -190,7 +215,6 @@ class SearchResponse:
         stream: Stream,
         follow: bool,
         reactor: Any,
-        scanning: Scanning | None = None,
     ) -> None:
         self._request = request
         self._scanner = scanner
@@ -198,11 +222,14 @@ class SearchResponse:
         self._stream = stream
         self._follow = follow
         self._reactor = reactor
-        self._scanning = scanning or SCANNING
         self._cursor: Cursor | None = None
-        # The cursor's bytes not scanned yet, and how far they are.
+        # The cursor's bytes not scanned yet, and how far they are; the
+        # size of a slice now, and whether the step under way scans a
+        # whole one (which tells how long a slice takes).
         self._bytes = b""
         self._at = 0
+        self._slices = Slices()
+        self._whole = False
         # A step scheduled or running; the client's socket full; the
         # cursor's ending (its code) once it has sent everything.
         self._busy = False
@@ -267,37 +294,38 @@ class SearchResponse:
             self._done()
             return
         if self._at < len(self._bytes):
-            piece = self._bytes[self._at : self._at + SLICE]
+            size = self._slices.size
+            piece = self._bytes[self._at : self._at + size]
             self._at += len(piece)
+            self._whole = len(piece) == size
             self._step(piece)
         elif self._ending is not None:
             self._bytes = b""
             if scanner.finished:
                 self._done()
             else:
+                self._whole = False
                 self._step(None)  # the last line, if it has no newline
         else:
             self._bytes = b""
             cursor.resumeProducing()
 
     def _step(self, piece: bytes | None) -> None:
+        """Scan ``piece`` (``None``: the end) in the next turn of the reactor."""
         self._busy = True
-        if self._scanning is Scanning.THREAD:
-            reactor = self._reactor
-            d: Deferred[bytes] = deferToThreadPool(
-                reactor, reactor.getThreadPool(), _scan, self._scanner, piece
-            )
-        else:
-            d = Deferred()
-            self._reactor.callLater(
-                0, lambda: maybeDeferred(_scan, self._scanner, piece).chainDeferred(d)
-            )
+        d: Deferred[tuple[bytes, float]] = Deferred()
         d.addCallbacks(self._scanned, self._failed)
+        self._reactor.callLater(
+            0, lambda: maybeDeferred(scan, self._scanner, piece).chainDeferred(d)
+        )
 
-    def _scanned(self, lines: bytes) -> None:
+    def _scanned(self, result: tuple[bytes, float]) -> None:
         self._busy = False
         if self._gone:
             return
+        lines, took = result
+        if self._whole:
+            self._slices.took(took)
         if lines:
             self._request.write(lines)
             self._record.add(len(lines))
