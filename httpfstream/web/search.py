@@ -13,8 +13,8 @@ into `SearchResponse`, a sink that scans instead of sending
   slices and other clients' appends and sends go on.  A slice is sized to
   take about `STEP_SECONDS` (halved after a slower step, doubled after a
   much quicker one, from `SMALLEST` to `LARGEST` bytes): a substring over
-  a build log scans 256 KiB in that time, a regular expression 64 KiB, a
-  search where most lines match a few KiB (docs/PERFORMANCE.md);
+  a build log scans 256 KiB in that time, a regular expression 32 KiB, a
+  search where nearly every other line matches 8 KiB (docs/PERFORMANCE.md);
 - **the client's pace**: the response is the transport's streaming
   producer; while the client's socket is full, no slice is scanned and
   the cursor stays paused, so what is held for a search is one read of
