@@ -516,6 +516,35 @@ async def test_max_and_truncated(server):
     assert done == {"done": True, "matches": 10, "truncated": False, "lines": 10}
 
 
+async def test_lines_restrict_the_search(server):
+    await post(server, "build.log", LOG)
+    answer = await search(server, "build.log", grep="e", lines="3-5")
+    done = await answer.finished()
+    assert (
+        answer.headers["httpfstream-line"],
+        answer.headers["httpfstream-offset"],
+    ) == (
+        "3",
+        str(at(3)),
+    )
+    assert [line for line, _, _ in answer.found] == [3, 4, 5]
+    assert (done["lines"], done["matches"]) == (3, 3)
+    answer = await search(server, "build.log", grep="error", lines="-2")
+    done = await answer.finished()
+    assert answer.found == [(6, at(6), "section_start:1700000000:tests\rerror count 0")]
+    assert done["lines"] == 2
+    answer = await search(server, "build.log", grep="error", lines="4")
+    assert (await answer.finished())["lines"] == 3
+    status, headers, _ = await get(server.url("build.log", grep="x", lines="8"))
+    assert (status, headers["httpfstream-size"]) == (416, str(len(LOG)))
+    status, _, body = await get(
+        server.url("build.log", grep="x", lines="1-2", follow=1)
+    )
+    assert status == 400, body
+    status, _, body = await get(server.url("build.log", grep="x", timestamps=1))
+    assert (status, b"timestamps" in body) == (400, True)
+
+
 async def test_never_written_folders_and_websockets(server):
     status, headers, _ = await get(server.url("missing.log", grep="x"))
     assert (status, headers["httpfstream-active"]) == (404, "0")
@@ -576,6 +605,21 @@ async def test_follow_goes_on_over_live_lines(server):
         "lines": 6,
         "complete": True,
     }
+
+
+async def test_follow_from_the_last_lines(server):
+    a = await appender(server, "tail.log", ack=1)
+    a.sendMessage(b"error 1\nerror 2\nerror 3\n")
+    await a.until_ack(24)
+    answer = await search(server, "tail.log", grep="error", follow=1, lines=-1)
+    await answer.until(lambda: len(answer.objects) == 1)
+    assert answer.headers["httpfstream-line"] == "3"
+    a.sendMessage(b"error 4\n")
+    await answer.until(lambda: len(answer.objects) == 2)
+    await close(a)
+    done = await answer.finished()
+    assert answer.found == [(3, 16, "error 3"), (4, 24, "error 4")]
+    assert (done["lines"], done["complete"]) == (2, True)
 
 
 async def test_follow_of_a_lost_appender_is_not_complete(server):

@@ -56,7 +56,7 @@ from ..core.search import (
     Scanner,
 )
 from ..core.stream import Stream
-from ..protocol import APPENDER_LOST, COMPLETE, OFFSET, header_bytes
+from ..protocol import APPENDER_LOST, COMPLETE, LINE, OFFSET, header_bytes
 from .http import Query, state_headers
 
 __all__ = [
@@ -115,6 +115,8 @@ def settings(query: Query) -> tuple[Pattern, int]:
         raise Refusal(
             400, "a search starts at a line, not a byte: lines=, not offset= or Range"
         )
+    if query.timestamps:
+        raise Refusal(400, "timestamps=1 does not combine with grep=")
     assert query.grep is not None
     try:
         text = query.grep.decode("utf-8")
@@ -142,11 +144,10 @@ async def serve(
     follow = query.follow
     stream = await registry.open(name, reader="followers" if follow else "readers")
     try:
-        # -- lines= (section 13) plugs in here: the registry's `locate` turns
-        # the query's lines into the first line's number and offset and
-        # the last line, and the response says them (Httpfstream-Line).
-        start = Start()
+        start, stop = await _start(registry, query, stream)
         state = stream.state
+        if query.lines is not None:
+            request.setHeader(header_bytes(LINE), b"%d" % start.line)
         state_headers(request, state)
         request.setHeader(header_bytes(OFFSET), b"%d" % start.offset)
         request.setHeader(b"Content-Type", b"application/x-ndjson")
@@ -165,10 +166,27 @@ async def serve(
         if follow:
             cursor = stream.follow(response, start.offset)
         else:
-            cursor = stream.snapshot(response, start.offset, stream.size)
+            cursor = stream.snapshot(response, start.offset, stop)
         response.start(cursor)
     finally:
         stream.release()
+
+
+async def _start(
+    registry: StreamRegistry, query: Query, stream: Stream
+) -> tuple[Start, int]:
+    """
+    Where a search of ``stream`` starts and, for a snapshot, the offset it
+    stops at: the whole resource, or the lines ``lines=`` asks for (section
+    13: found by the registry without reading from the start; 416 past the
+    end; ``A-B`` on a snapshot only).
+    """
+    lines = query.lines_asked(stream.state, snapshot=not query.follow)
+    if lines is None:
+        return Start(), stream.size
+    span = await registry.locate(stream, lines)
+    stop = span.size if span.stop is None else span.stop
+    return Start(span.line, span.start, lines.last), stop
 
 
 def encode(found: list[Found]) -> bytes:
