@@ -41,8 +41,8 @@ from typing import Any
 
 from run import FASTGEN, PIN, Server, loadgen
 
-from httpfstream.web.http import Query
-from httpfstream.web.search import Slices, scan, settings
+from httpfstream.core.search import Pattern, Scanner
+from httpfstream.web.search import Slices, scan
 
 NAME = "ci/big.log"
 
@@ -160,12 +160,11 @@ def steps(root: Path, limit: int) -> list[dict[str, Any]]:
     """Each search's steps, timed as the server takes them."""
     from urllib.parse import parse_qs
 
-    from httpfstream.core.search import Scanner
-
     rows = []
     for label, query in STEPS:
-        args = {k.encode(): [v.encode()] for k, [v] in parse_qs(query).items()}
-        pattern, most = settings(_query(args))
+        asked = {k: v for k, [v] in parse_qs(query).items()}
+        pattern = Pattern(asked["grep"], regex="regex" in asked, case="case" in asked)
+        most = int(asked.get("max", 1000))
         scanner, slices = Scanner(pattern, most=most), Slices()
         times, sizes = [], []
         with (root / NAME).open("rb") as f:
@@ -201,32 +200,6 @@ def steps(root: Path, limit: int) -> list[dict[str, Any]]:
             f"  steps of {label:<20} p99 {rows[-1]['p99_ms']:.2f} ms", file=sys.stderr
         )
     return rows
-
-
-def _query(args: dict[bytes, list[bytes]]) -> Query:
-    def arg(key: bytes) -> bytes | None:
-        return args.get(key, [None])[0]
-
-    return Query(
-        verb="FOLLOW",
-        verb_given=False,
-        upgrade=False,
-        follow=False,
-        raw=False,
-        offset=None,
-        ack=False,
-        frames=b"",
-        as_json=False,
-        token=None,
-        access_token=None,
-        range=None,
-        accept=None,
-        peer="bench",
-        grep=arg(b"grep"),
-        case=arg(b"case") == b"1",
-        regex=arg(b"regex") == b"1",
-        max=arg(b"max"),
-    )
 
 
 class Searches:
