@@ -90,14 +90,13 @@ class Param(enum.StrEnum):
     LINES = "lines"
     #: Reading: each line prefixed with its time (section 13).
     TIMESTAMPS = "timestamps"
-    #: Search: the text (or, with ``regex=1``, the pattern) lines must hold
-    #: (section 14).
+    #: GET: the lines that hold this text, as NDJSON (section 14).
     GREP = "grep"
-    #: Search: ``1`` for an RE2 regular expression instead of a substring.
-    REGEX = "regex"
-    #: Search: ``1`` for a case-sensitive match.
+    #: Search: ``1`` for case to matter.
     CASE = "case"
-    #: Search: the most matches to return.
+    #: Search: ``1`` for ``grep`` to be an RE2 regular expression.
+    REGEX = "regex"
+    #: Search: the most matching lines to answer.
     MAX = "max"
 
     @property
