@@ -7,7 +7,6 @@ for ``--retry``.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,13 +30,6 @@ from httpfstream.cli import EXIT_INCOMPLETE, EXIT_NO_MATCH, EXIT_PAST_END, EXIT_
 LOG = b"".join(b"line %d\n" % i for i in range(1, 31))  # thirty lines
 STAMP = rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z "
 
-#: The server side of section 14 (``grep=``) is built on another branch.
-SEARCHES = importlib.util.find_spec("httpfstream.core.search") is not None
-needs_search = pytest.mark.skipif(
-    not SEARCHES,
-    reason="the server's search (PROTOCOL.md section 14, grep=: the branch"
-    " 'search') is not merged yet",
-)
 
 
 @pytest.fixture
@@ -177,7 +169,6 @@ async def test_retry_with_timestamps_prints_each_line_once_stamped_once(stage: S
 BUILD = b"compiling a\nerror: a.c:1: no such file\ncompiling b\nError: b.c:7\ndone\n"
 
 
-@needs_search
 def test_grep_prints_matching_lines_numbered(twistd: Twistd):
     url = appended(twistd, "build.log", BUILD)
     result = run(FOLLOW, "--grep", "error", url)
@@ -191,7 +182,6 @@ def test_grep_prints_matching_lines_numbered(twistd: Twistd):
     assert (first.returncode, first.stdout) == (0, b"1:compiling a\n")
 
 
-@needs_search
 def test_grep_from_lines(twistd: Twistd):
     url = appended(twistd, "tail-grep.log", BUILD)
     last = run(FOLLOW, "--grep", "compiling", "--lines", "3", url)
@@ -203,7 +193,6 @@ def test_grep_from_lines(twistd: Twistd):
     assert past.stderr.startswith(b"httpfstream-follow: --lines is past the end (416)")
 
 
-@needs_search
 def test_grep_without_a_match_exits_10(twistd: Twistd):
     url = appended(twistd, "quiet.log", BUILD)
     result = run(FOLLOW, "--grep", "panic", url)
@@ -214,7 +203,6 @@ def test_grep_without_a_match_exits_10(twistd: Twistd):
     )
 
 
-@needs_search
 def test_grep_of_an_incomplete_resource_exits_6(twistd: Twistd):
     """Not every line there is to search: 6 (as a follow), matches or not."""
     url = twistd.url("lost.log")
@@ -230,7 +218,6 @@ def test_grep_of_an_incomplete_resource_exits_6(twistd: Twistd):
     assert b"incomplete" in result.stderr and b"1 matched" in result.stderr
 
 
-@needs_search
 def test_an_invalid_regex_is_a_usage_error_with_the_servers_reason(twistd: Twistd):
     url = appended(twistd, "regex.log", BUILD)
     result = run(FOLLOW, "--grep", "(", "--regex", url)
@@ -241,7 +228,6 @@ def test_an_invalid_regex_is_a_usage_error_with_the_servers_reason(twistd: Twist
     assert len(result.stderr.splitlines()) == 1
 
 
-@needs_search
 async def test_a_cut_grep_with_retry_resumes_after_its_last_match(stage: Stage):
     await stage.start()
     name = "live.log"

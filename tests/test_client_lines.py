@@ -8,7 +8,6 @@ for random lines, cuts and growth (hypothesis).
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
 import pytest
@@ -27,13 +26,6 @@ from httpfstream.protocol import Param
 LOG = b"".join(b"line %d\n" % i for i in range(1, 11))  # ten lines
 STAMP = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
 
-#: The server side of section 14 (``grep=``) is built on another branch.
-SEARCHES = importlib.util.find_spec("httpfstream.core.search") is not None
-needs_search = pytest.mark.skipif(
-    not SEARCHES,
-    reason="the server's search (PROTOCOL.md section 14, grep=: the branch"
-    " 'search') is not merged yet",
-)
 
 
 class Collector:
@@ -360,7 +352,6 @@ BUILD = (
 )
 
 
-@needs_search
 async def test_grep_hands_on_each_matching_line(server):
     await post(server, "b.log", BUILD)
     found: list[client.Match] = []
@@ -380,7 +371,6 @@ async def test_grep_hands_on_each_matching_line(server):
     assert [m.line for m in found] == [1, 3]
 
 
-@needs_search
 async def test_grep_from_a_line(server):
     await post(server, "from.log", BUILD)
     found: list[client.Match] = []
@@ -394,7 +384,6 @@ async def test_grep_from_a_line(server):
     assert [m.line for m in found] == [4]
 
 
-@needs_search
 async def test_grep_with_no_match_and_an_invalid_regex(server):
     await post(server, "n.log", BUILD)
     result = await client.grep(server.url("n.log"), "panic", lambda m: None)
@@ -406,7 +395,6 @@ async def test_grep_with_no_match_and_an_invalid_regex(server):
         client.Client(reactor).grep(server.url("n.log"), "", lambda m: None)
 
 
-@needs_search
 async def test_grep_max_matches_and_pages(server):
     await post(server, "m.log", b"".join(b"hit %d\n" % i for i in range(1, 8)))
     found: list[client.Match] = []
@@ -415,7 +403,6 @@ async def test_grep_max_matches_and_pages(server):
     assert (result.matches, result.truncated) == (3, True)
 
 
-@needs_search
 async def test_a_cut_live_grep_resumes_after_its_last_match(server):
     """
     Cut after a match, the search resumes at the line after it: every

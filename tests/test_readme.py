@@ -38,7 +38,6 @@ need root, Docker, nginx or systemd.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shlex
@@ -88,13 +87,6 @@ SKIPPED = {
     "curl -X DELETE": "its second line starts a long-running server of its own"
     " (--max-age)",
 }
-# The server's search (PROTOCOL.md section 14) is built on another branch:
-# until it is merged, the --grep example cannot run.
-if importlib.util.find_spec("httpfstream.core.search") is None:
-    SKIPPED["printf 'compiling\\nerror: disk full"] = (
-        "needs the server's search (PROTOCOL.md section 14, grep=: the branch"
-        " 'search'), not merged yet"
-    )
 #: The embedding example, run with the command the README gives for it.
 TAC_FIRST_LINE = "from twisted.application import service, strports"
 (TAC_COMMAND,) = re.findall(r"run it with `([^`]*twistd[^`]*app\.tac)`", README)
