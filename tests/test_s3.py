@@ -229,7 +229,13 @@ async def test_a_multipart_object_round_trips_with_its_metadata(
     data = random_file(tmp_path / "build.log", size)
     key = client.archive.key(("ci", "build 1.log"))
     meta = {"complete": "1", "size": str(size), "code": "1000"}
-    put = await client.put_file(key, tmp_path / "build.log", meta, "text/plain")
+    tracemalloc.start()
+    try:
+        put = await client.put_file(key, tmp_path / "build.log", meta, "text/plain")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * MiB, peak  # streamed from the file: not even a part
     assert (put.size, put.metadata) == (size, meta)
     assert put.etag.endswith('-4"')  # S3's ETag of a four-part object
     head = await client.head(key)
@@ -603,6 +609,96 @@ async def test_a_stalled_download_ends_retryable(
         await proxy.stop()
 
 
+async def test_https_with_the_configured_authorities(
+    s3env: S3Env, moto: MotoServer, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """
+    An https endpoint (TLS in front of moto, a throwaway authority):
+    trusted through ``AWS_CA_BUNDLE``; without it, a TLS failure that is
+    not worth retrying.
+    """
+    from support.processes import tls_files
+    from twisted.internet.endpoints import serverFromString
+    from twisted.protocols.portforward import ProxyFactory
+
+    key_pem, cert_pem, ca = tls_files(tmp_path)
+    front = await serverFromString(
+        reactor, f"ssl:0:interface=127.0.0.1:privateKey={key_pem}:certKey={cert_pem}"
+    ).listen(ProxyFactory("127.0.0.1", moto.port))
+    url = f"https://localhost:{front.getHost().port}"
+    (tmp_path / "f").write_bytes(b"over TLS")
+    try:
+        s3env.apply(monkeypatch, AWS_ENDPOINT_URL_S3=url, AWS_CA_BUNDLE=str(ca))
+        client = await connect(s3env.bucket)
+        try:
+            assert client.endpoint.ca_bundle == str(ca)
+            await client.put_file(client.archive.key("f"), tmp_path / "f")
+            got = Collect()
+            await client.get(client.archive.key("f"), got)
+            assert got.data == b"over TLS"
+        finally:
+            await client.close()
+        s3env.apply(monkeypatch, AWS_ENDPOINT_URL_S3=url)
+        client = await connect(s3env.bucket)
+        try:
+            with pytest.raises(S3Error) as caught:
+                await client.head(client.archive.key("f"))
+            assert caught.value.code == "TLSError" and not caught.value.retryable
+        finally:
+            await client.close()
+    finally:
+        await front.stopListening()
+
+
+async def test_expiring_credentials_are_refreshed_in_a_thread(
+    s3env: S3Env, moto: MotoServer
+) -> None:
+    """
+    Credentials that expire (an instance role, SSO): fresh ones are read
+    in the reactor; near their expiry they are refreshed once, in a
+    thread, however many requests wait for them.
+    """
+    import threading
+    from datetime import UTC, datetime, timedelta
+
+    from botocore.credentials import RefreshableCredentials
+
+    refreshes: list[str] = []
+
+    def metadata(minutes: int) -> dict[str, str]:
+        expiry = datetime.now(UTC) + timedelta(minutes=minutes)
+        return {
+            "access_key": ACCESS_KEY,
+            "secret_key": "refreshed",
+            "token": "session",
+            "expiry_time": expiry.isoformat(),
+        }
+
+    def refresh() -> dict[str, str]:
+        refreshes.append(threading.current_thread().name)
+        return metadata(60)
+
+    endpoint = Endpoint(moto.url, "us-east-1", True)
+    fresh = RefreshableCredentials.create_from_metadata(metadata(30), refresh, "test")
+    client = S3Client(ArchiveURL(s3env.bucket), endpoint, fresh)
+    try:
+        assert await client.head("k") is None
+        assert refreshes == []  # 30 minutes left: nothing to do
+    finally:
+        await client.close()
+    expiring = RefreshableCredentials.create_from_metadata(metadata(5), refresh, "t")
+    client = S3Client(ArchiveURL(s3env.bucket), endpoint, expiring)
+    try:
+        heads = [client.head(f"k{i}") for i in range(3)]
+        for head in heads:
+            assert await head is None
+        assert len(refreshes) == 1
+        assert refreshes[0] != threading.current_thread().name
+        assert expiring.get_frozen_credentials().secret_key == "refreshed"
+    finally:
+        await client.close()
+
+
 @pytest.fixture
 def checking() -> Iterator[tuple[MotoServer, str, str]]:
     """A moto_server of its own that checks keys and signatures."""
@@ -661,6 +757,8 @@ async def test_bad_credentials_are_denied(
                 await client.head(client.archive.key("f"))
             with pytest.raises(S3Denied):
                 await client.put_file(client.archive.key("g"), tmp_path / "f")
+            with pytest.raises(S3Denied):
+                await client.check()
         finally:
             await client.close()
 
