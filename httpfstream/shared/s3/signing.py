@@ -8,8 +8,9 @@ container and instance metadata) gives either fixed credentials or
 the provider again when they are near expiry, over the network, under a
 lock. So a signature takes a frozen copy of the credentials: at once in
 the reactor while they are fresh, else from a thread (one refresh at a
-time, every signer waiting on it), well before botocore's own 15-minute
-advisory window, so a refresh never happens in the reactor.
+time, every request waiting on it) from 20 minutes before they expire,
+before botocore's own windows (15 minutes advisory, 10 mandatory) open;
+so a refresh never happens in the reactor.
 
 The payload is signed: each body's SHA-256 is computed before it is sent
 (from the file, in a thread) and goes in ``x-amz-content-sha256``; see
@@ -52,7 +53,7 @@ class Signer:
     Signs requests with the current credentials.
 
     :param credentials: botocore's credentials object (from
-        `config.resolve_endpoint`), or None when the chain found none.
+        `config.resolve_endpoint`).
     :param in_thread: runs a blocking callable in a thread, returning a
         Deferred (the client's pool).
     """
@@ -66,11 +67,6 @@ class Signer:
         self._in_thread = in_thread
         self._refreshing: Deferred[Any] | None = None
         self._waiting: list[Deferred[Any]] = []
-
-    @property
-    def found(self) -> bool:
-        """Whether the chain found credentials at all."""
-        return self._credentials is not None
 
     def frozen(self) -> Deferred[Any]:
         """
