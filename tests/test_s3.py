@@ -321,6 +321,22 @@ async def test_a_consumer_can_stop_a_download(client: S3Client, tmp_path: Path) 
     assert (await client.head(key)) is not None
 
 
+async def test_a_cancelled_download_stops(client: S3Client, tmp_path: Path) -> None:
+    random_file(tmp_path / "f", 8 * MiB)
+    key = client.archive.key("f")
+    await client.put_file(key, tmp_path / "f")
+    got = Collect(keep=False)
+    download = client.get(key, got)
+    await got.first
+    download.cancel()
+    with pytest.raises(CancelledError):
+        await download
+    assert got.unregistered == 1
+    count = got.count
+    await deferLater(reactor, 0.2, lambda: None)  # nothing comes after
+    assert got.count == count < 8 * MiB
+
+
 async def test_missing_objects(client: S3Client) -> None:
     key = client.archive.key("nothing.log")
     assert await client.head(key) is None

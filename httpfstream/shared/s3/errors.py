@@ -18,7 +18,7 @@ from __future__ import annotations
 from xml.etree import ElementTree
 
 from twisted.internet import error as net
-from twisted.internet.defer import CancelledError, TimeoutError
+from twisted.internet.defer import TimeoutError
 from twisted.python.failure import Failure
 from twisted.web import client as web
 
@@ -30,7 +30,6 @@ __all__ = [
     "Stalled",
     "error_from_answer",
     "error_from_failure",
-    "is_cancellation",
     "strip_namespace",
 ]
 
@@ -163,7 +162,8 @@ def error_from_answer(
 
 #: Failures on the way that mean "no answer": retryable.
 _UNREACHABLE = (
-    net.ConnectError,  # refused, no route, DNS, connect timeout
+    net.ConnectError,  # refused, no route, connect timeout
+    net.DNSLookupError,  # an endpoint's name not (yet) in the DNS
     net.ConnectionLost,
     net.ConnectionDone,
     TimeoutError,
@@ -185,8 +185,8 @@ def _is_tls(reason: Failure) -> bool:
 def error_from_failure(operation: str, key: str | None, failure: Failure) -> S3Error:
     """
     The error for a request that got no (complete) answer; an `S3Error`
-    passes through unchanged, and cancellation is not translated (the
-    caller raises it again).
+    passes through unchanged. (The caller tells its own cancellation and
+    timeouts apart first: Twisted reports them in other guises.)
     """
     if isinstance(failure.value, S3Error):
         return failure.value
@@ -200,14 +200,3 @@ def error_from_failure(operation: str, key: str | None, failure: Failure) -> S3E
             detail = "; ".join(str(r.value) or type(r.value).__name__ for r in reasons)
         return S3Unavailable(operation, key, detail)
     return S3Error(operation, key, f"{type(failure.value).__name__}: {failure.value}")
-
-
-def is_cancellation(failure: Failure) -> bool:
-    """
-    Whether the caller cancelled (never turned into an `S3Error`); Twisted's
-    client wraps it (``RequestGenerationFailed``, ``ResponseNeverReceived``).
-    """
-    reasons = getattr(failure.value, "reasons", None) or []
-    return failure.check(CancelledError) is not None or any(
-        r.check(CancelledError) for r in reasons
-    )

@@ -199,17 +199,30 @@ class Download(Protocol):
         self.consumer = consumer
         self.expected = expected
         self.received = 0
-        self.done: Deferred[int] = Deferred()
+        # Cancelled (the caller's get), it stops the body as the consumer
+        # would, and lets the consumer go at once.
+        self.done: Deferred[int] = Deferred(lambda _: self._cancelled())
         self._clock = clock
         self._idle_timeout = idle_timeout
         self._timer: IDelayedCall | None = None
         self._paused = False
         self._stopped = False
         self._stalled = False
+        self._registered = False
 
     def connectionMade(self) -> None:
         self.consumer.registerProducer(self, True)
+        self._registered = True
         self._arm()
+
+    def _unregister(self) -> None:
+        if self._registered:
+            self._registered = False
+            self.consumer.unregisterProducer()
+
+    def _cancelled(self) -> None:
+        self.stopProducing()
+        self._unregister()
 
     def _arm(self) -> None:
         self._disarm()
@@ -235,7 +248,9 @@ class Download(Protocol):
 
     def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
         self._disarm()
-        self.consumer.unregisterProducer()
+        self._unregister()
+        if self.done.called:  # cancelled
+            return
         if self._stopped:
             self.done.errback(CancelledError("the consumer stopped the download"))
         elif self._stalled:
@@ -260,7 +275,7 @@ class Download(Protocol):
         self.transport.resumeProducing()  # type: ignore[union-attr]
 
     def stopProducing(self) -> None:
-        if not self._stopped:
+        if not self._stopped and self.transport is not None:
             self._stopped = True
             self._disarm()
-            self.transport.stopProducing()  # type: ignore[union-attr]
+            self.transport.stopProducing()  # type: ignore[attr-defined]

@@ -21,13 +21,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IResponse
 
 from .config import Endpoint
-from .errors import (
-    S3Error,
-    S3Unavailable,
-    error_from_answer,
-    error_from_failure,
-    is_cancellation,
-)
+from .errors import S3Error, S3Unavailable, error_from_answer, error_from_failure
 from .signing import EMPTY_SHA256, Signer
 from .tls import policy_for
 
@@ -190,17 +184,27 @@ class Wire:
             Headers({k: [v] for k, v in signed.items() if k != "Content-Length"}),
             producer,
         )
+        # Who ended the request, if anybody did: Twisted's client reports a
+        # cancellation in many guises (a DNSLookupError while resolving).
+        ended: list[str] = []
+
+        def end(why: str) -> None:
+            ended.append(why)
+            request.cancel()
+
         allowed = self.timeout + length / _SLOWEST
-        timer = self._reactor.callLater(allowed, request.cancel)
+        timer = self._reactor.callLater(allowed, end, "timeout")
+        answering: Deferred[IResponse] = Deferred(lambda _: end("caller"))
+        request.chainDeferred(answering)
         try:
-            response: IResponse = await request
+            response: IResponse = await answering
         except Exception as e:
-            failure = Failure()
-            if not is_cancellation(failure):
-                raise error_from_failure(operation, key, failure) from e
-            if timer.active():  # the caller's cancellation, not the timer's
+            if ended == ["caller"]:
                 raise CancelledError() from e
-            raise S3Unavailable(operation, key, f"no answer in {allowed:g}s") from e
+            if ended == ["timeout"]:
+                message = f"no answer in {allowed:g}s"
+                raise S3Unavailable(operation, key, message) from e
+            raise error_from_failure(operation, key, Failure()) from e
         finally:
             if timer.active():
                 timer.cancel()
