@@ -433,6 +433,23 @@ async def test_a_cancelled_upload_is_aborted(
     assert await client.uploads() == []
 
 
+async def test_a_failed_upload_is_aborted(client: S3Client, tmp_path: Path) -> None:
+    """
+    Parts under S3's 5 MiB minimum (forced past the client's own check):
+    S3 refuses to complete the upload (``EntityTooSmall``), and the client
+    aborts it, leaving neither an object nor an open upload.
+    """
+    random_file(tmp_path / "f", 3 * MiB)
+    client.part_size = MiB
+    key = client.archive.key("f")
+    with pytest.raises(S3Error) as caught:
+        await client.put_file(key, tmp_path / "f")
+    assert caught.value.code == "EntityTooSmall"
+    assert caught.value.operation == "CompleteMultipartUpload"
+    assert await client.uploads() == []
+    assert await client.head(key) is None
+
+
 async def test_nothing_blocks_the_reactor(
     s3env: S3Env, tmp_path: Path, monkeypatch: Any
 ) -> None:
