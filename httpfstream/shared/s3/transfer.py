@@ -225,8 +225,11 @@ class Download(Protocol):
         self._unregister()
 
     def _arm(self) -> None:
-        self._disarm()
-        if not self._paused:
+        if self._paused:
+            self._disarm()
+        elif self._timer is not None and self._timer.active():
+            self._timer.reset(self._idle_timeout)
+        else:
             self._timer = self._clock.callLater(self._idle_timeout, self._stall)
 
     def _disarm(self) -> None:

@@ -167,6 +167,8 @@ class Wire:
     ) -> IResponse:
         try:
             credentials = await self._signer.frozen()
+        except CancelledError:
+            raise
         except Exception as e:
             message = f"credentials: {e}"
             raise S3Error(operation, key, message, code="Credentials") from e
