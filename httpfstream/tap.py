@@ -242,6 +242,31 @@ class Options(usage.Options):
             " elsewhere wait.",
         ],
         [
+            "archive",
+            None,
+            None,
+            "Keep finished resources in an S3 bucket (s3://BUCKET/PREFIX), one"
+            " object each, the root then a cache of them; S3 is configured the"
+            " standard way (the AWS credential chain, AWS_ENDPOINT_URL_S3,"
+            " AWS_DEFAULT_REGION). See docs/SCALING.md.",
+        ],
+        [
+            "cache-size",
+            None,
+            "10G",
+            "With --archive: the most bytes of resources kept on local disk"
+            " once archived; the least recently used go first (never one in"
+            f" use or not yet archived). Suffixes {_SIZE_SUFFIXES}; 0: no limit.",
+        ],
+        [
+            "archive-idle",
+            None,
+            "60",
+            "With --archive: how long a resource whose session did not end well"
+            " waits for its appender to resume before it is archived"
+            " (incomplete); units s, m, h, d, w.",
+        ],
+        [
             "auth",
             None,
             None,
@@ -264,6 +289,8 @@ class Options(usage.Options):
         "max-followers-per-resource": _count,
         "max-age": parse_duration,
         "redis-lease": _seconds,
+        "cache-size": parse_size,
+        "archive-idle": parse_duration,
     }
 
     def __init__(self) -> None:
@@ -312,6 +339,10 @@ class Options(usage.Options):
                 raise _StartupError(f"--{key}: 0 is too short: give at least 1 second")
         if self["redis-password-file"] and not self["redis"]:
             raise _StartupError("--redis-password-file needs --redis")
+        if self["archive"] and self["redis"]:
+            raise _StartupError(
+                "--archive with --redis is not supported yet: give one or the other"
+            )
 
 
 def _check_root(path: str) -> None:
@@ -434,6 +465,36 @@ def _shared(options: Options, reactor: Any, top: MultiService) -> dict[str, Any]
     return {"store": store, "slots": coordinator, "feed": coordinator}
 
 
+def _archived(options: Options, reactor: Any) -> dict[str, Any]:
+    """
+    With ``--archive``, the registry's store (`shared.archive.ArchiveStore`)
+    once the bucket answered (`check_archive`: a wrong URL, bucket or
+    credential stops twistd with one line); without, none.
+    """
+    if not options["archive"]:
+        return {}
+    from .core.store import FileStore
+    from .shared.archive import ArchiveStore, check_archive
+    from .shared.s3 import S3Client, parse_archive_url
+
+    url = options["archive"]
+    try:
+        archive = parse_archive_url(url)
+        check_archive(archive)
+    except ValueError as e:
+        raise _StartupError(f"--archive {url}: {e}") from None
+    store = ArchiveStore(
+        FileStore(FilePath(options["root"]), reactor),
+        archive,
+        lambda: S3Client.from_environment(archive, reactor=reactor),
+        reactor=reactor,
+        cache_size=options["cache-size"],
+        idle=options["archive-idle"],
+        sync=options["fsync"] is not FsyncPolicy.NEVER,
+    )
+    return {"store": store}
+
+
 def makeService(options: Options, reactor: Any = None) -> MultiService:
     """
     Build the registry, the site and its listening ports.  An endpoint
@@ -457,7 +518,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     # After the cheap checks: this one may create the root.
     _check_root(options["root"])
     top = MultiService()
-    shared = _shared(options, reactor, top)
+    shared = _shared(options, reactor, top) | _archived(options, reactor)
     registry = StreamRegistry(
         options["root"],
         max_message_size=options["max-message-size"],

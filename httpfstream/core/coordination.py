@@ -50,7 +50,8 @@ class SlotTaken(Exception):
 class Unavailable(Exception):
     """
     What several servers agree through cannot be reached now (Redis is
-    down): nothing was decided; try again later.
+    down), or the archive's bucket that a request needs (``--archive``):
+    nothing was decided; try again later.
 
     :ivar retry_after: seconds after which trying again may succeed.
     """

@@ -178,6 +178,14 @@ class Derived:
             if now - self._flushed >= FLUSH_EVERY:
                 self._flush(now)
 
+    def flush(self) -> None:
+        """
+        Write what is kept in memory now (the archive copies the files once
+        a session has ended).
+        """
+        with self._lock:
+            self._flush(self._clock())
+
     def close(self) -> None:
         """Write what is kept in memory, and close the files of records."""
         with self._lock:

@@ -42,6 +42,7 @@ from .retention import Retention
 from .session import AppendSession
 from .store import (
     FileStore,
+    IArchivingStore,
     IStore,
     IStoreFile,
     Listing,
@@ -175,6 +176,8 @@ class StreamRegistry(Service):
         self.sweep_interval = sweep_interval
         self.counters = Counters()
         self._store: IStore = store or FileStore(self.root, reactor)
+        # A store that archives (--archive) hears of sessions' ends.
+        self._archiving: IArchivingStore | None = IArchivingStore(self._store, None)
         self._slots: IAppenderSlots = slots or LocalSlots()
         self._feed: IGrowthFeed = feed or LocalFeed()
         self._streams = OpenStreams(self._store, self._feed, self._make_stream)
@@ -482,6 +485,8 @@ class StreamRegistry(Service):
                 self._held_slots[name] = appending.slot
                 record = self.record(appending.kind, name, appending.peer, stream.size)
                 session = AppendSession(stream, record, self._feed, appending.slot)
+                if self._archiving is not None:
+                    self._archiving.began(name)
             stream.hold()
             return stream, session
 
@@ -508,3 +513,5 @@ class StreamRegistry(Service):
         slot = self._held_slots.pop(stream.name, None)
         if slot is not None:
             slot.release()
+        if self._archiving is not None:
+            self._archiving.ended(stream.name, stream.size, stream.complete)

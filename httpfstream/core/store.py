@@ -78,6 +78,7 @@ def _open_noatime(path: str, flags: int) -> int:
 __all__ = [
     "Entry",
     "FileStore",
+    "IArchivingStore",
     "IStore",
     "IStoreFile",
     "Listing",
@@ -179,6 +180,9 @@ class IStoreFile(Interface):
     def learned(start: int) -> None:
         """Bytes from ``start`` on were just persisted by another process."""
 
+    def flush_derived() -> Deferred[None]:
+        """Write the line counts and batch times kept in memory to their files."""
+
     def close() -> Deferred[None]:
         """Close the file; no call may follow."""
 
@@ -189,8 +193,11 @@ class IStore(Interface):
     def start() -> None:
         """Start the worker threads."""
 
-    def stop() -> None:
-        """Stop the worker threads, after the work already queued."""
+    def stop() -> Deferred[None] | None:
+        """
+        Stop the worker threads, after the work already queued; a Deferred
+        returned is waited for (the archive's last uploads).
+        """
 
     def open(
         name: Name, create: bool, expected_size: int | None
@@ -219,6 +226,25 @@ class IStore(Interface):
 
     def older_than(seconds_since_epoch: float) -> Deferred[list[Name]]:
         """Every resource whose bytes last changed before that time."""
+
+
+class IArchivingStore(IStore):
+    """
+    A store that also keeps resources elsewhere once their sessions end
+    (``--archive``: `shared.archive.ArchiveStore`, finished resources in an
+    S3 bucket and the root a bounded cache).  The registry tells it when
+    each append session begins and ends; it knows nothing of sessions
+    otherwise.
+    """
+
+    def began(name: Name) -> None:
+        """An append session on ``name`` began (its file is open)."""
+
+    def ended(name: Name, size: int, complete: bool) -> None:
+        """
+        The session on ``name`` ended: its bytes are persisted (synced,
+        unless ``--fsync never``) and its completion recorded.
+        """
 
 
 @implementer(IStoreFile)
@@ -308,6 +334,9 @@ class _OpenFile:
 
     def learned(self, start: int) -> None:
         self._derived.learned(start)
+
+    def flush_derived(self) -> Deferred[None]:
+        return self._store._run(self._derived.flush)
 
     def close(self) -> Deferred[None]:
         return self._store._run(self._close)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from io import BytesIO
 from typing import Any, ParamSpec, TypeVar
@@ -118,6 +119,18 @@ class S3Client:
         self._threads = threads or _threads()
         self._signer = Signer(credentials, self._in_thread)
         self._wire = Wire(endpoint, self._signer, reactor, timeout, attempts)
+        #: Bytes of object bodies received (`get`).
+        self.bytes_received = 0
+
+    @property
+    def requests(self) -> Counter[str]:
+        """Requests sent so far (every try), by S3's name for the call."""
+        return self._wire.requests
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes of request bodies sent so far."""
+        return self._wire.bytes_sent
 
     @classmethod
     def from_environment(
@@ -275,6 +288,8 @@ class S3Client:
             raise
         except Exception as e:
             raise error_from_failure("GetObject", key, Failure()) from e
+        finally:
+            self.bytes_received += download.received
 
     @_deferred
     async def delete(self, key: str) -> None:
@@ -291,6 +306,7 @@ class S3Client:
         path: str | os.PathLike[str],
         metadata: Mapping[str, str] | None = None,
         content_type: str = "application/octet-stream",
+        length: int | None = None,
     ) -> ObjectInfo:
         """
         Uploads the file as the object ``key``: one PUT up to `part_size`,
@@ -299,14 +315,15 @@ class S3Client:
         with ``metadata`` as ``x-amz-meta-*`` (`check_metadata`). A failed
         or cancelled multipart upload is aborted. Fires with what was
         written (size, ETag, metadata); the file must not change meanwhile
-        (if it shrinks, the upload fails).
+        (if it shrinks, the upload fails). With ``length``, only the
+        file's first ``length`` bytes go (a file that may grow meanwhile).
         """
         headers = check_metadata(metadata or {})
         headers["Content-Type"] = content_type
         fd = await self._in_thread(os.open, os.fspath(path), os.O_RDONLY | os.O_CLOEXEC)
         file = OpenFile(fd, self._in_thread, self._reactor.callFromThread)
         try:
-            size = os.fstat(fd).st_size
+            size = os.fstat(fd).st_size if length is None else length
             if size <= self.part_size:
                 etag = await self._put_range(
                     "PutObject", key, self._url(key), file, 0, size, headers
@@ -434,9 +451,17 @@ class S3Client:
 
     @_deferred
     async def list_page(
-        self, prefix: str = "", token: str | None = None, max_keys: int = 1000
+        self,
+        prefix: str = "",
+        token: str | None = None,
+        max_keys: int = 1000,
+        delimiter: str | None = None,
     ) -> ListPage:
-        """One page of the keys under ``prefix``, in key order (ListObjectsV2)."""
+        """
+        One page of the keys under ``prefix``, in key order (ListObjectsV2);
+        with a ``delimiter`` (``/``), the keys directly under it, and what
+        lies deeper as the page's ``prefixes`` (the folders).
+        """
         params: dict[str, str | None] = {
             "list-type": "2",
             "prefix": prefix,
@@ -445,6 +470,8 @@ class S3Client:
         }
         if token is not None:
             params["continuation-token"] = token
+        if delimiter is not None:
+            params["delimiter"] = delimiter
         url = f"{self.endpoint.bucket_url(self.bucket)}?{query(params)}"
         response = await self._wire.send("ListObjectsV2", None, "GET", url)
         return listing(await self._wire.read("ListObjectsV2", None, response))

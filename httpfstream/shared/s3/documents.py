@@ -55,10 +55,15 @@ class ObjectInfo:
 
 @dataclass(frozen=True)
 class ListPage:
-    """One page of a listing; ``next_token`` None on the last."""
+    """
+    One page of a listing; ``next_token`` None on the last; ``prefixes``
+    the common prefixes (asked with a delimiter: the folders), each ending
+    in the delimiter.
+    """
 
     objects: list[ObjectInfo]
     next_token: str | None
+    prefixes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -152,9 +157,12 @@ def listing(body: bytes) -> ListPage:
         )
         for c in _children(root, "Contents")
     ]
+    prefixes = [
+        unquote_plus(_text(c, "Prefix")) for c in _children(root, "CommonPrefixes")
+    ]
     truncated = _text(root, "IsTruncated") == "true"
     next_token = _text(root, "NextContinuationToken") if truncated else None
-    return ListPage(objects, next_token or None)
+    return ListPage(objects, next_token or None, prefixes)
 
 
 def open_uploads(body: bytes) -> list[Upload]:

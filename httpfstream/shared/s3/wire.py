@@ -7,6 +7,7 @@ refusal turned into the `errors` it means.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -87,6 +88,10 @@ class Wire:
         self.attempts = attempts
         self._signer = signer
         self._reactor = reactor
+        #: Requests sent (every try), by S3's name for the call.
+        self.requests: Counter[str] = Counter()
+        #: Bytes of request bodies sent.
+        self.bytes_sent = 0
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 8
         # Under the 20 s or so after which S3 endpoints close idle
@@ -179,6 +184,8 @@ class Wire:
             credentials, self.endpoint.region, method, url, sent, payload_sha256
         )
         producer = body() if body is not None else None
+        self.requests[operation] += 1
+        self.bytes_sent += length
         request = self._agent.request(
             method.encode(),
             url.encode("ascii"),
