@@ -236,8 +236,8 @@ def test_help_still_lists_every_option_with_the_size_suffixes_it_takes(tmp_path)
         complaint(twistd(f"--root={tmp_path}", "--max-message-size=1X"))
     )
     (suffixes,) = re.findall(r"optionally with ((?:[A-Z], )*[A-Z] or [A-Z])", refused)
-    # Every size option: the two maxima and --text-frame-size.
-    assert text.count(f"Suffixes {suffixes};") == 3, suffixes
+    # Every size option: the two maxima, --text-frame-size and --cache-size.
+    assert text.count(f"Suffixes {suffixes};") == 4, suffixes
     # So does the README's table of options.
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     rows = [row for row in readme.splitlines() if row.startswith("| `--max-")]

@@ -320,6 +320,9 @@ def test_options_defaults():
         "redis": None,
         "redis-password-file": None,
         "redis-lease": 10,
+        "archive": None,
+        "cache-size": 10 << 30,
+        "archive-idle": 60,
     }
 
 
@@ -354,6 +357,9 @@ def test_options_every_option_given(tmp_path):
             "--redis=rediss://redis.example:6380/2",
             f"--redis-password-file={tokens}",
             "--redis-lease=5",
+            # With --archive (which does not go with --redis yet).
+            "--cache-size=512M",
+            "--archive-idle=5m",
         ]
     )
     assert dict(options) == {
@@ -382,6 +388,9 @@ def test_options_every_option_given(tmp_path):
         "redis": "rediss://redis.example:6380/2",
         "redis-password-file": str(tokens),
         "redis-lease": 5,
+        "archive": None,
+        "cache-size": 512 << 20,
+        "archive-idle": 300,
     }
 
 
@@ -395,6 +404,9 @@ def test_options_every_option_given(tmp_path):
         ["--max-age=3 years"],
         ["--redis-lease=0"],
         ["--redis-password-file=/x"],
+        ["--cache-size=huge"],
+        ["--archive-idle=a while"],
+        ["--archive=s3://b/p", "--redis=redis://r"],
     ],
 )
 def test_options_refuse_bad_values(argv):

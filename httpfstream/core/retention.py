@@ -70,8 +70,17 @@ class Retention:
             try:
                 await self._delete(name)
             except Refusal as refusal:
+                if refusal.code == 503:
+                    # Redis or the archive's bucket unreachable, or
+                    # stopping: the next sweep goes on.
+                    _log.warn(
+                        "sweeping stopped at {name}: {why}",
+                        name="/".join(name),
+                        why=refusal.message,
+                    )
+                    return removed
                 if refusal.code not in (404, 409):
-                    raise  # Redis unreachable, or stopping: no sweep now
+                    raise
                 continue  # appended to, or gone, meanwhile
             removed += 1
             self._counters.swept += 1

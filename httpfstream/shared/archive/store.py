@@ -35,54 +35,48 @@ layer serve every reader from a local file as before:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from functools import partial
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from ...core.coordination import Unavailable
-from ...core.derived import Lines, Span, derived_paths
+from ...core.derived import derived_paths
 from ...core.names import Name
-from ...core.scan import Entry, Listing
+from ...core.scan import Listing
 from ...core.store import (
     FileStore,
     IArchivingStore,
     IStoreFile,
-    NotAResource,
     NotFound,
     SizeMismatch,
     Stored,
 )
-from ..s3 import ArchiveURL, S3Client, S3Error, S3NotFound
-from .bucket import DERIVED, Archived, Bucket
+from ..s3 import ArchiveURL, S3Client, S3Error
+from .bucket import Archived, Bucket, BucketLink, reading
 from .cache import Cache
+from .evictions import Evictions
+from .fill import fill
 from .lanes import Lanes
 from .local import (
     Local,
-    Occupied,
     Record,
     clear_filling,
-    evict,
-    install,
     local_state,
-    new_temporary,
     remove_files,
     remove_record,
     scan,
     write_record,
 )
+from .opened import CachedFile
 from .uploads import Uploads
-from .writer import FileWriter
 
 __all__ = ["ArchiveStore"]
 
@@ -92,69 +86,6 @@ _T = TypeVar("_T")
 
 def _shown(name: Name) -> str:
     return "/".join(name)
-
-
-def _unlink_all(paths: list[str]) -> None:
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
-
-@implementer(IStoreFile)
-class _CachedFile:
-    """
-    An open resource file: pinned in the cache until it is closed, its
-    appended bytes counted there.
-    """
-
-    def __init__(self, store: ArchiveStore, name: Name, file: IStoreFile) -> None:
-        self._store = store
-        self._name = name
-        self._file = file
-        self.size = file.size
-        self.complete = file.complete
-
-    def write(self, data: bytes, sync: bool) -> Deferred[None]:
-        d = self._file.write(data, sync)
-        d.addCallback(self._wrote, len(data))
-        return d
-
-    def _wrote(self, result: None, added: int) -> None:
-        self._store.cache.grew(self._name, added)
-        return result
-
-    def mark(self, complete: bool, sync: bool) -> Deferred[None]:
-        self._store.cache.pending(self._name)
-        return self._file.mark(complete, sync)
-
-    def read(self, offset: int, length: int) -> Deferred[bytes]:
-        return self._file.read(offset, length)
-
-    def sync(self) -> Deferred[None]:
-        return self._file.sync()
-
-    def locate(self, lines: Lines, size: int, persist: bool) -> Deferred[Span]:
-        return self._file.locate(lines, size, persist)
-
-    def line_at(self, offset: int, persist: bool) -> Deferred[int]:
-        return self._file.line_at(offset, persist)
-
-    def load_derived(self) -> Deferred[None]:
-        return self._file.load_derived()
-
-    def time_of(self, offset: int) -> int:
-        return self._file.time_of(offset)
-
-    def learned(self, start: int) -> None:
-        self._file.learned(start)
-
-    def flush_derived(self) -> Deferred[None]:
-        return self._file.flush_derived()
-
-    def close(self) -> Deferred[None]:
-        d = self._file.close()
-        d.addBoth(self._store._closed, self._name, self)
-        return d
 
 
 @implementer(IArchivingStore)
@@ -192,7 +123,6 @@ class ArchiveStore:
         self.root = local.root
         self.archive = archive
         self.cache = Cache(cache_size)
-        self.evicted = 0
         self.filled = 0
         self.uploaded = 0
         self._local = local
@@ -208,68 +138,50 @@ class ArchiveStore:
         )
         self._lanes = Lanes()
         self._uploads = Uploads(reactor, self._archive, retry_max)
-        self._bucket: Bucket | None = None
-        self._connecting = False
-        self._bucket_waiters: list[Deferred[Bucket]] = []
+        self._link = BucketLink(archive, connect, self._answered, self._unreachable)
         self._sessions: Counter[Name] = Counter()
-        self._open_files: dict[Name, set[_CachedFile]] = {}
+        self._open_files: dict[Name, set[CachedFile]] = {}
         # Uploaded but not yet recorded (the line data failed): not again.
         self._uploaded: dict[Name, Record] = {}
         self._ended_at: dict[Name, float] = {}
         self._started = 0.0
-        self._ready = False
+        self._evictions = Evictions(
+            self.cache,
+            self._lanes,
+            self._link,
+            self._run,
+            self._root,
+            sync,
+            self._found,
+        )
+        self._trim = self._evictions.trim
 
     def _run(self, f: Callable[..., _T], *args: object) -> Deferred[_T]:
         return deferToThreadPool(self._reactor, self._pool, f, *args)
 
     # -- the bucket -----------------------------------------------------------
 
-    def _connect_now(self) -> None:
-        if self._connecting or self._bucket is not None:
-            return
-        self._connecting = True
+    def _answered(self) -> None:
+        """The bucket answered: retries go now, and evicting goes on."""
+        if not self._evictions.reachable:
+            self._evictions.reachable = True
+            _log.info("archive {url}: the bucket answers again", url=str(self.archive))
+            self._trim()
+        self._uploads.answered()
 
-        def made(client: S3Client) -> None:
-            self._connecting = False
-            self._bucket = Bucket(client, self.archive, self._uploads.answered)
-            waiters, self._bucket_waiters = self._bucket_waiters, []
-            for d in waiters:
-                d.callback(self._bucket)
-
-        def failed(reason: Failure) -> None:
-            self._connecting = False
-            _log.error(
-                "archive {url}: no S3 client: {error}",
+    def _unreachable(self) -> None:
+        """
+        The bucket did not answer: nothing is evicted until it does, so
+        what is on local disk can still be read (the disk may go past its
+        budget meanwhile: what the bucket lacks cannot leave it anyway).
+        """
+        if self._evictions.reachable:
+            self._evictions.reachable = False
+            _log.warn(
+                "archive {url}: the bucket does not answer; nothing is evicted"
+                " until it does",
                 url=str(self.archive),
-                error=reason.getErrorMessage(),
             )
-            waiters, self._bucket_waiters = self._bucket_waiters, []
-            for d in waiters:
-                d.errback(Unavailable("the archive cannot be reached now"))
-
-        self._connect().addCallbacks(made, failed)
-
-    async def _bucket_now(self) -> Bucket:
-        """The bucket, once its client is made; `Unavailable` if it cannot be."""
-        if self._bucket is not None:
-            return self._bucket
-        d: Deferred[Bucket] = Deferred()
-        self._bucket_waiters.append(d)
-        self._connect_now()
-        return await d
-
-    async def _reading(self, work: Awaitable[_T]) -> _T:
-        """
-        ``work``'s result, with S3's refusals as the store's: a missing
-        object `NotFound`, anything else `Unavailable` (503), logged.
-        """
-        try:
-            return await work
-        except S3NotFound as e:
-            raise NotFound(str(e)) from None
-        except S3Error as e:
-            _log.warn("archive {url}: {error}", url=str(self.archive), error=e)
-            raise Unavailable("the archive cannot be reached now") from None
 
     # -- IStore ---------------------------------------------------------------
 
@@ -277,7 +189,7 @@ class ArchiveStore:
         self._local.start()
         self._pool.start()
         self._started = self._clock()
-        self._connect_now()
+        self._link.start()
         d = Deferred.fromCoroutine(self._recover())
         d.addErrback(lambda f: _log.failure("reading the archive's local state", f))
 
@@ -301,26 +213,17 @@ class ArchiveStore:
 
     def _stopped(self, _: object) -> None:
         self._uploads.stop()
-        bucket, self._bucket = self._bucket, None
+        bucket = self._link.close()
         if bucket is not None:
-            client = bucket.client
-            by_operation = ", ".join(
-                f"{k} {v}" for k, v in sorted(client.requests.items())
-            )
             _log.info(
-                "archive {url}: {count} S3 requests ({by_operation}), {sent} bytes"
-                " sent, {received} received; {uploaded} uploads, {filled} fills,"
+                "archive {url}: {requests}; {uploaded} uploads, {filled} fills,"
                 " {evicted} evictions",
                 url=str(self.archive),
-                count=sum(client.requests.values()),
-                by_operation=by_operation or "none",
-                sent=client.bytes_sent,
-                received=client.bytes_received,
+                requests=bucket.summary(),
                 uploaded=self.uploaded,
                 filled=self.filled,
-                evicted=self.evicted,
+                evicted=self._evictions.evicted,
             )
-            bucket.close()
         self._pool.stop()
         self._local.stop()
 
@@ -383,12 +286,12 @@ class ArchiveStore:
             self.cache.touch(name)
         else:
             self.cache.add(name, file.size, safe=False)
-        cached = _CachedFile(self, name, file)
+        cached = CachedFile(self.cache, name, file, self._closed)
         self._open_files.setdefault(name, set()).add(cached)
         self._trim()
         return cached
 
-    def _closed(self, result: object, name: Name, cached: _CachedFile) -> object:
+    def _closed(self, result: object, name: Name, cached: CachedFile) -> object:
         self.cache.unpin(name)
         files = self._open_files.get(name)
         if files is not None:
@@ -410,8 +313,8 @@ class ArchiveStore:
             return await self._open_local(name, create, expected_size)
         if state is not None:
             await self._drop_torn(name, state)
-        bucket = await self._bucket_now()
-        archived = await self._reading(bucket.head(name))
+        bucket = await self._link.bucket()
+        archived = await reading(bucket.head(name))
         if archived is None:
             if not create:
                 raise NotFound(_shown(name))
@@ -422,52 +325,10 @@ class ArchiveStore:
         return await self._open_local(name, create, expected_size)
 
     async def _fill(self, name: Name, archived: Archived, bucket: Bucket) -> None:
-        """Download ``name`` into the cache: its bytes, line data and state."""
+        """Download ``name`` into the cache (`fill.fill`), room made first."""
         self._trim(room=archived.size)
         started = self._clock()
-        temporaries: list[str] = []
-        try:
-            fd, path = await self._run(new_temporary, self._root)
-            temporaries.append(path)
-            writer = FileWriter(fd, self._run)
-            try:
-                await self._reading(bucket.download(name, writer, archived.size))
-            finally:
-                await writer.finish(self._sync)
-            derived: list[str | None] = []
-            for kind in DERIVED:
-                fd, kept = await self._run(new_temporary, self._root)
-                temporaries.append(kept)
-                writer = FileWriter(fd, self._run)
-                try:
-                    found = await bucket.download_derived(kind, name, writer)
-                except S3Error as e:
-                    _log.warn(
-                        "filling {name}: its {kind} not read ({error}); rebuilt"
-                        " or dated by the file",
-                        name=_shown(name),
-                        kind=kind,
-                        error=e,
-                    )
-                    found = False
-                finally:
-                    await writer.finish(False)
-                derived.append(kept if found else None)
-            try:
-                await self._run(
-                    install,
-                    self._root,
-                    name,
-                    path,
-                    (derived[0], derived[1]),
-                    archived.record,
-                    archived.modified,
-                    self._sync,
-                )
-            except Occupied as e:
-                raise NotAResource(str(e)) from None
-        finally:
-            await self._run(_unlink_all, temporaries)
+        await fill(bucket, self._root, name, archived, self._run, self._sync)
         self.cache.add(name, archived.size, safe=True)
         self.filled += 1
         _log.info(
@@ -518,7 +379,7 @@ class ArchiveStore:
             if not state.safe:
                 pending += 1
             self._found(name, state)
-        self._ready = True
+        self._evictions.ready = True
         _log.info(
             "archive {url}: {count} resources on local disk ({used} bytes; cache"
             " budget {budget}), {pending} not yet in the bucket",
@@ -529,18 +390,9 @@ class ArchiveStore:
             pending=pending,
         )
         self._trim()
-        await self._abort_stale_uploads()
-
-    async def _abort_stale_uploads(self) -> None:
-        """Abort multipart uploads that a server stopped or killed left open."""
         try:
-            bucket = await self._bucket_now()
-            uploads = await bucket.client.uploads(self.archive.key_prefix)
-            for upload in uploads:
-                begun = _iso_seconds(upload.initiated)
-                if begun is not None and begun < self._started - 60:
-                    await bucket.client.abort_upload(upload.key, upload.upload_id)
-                    _log.info("aborted an upload of {key} left open", key=upload.key)
+            bucket = await self._link.bucket()
+            await bucket.abort_stale(self._started - 60)
         except (S3Error, Unavailable) as e:
             _log.info("archive: open uploads not checked ({error})", error=e)
 
@@ -563,7 +415,7 @@ class ArchiveStore:
         if state.safe:
             self.cache.archived(name, state.size)
             return
-        bucket = await self._bucket_now()
+        bucket = await self._link.bucket()
         for file in list(self._open_files.get(name, ())):
             await file.flush_derived()
         started = self._clock()
@@ -572,7 +424,7 @@ class ArchiveStore:
             path = os.path.join(self._root, *name)
             await bucket.upload(name, path, record, state.modified)
             self._uploaded[name] = record
-        await bucket.upload_derived(name, derived_paths(self._root, name))
+        await bucket.upload_derived(name, derived_paths(self._root, name), state.size)
         await self._run(write_record, self._root, name, record, self._sync)
         del self._uploaded[name]
         self.cache.archived(name, state.size)
@@ -591,79 +443,34 @@ class ArchiveStore:
         )
         self._trim()
 
-    # -- the cache's bound --------------------------------------------------------
-
-    def _trim(self, room: int = 0) -> None:
-        """Evict what takes the files past the budget (with ``room`` more)."""
-        if not self._ready:
-            return
-        for name in self.cache.victims(room):
-            size = self.cache.size(name) or 0
-            self.cache.drop(name)  # opens of it wait in its lane now
-            self._lanes.run(name, partial(self._evict, name, size)).addErrback(
-                self._evict_failed, name
-            )
-
-    @staticmethod
-    def _evict_failed(reason: Failure, name: Name) -> None:
-        _log.failure("evicting {name}", reason, name=_shown(name))
-
-    async def _evict(self, name: Name, size: int) -> None:
-        if name in self.cache or self.cache.pinned(name):
-            return  # back in use meanwhile
-        left = await self._run(evict, self._root, name)
-        if left is None:
-            self.evicted += 1
-            _log.info(
-                "evicted {name} ({size} bytes) from the cache",
-                name=_shown(name),
-                size=size,
-            )
-        else:
-            self._found(name, left)
-
     # -- the rest of IStore -----------------------------------------------------
 
     async def _stat(self, name: Name) -> Stored | None:
         stored = await self._local.stat(name)
         if stored is not None:
             return stored
-        bucket = await self._bucket_now()
-        archived = await self._reading(bucket.head(name))
+        bucket = await self._link.bucket()
+        archived = await reading(bucket.head(name))
         return None if archived is None else Stored(archived.size, archived.complete)
 
     async def _listing(self, folder: Name) -> Listing | None:
         local = await self._local.listing(folder)
-        bucket = await self._bucket_now()
-        objects, folders = await self._reading(bucket.folder(folder))
-        if local is None and not objects and not folders:
-            return None
-        entries = {e.name: e for e in (local.resources if local else [])}
-        others = [(n, info) for n, info in objects if n not in entries]
-        states = await self._reading(bucket.describe([info for _, info in others]))
-        for (n, _), archived in zip(others, states, strict=True):
-            if archived is not None:
-                entries[n] = Entry(
-                    n, archived.size, archived.complete, archived.modified
-                )
-        return Listing(
-            sorted(entries.values(), key=lambda e: e.name),
-            sorted({*(local.folders if local else []), *folders}),
-        )
+        bucket = await self._link.bucket()
+        return await reading(bucket.listing(folder, local))
 
     async def _remove(self, name: Name) -> bool:
         """DELETE and --max-age (in the lane of ``name``): object first, then file."""
-        bucket = await self._bucket_now()
+        bucket = await self._link.bucket()
         state = await self._run(local_state, self._root, name)
         if state is None:
-            if await self._reading(bucket.head(name)) is None:
+            if await reading(bucket.head(name)) is None:
                 return False
         else:
             # If the object cannot be deleted, the file is pending again:
             # the resource stays whole.
             await self._run(remove_record, self._root, name, self._sync)
             self.cache.pending(name)
-        await self._reading(bucket.delete(name))
+        await reading(bucket.delete(name))
         self._uploads.cancel(name)
         self._uploaded.pop(name, None)
         self._ended_at.pop(name, None)
@@ -674,7 +481,7 @@ class ArchiveStore:
     async def _older_than(self, cutoff: float) -> list[Name]:
         found = await self._local.older_than(cutoff)
         try:
-            bucket = await self._bucket_now()
+            bucket = await self._link.bucket()
             archived = await bucket.older_than(cutoff)
         except (S3Error, Unavailable) as e:
             _log.warn(
@@ -690,12 +497,3 @@ class ArchiveStore:
             if await self._run(local_state, self._root, name) is None:
                 found.append(name)
         return found
-
-
-def _iso_seconds(text: str) -> float | None:
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
