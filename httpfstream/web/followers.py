@@ -7,7 +7,9 @@ Readers, in one place: the two sinks a `stream.Cursor` sends to.
   messages of at most ``--text-frame-size``) messages while the transport
   takes them, then a Close with the cursor's code: 1000 the
   appender finished, 4000 it was lost, 1001 the server is stopping, 1011
-  the file could not be read.
+  the file could not be read.  With permessage-deflate negotiated
+  (section 16), its messages are compressed (`wsdeflate.framed`), also
+  once per batch for all such followers.
 - `ResponseSink`: an HTTP response body, for snapshots and ``follow=1``
   (section 5); the response ends when the appender does (cleanly or lost:
   a chunked body cannot carry a code), but a body cut short (the server
@@ -28,11 +30,12 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from .._borrowed import frame_bytes, send_now
+from .._borrowed import deflate_window, frame_bytes, send_now
 from ..core.records import Kind, SessionRecord
 from ..core.stream import Cursor, IFollowerSink, Stream
 from ..protocol import APPENDER_LOST, COMPLETE
 from .handoff import HandedProtocol
+from .wsdeflate import framed as deflated
 
 __all__ = ["FollowerProtocol", "Following", "ResponseSink"]
 
@@ -75,24 +78,33 @@ def _framed(data: bytes, text: bool, size: int) -> bytes:
 
 class _LastFrame:
     """
-    The frames of the last bytes a follower sent (one of each frame type
-    and message size), for the next follower that sends the very same
-    bytes object: the stream gives every caught-up cursor the same object
-    (`stream.Tail`), so an append is framed once for all its followers, not
-    once each.  (The object is held here, so its identity cannot be reused
-    meanwhile.)
+    The frames of the last bytes a follower sent (one of each frame type,
+    message size and compression window), for the next follower that sends
+    the very same bytes object: the stream gives every caught-up cursor the
+    same object (`stream.Tail`), so an append is framed (and compressed)
+    once for all its followers, not once each.  (The object is held here,
+    so its identity cannot be reused meanwhile.)
     """
 
     def __init__(self) -> None:
-        # (text?, message size) -> the bytes last framed, and their frames
-        self._last: dict[tuple[bool, int], tuple[bytes, bytes]] = {}
+        # (text?, message size, window) -> the bytes last framed, and their
+        # frames
+        self._last: dict[tuple[bool, int, int], tuple[bytes, bytes]] = {}
 
-    def frame(self, data: bytes, text: bool, size: int = 0) -> bytes:
-        key = (text, size)
+    def frame(self, data: bytes, text: bool, size: int = 0, window: int = 0) -> bytes:
+        """
+        ``data``'s frames; ``window``: permessage-deflate's window bits, 0
+        if the follower did not negotiate it.
+        """
+        key = (text, size, window)
         last = self._last.get(key)
         if last is None or last[0] is not data:
-            # Compression is never negotiated: the frames go out as built.
-            last = self._last[key] = (data, _framed(data, text, size))
+            frames = (
+                deflated(data, text, size, window)
+                if window
+                else _framed(data, text, size)
+            )
+            last = self._last[key] = (data, frames)
         return last[1]
 
 
@@ -104,9 +116,12 @@ class FollowerProtocol(HandedProtocol[Following]):
     """One WebSocket follower (see the module docstring)."""
 
     _cursor: Cursor | None = None
+    #: permessage-deflate's window bits, 0 if not negotiated.
+    _window = 0
 
     def onOpen(self) -> None:
         following = self.session
+        self._window = deflate_window(self) or 0
         # twisted.web's HTTPChannel is still the transport's producer after
         # the upgrade; it must go before the cursor can be registered.
         self._socket.unregisterProducer()
@@ -124,7 +139,9 @@ class FollowerProtocol(HandedProtocol[Following]):
                 # synchronous send, so Autobahn's send queue is always
                 # empty), without the debug line it formats on every send.
                 following = self.session
-                frames = _frames.frame(data, following.text, following.message_size)
+                frames = _frames.frame(
+                    data, following.text, following.message_size, self._window
+                )
                 send_now(self.transport, frames)
             except Exception:
                 # Never let the follower believe it has every byte.
@@ -190,7 +207,21 @@ class ResponseSink:
         self._request.write(data)
         self._record.add(len(data))
 
-    def finish(self, code: int, reason: str) -> None:
+    def deliver(self, wire: bytes, count: int) -> None:
+        """
+        Write ``wire``, which carries ``count`` of the resource's bytes (an
+        encoding's, `gzip.GzipSink`).
+        """
+        if wire:
+            self._request.write(wire)
+        if count:
+            self._record.add(count)
+
+    def finish(self, code: int, reason: str, last: bytes = b"") -> None:
+        """
+        As `IFollowerSink.finish`; ``last``: what an encoding writes at
+        the end of a whole body.
+        """
         if self._gone:
             return
         # A snapshot that got all its bytes logs its status; a follow
@@ -199,6 +230,8 @@ class ResponseSink:
         self._record.end(self._request.code if whole else code, reason)
         self._request.unregisterProducer()
         if code in (COMPLETE, APPENDER_LOST):
+            if last:
+                self._request.write(last)
             self._request.finish()
         else:
             # The body is cut short (the server stopping, a failed read):

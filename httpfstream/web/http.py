@@ -104,6 +104,7 @@ class Query:
     :ivar access_token: ``access_token=`` alone (for the viewer's links).
     :ivar range: the ``Range`` header.
     :ivar accept: the ``Accept`` header.
+    :ivar accept_encoding: the ``Accept-Encoding`` headers, joined.
     :ivar peer: the client, as WebSocket sessions name theirs
         (``tcp4:HOST:PORT``).
     """
@@ -121,6 +122,7 @@ class Query:
     access_token: bytes | None
     range: bytes | None
     accept: bytes | None
+    accept_encoding: bytes | None
     peer: str
 
     @classmethod
@@ -144,6 +146,10 @@ class Query:
             access_token=access_token,
             range=request.getHeader(b"range"),
             accept=request.getHeader(b"accept"),
+            accept_encoding=b",".join(
+                request.requestHeaders.getRawHeaders(b"accept-encoding") or []
+            )
+            or None,
             peer=_peer(request),
         )
 

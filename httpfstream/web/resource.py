@@ -51,7 +51,7 @@ from ..protocol import (
     ResourceState,
     header_bytes,
 )
-from . import viewer
+from . import gzip, viewer, wsdeflate
 from .appender import AppenderProtocol, Appending
 from .auth import Access, Right, Tokens, mask_token
 from .decide import Action, Asked, decide, prefers_html
@@ -111,6 +111,8 @@ class StreamResource(Resource):
             utf8validateIncoming=False,
             maxMessagePayloadSize=registry.max_message_size,
             maxFramePayloadSize=registry.max_message_size,
+            # Section 16; Autobahn checks the inflated size against the limit.
+            perMessageCompressionAccept=wsdeflate.accept,
         )
         # Followers have nothing to say; bound what they can make us hold.
         # Autobahn applies the same limit to what we send them.
@@ -121,6 +123,7 @@ class StreamResource(Resource):
             options,
             maxMessagePayloadSize=follower_limit,
             maxFramePayloadSize=follower_limit,
+            perMessageCompressionAccept=wsdeflate.accept,
         )
         self._actions: dict[Action, _Action] = {
             Action.SNAPSHOT: self._snapshot,
@@ -215,8 +218,11 @@ class StreamResource(Resource):
     @staticmethod
     def _snapshot_headers(
         request: Request, query: Query, name: Name, state: ResourceState
-    ) -> tuple[int, int]:
-        """Set a snapshot's headers (Range, 206); the bytes it will send."""
+    ) -> tuple[int, int, bool]:
+        """
+        Set a snapshot's headers (Range, 206, gzip); the bytes it will
+        send, and whether gzipped.
+        """
         size = state.size or 0
         byte_range_ = byte_range(query.range, state)
         start, stop = byte_range_ or (0, size)
@@ -236,16 +242,21 @@ class StreamResource(Resource):
         request.setHeader(b"Content-Length", b"%d" % (stop - start))
         if state.active:
             request.setHeader(b"Cache-Control", b"no-store")
-        return start, stop
+        ranged = byte_range_ is not None
+        gzipped = gzip.encode_response(request, query.accept_encoding, ranged)
+        return start, stop, gzipped
 
     async def _snapshot(self, request: Request, query: Query, name: Name) -> None:
         """A plain GET: the persisted bytes now, with Range."""
         stream = await self._registry.open(name, reader="readers")
         try:
-            start, stop = self._snapshot_headers(request, query, name, stream.state)
+            start, stop, gzipped = self._snapshot_headers(
+                request, query, name, stream.state
+            )
             record = self._registry.record(Kind.SNAPSHOT, name, query.peer, start)
             sink = ResponseSink(request, record)
-            sink.start(stream.snapshot(sink, start, stop))
+            out = gzip.GzipSink(sink) if gzipped else sink
+            sink.start(stream.snapshot(out, start, stop))
         finally:
             stream.release()
 
@@ -253,14 +264,22 @@ class StreamResource(Resource):
         """``follow=1``: a chunked response that streams live."""
         stream = await self._registry.open(name, reader="followers")
         try:
-            self._stream_body(request, query, name, stream)
+            self._stream_body(request, query, name, stream, encode=True)
         finally:
             stream.release()
 
     def _stream_body(
-        self, request: Request, query: Query, name: Name, stream: Stream
+        self,
+        request: Request,
+        query: Query,
+        name: Name,
+        stream: Stream,
+        encode: bool = False,
     ) -> None:
-        """Follow ``stream`` (held by the caller) in the response body."""
+        """
+        Follow ``stream`` (held by the caller) in the response body;
+        ``encode``: gzipped if the request asks (section 16).
+        """
         state = stream.state
         start = query.start(state)
         state_headers(request, state)
@@ -270,13 +289,15 @@ class StreamResource(Resource):
         request.setHeader(b"Cache-Control", b"no-store")
         # A reverse proxy (nginx) streams it instead of buffering.
         request.setHeader(b"X-Accel-Buffering", b"no")
-        if not state.active:
+        gzipped = encode and gzip.encode_response(request, query.accept_encoding)
+        if not state.active and not gzipped:
             request.setHeader(b"Content-Length", b"%d" % (stream.size - start))
         # Send the headers now: a live follow may wait long for a byte.
         request.write(b"")
         record = self._registry.record(Kind.FOLLOW_HTTP, name, query.peer, start)
         sink = ResponseSink(request, record)
-        sink.start(stream.follow(sink, start))
+        out = gzip.GzipSink(sink) if gzipped else sink
+        sink.start(stream.follow(out, start))
 
     async def _follow_ws(self, request: Request, query: Query, name: Name) -> None:
         """A WebSocket FOLLOW: 101 while an appender holds it, else 200."""
