@@ -37,6 +37,13 @@ from twisted.internet.defer import Deferred, gatherResults
 from httpfstream.web import deflate
 from httpfstream.web.gzip import wants_gzip
 
+
+@pytest.fixture(autouse=True)
+def _budget():
+    """Each test starts with the server's whole compression budget."""
+    deflate.SHARED.budget = deflate.Budget(deflate.RATE, deflate.BURST)
+
+
 DEFLATE = {
     "perMessageCompressionOffers": [PerMessageDeflateOffer()],
     "perMessageCompressionAccept": PerMessageDeflateResponseAccept,
@@ -516,3 +523,44 @@ async def test_an_offer_that_cannot_be_parsed_fails_the_handshake(server):
     a.sendMessage(b"still served\n")
     await good.until_bytes(13)
     assert await close(a) == 1000
+
+
+# -- the cost bound -------------------------------------------------------------
+
+
+def test_the_budget_is_a_token_bucket():
+    budget = deflate.Budget(rate=1000, burst=500)
+    assert budget.take(400, now=10.0)
+    assert not budget.take(200, now=10.0)  # 100 left
+    assert budget.take(100, now=10.0)
+    assert not budget.take(1, now=10.0)
+    assert budget.take(300, now=10.3)  # 300 earned
+    assert not budget.take(600, now=100.0)  # never more than the burst
+    assert budget.take(500, now=100.0)
+
+
+async def test_without_budget_only_what_followers_share_is_compressed(server):
+    deflate.SHARED.budget = deflate.Budget(0, 0)
+    a = await appender(server, "budget.log", ack=1)
+    followers = [await deflate_follower(server, "budget.log") for _ in range(3)]
+    sent = b""
+    for i in range(10):
+        line = log_text(3000, seed=i)
+        a.sendMessage(line)
+        sent += line
+        await gatherResults([f.until_bytes(len(sent)) for f in followers])
+    # Each batch: the first follower to send it (the same one each time)
+    # got it plain, nothing being left to compress what one follower alone
+    # sends; the next ones share it, so it was compressed for them.
+    kinds = [[compressed for _, compressed, _, _ in f.messages] for f in followers]
+    assert sorted(kinds) == [[False] * 10, [True] * 10, [True] * 10]
+    # A gzip reader of the whole resource, alone: stored blocks, not
+    # compressed, and still the very bytes.
+    reader = await gzip_get(server.url("budget.log"))
+    await reader.until_ended()
+    assert reader.whole_gzip and bytes(reader.decoded) == sent
+    assert len(reader.wire) > len(sent)
+    assert await close(a) == 1000
+    for follower in followers:
+        await follower.until_closed()
+        assert bytes(follower.received) == sent

@@ -1,73 +1,174 @@
 """
-Deflate segments: the one compressor behind both kinds of compressed
-reader (docs/PROTOCOL.md section 16), gzip HTTP bodies (`web/gzip.py`) and
-permessage-deflate WebSocket messages (`web/wsdeflate.py`).
+Deflate segments, and what bounds their cost: the one compressor behind
+both kinds of compressed reader (docs/PROTOCOL.md section 16), gzip HTTP
+bodies (`web/gzip.py`) and permessage-deflate WebSocket messages
+(`web/wsdeflate.py`).
 
 A *segment* is one batch of a resource's bytes compressed on its own: raw
-deflate (RFC 1951) with no reference to anything before it, ending in
-the empty stored block of a flush (``00 00 ff ff``), so it ends on a byte
-boundary and holds every byte it was given.  Segments can therefore be
-put one after another in any stream (a gzip body is its segments, then a
-final empty block and the trailer; a permessage-deflate message is one
-segment without those last four bytes, RFC 7692 section 7.2.1), and the
-same segment serves every reader that sends the same batch: the stream
-hands every caught-up cursor the very same bytes object (`core/tail.py`),
-so a batch is compressed once however many compressed readers send it,
-as it is framed once for plain WebSocket followers.
+deflate (RFC 1951) with no reference to anything before it, ending in the
+empty stored block of a flush (``00 00 ff ff``), so it ends on a byte
+boundary and holds every byte it was given.  Segments can therefore be put
+one after another in any stream (a gzip body is its segments, then a final
+empty block and the trailer; a permessage-deflate message is one segment
+without those last four bytes, RFC 7692 section 7.2.1).  Made with
+``Z_FULL_FLUSH``: a sync flush (nothing held back, the live byte goes out
+with its batch) that also forgets the history, so the next segment does
+not refer back.  The price is that history: a small batch compresses less
+well alone than in a stream that remembers (docs/PERFORMANCE.md); the gain
+is that the same bytes make the same segment for every reader.
 
-Made with ``Z_FULL_FLUSH``: a sync flush (nothing held back in the
-compressor, the live byte goes out with its batch) that also forgets the
-history, so the next segment does not refer back.  The price is the
-history: a small batch compresses less well alone than in a stream that
-remembers (measured on CI-like log text in docs/PERFORMANCE.md); the gain
-is that the cost is per batch, not per reader, and a reader holds no
-compressor (zlib's is about 256 KiB at the default window).
+What bounds the cost (`Shared`):
+
+- A range of a stream's bytes is compressed once for every reader that
+  sends it: what was compressed is kept by range (the stream, the offset,
+  the length, the parameters) for the next reader, up to `CACHE` bytes.
+  Caught-up readers all send the same batches, so an append is compressed
+  once however many read it, and a reader holds no compressor of its own
+  (zlib's is about 256 KiB at the default window).
+- What only one reader sends (a follower that fell behind and reads
+  several batches at once, a snapshot read from the file) is compressed
+  within a server-wide budget, `RATE` bytes a second (`BURST` at once).
+  Beyond it such bytes go uncompressed (a plain WebSocket message, stored
+  deflate blocks in a gzip body: valid, just not smaller), so a thousand
+  followers falling behind together cost what they cost uncompressed, not
+  a thousand compressions; a batch that a second reader sends is
+  compressed whatever the budget says, as it is shared.
 """
 
 from __future__ import annotations
 
+import weakref
 import zlib
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
+from typing import Any
 
-__all__ = ["LEVEL", "MARKER", "WINDOW", "LastSegment", "segment"]
+__all__ = [
+    "BURST",
+    "CACHE",
+    "LEVEL",
+    "MARKER",
+    "RATE",
+    "SHARED",
+    "WINDOW",
+    "Budget",
+    "Shared",
+    "segment",
+]
 
-#: zlib's compression level.  Level 1 compresses log text about 2.2 times
-#: faster than the default 6, to about 20% more bytes (docs/PERFORMANCE.md):
-#: a follower's bytes cost the reactor's CPU, which every reader shares.
+#: zlib's compression level.  Level 1 compresses log text about twice as
+#: fast as the default 6, to about 20% more bytes (docs/PERFORMANCE.md):
+#: the reactor's CPU is what every reader shares.
 LEVEL = 1
 #: The default window: 2**15 bytes of history within a segment.
 WINDOW = 15
 #: How every segment ends: the empty stored block of a flush.
 MARKER = b"\x00\x00\xff\xff"
+#: Bytes a second compressed for one reader alone, server-wide, and at once.
+RATE = 32 << 20
+BURST = 8 << 20
+#: Compressed bytes kept for the next reader of the same range.
+CACHE = 8 << 20
 
-#: One compressor per window size, reused: a full flush leaves it as new.
-_compressors: dict[int, zlib._Compress] = {}
+#: One compressor per window size and level, reused: a full flush leaves it
+#: as new.
+_compressors: dict[tuple[int, int], Any] = {}
 
 
-def segment(data: bytes | memoryview, window: int = WINDOW) -> bytes:
+def segment(
+    data: bytes | memoryview, window: int = WINDOW, level: int = LEVEL
+) -> bytes:
     """
     ``data`` as a deflate segment (see the module docstring), compressed
-    with a window of ``2**window`` bytes (9 to 15).
+    with a window of ``2**window`` bytes (9 to 15); level 0: stored blocks,
+    not compressed.
     """
-    compressor = _compressors.get(window)
+    compressor = _compressors.get((window, level))
     if compressor is None:
-        compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, -window, 8)
-        _compressors[window] = compressor
-    return compressor.compress(data) + compressor.flush(zlib.Z_FULL_FLUSH)
+        compressor = zlib.compressobj(level, zlib.DEFLATED, -window, 8)
+        _compressors[window, level] = compressor
+    out: bytes = compressor.compress(data) + compressor.flush(zlib.Z_FULL_FLUSH)
+    return out
 
 
-class LastSegment:
+class Budget:
+    """A token bucket: at most ``rate`` bytes a second, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._tokens = burst
+        self._at: float | None = None
+
+    def take(self, n: int, now: float) -> bool:
+        """Whether ``n`` bytes may be compressed at ``now`` (taken if so)."""
+        if self._at is not None:
+            earned = (now - self._at) * self._rate
+            self._tokens = min(self._burst, self._tokens + earned)
+        self._at = now
+        if n > self._tokens:
+            return False
+        self._tokens -= n
+        return True
+
+
+class Shared:
     """
-    The segment of the last bytes object compressed through it, for the
-    next reader that sends the very same object (the object is held here,
-    so its identity cannot be reused meanwhile).
+    What compressed readers share (see the module docstring): compressed
+    ranges by key, the budget, and the last bytes objects refused it.
+
+    :param budget: for bytes one reader sends alone.
+    :param size: the most compressed bytes kept.
+    :param seen: how many refused objects are remembered.
     """
 
-    def __init__(self, window: int = WINDOW) -> None:
-        self._window = window
-        self._last: tuple[bytes, bytes] | None = None
+    def __init__(self, budget: Budget, size: int = CACHE, seen: int = 8) -> None:
+        self.budget = budget
+        self._size = size
+        self._held = 0
+        self._kept: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._seen: deque[bytes] = deque(maxlen=seen)
 
-    def of(self, data: bytes) -> bytes:
-        last = self._last
-        if last is None or last[0] is not data:
-            last = self._last = (data, segment(data, self._window))
-        return last[1]
+    @staticmethod
+    def key(stream: object, start: int, length: int, *params: Hashable) -> Hashable:
+        """
+        The key of ``length`` bytes of ``stream`` from ``start`` (bytes that
+        never change: a resource only grows), compressed with ``params``.
+        The stream is held weakly: a resource deleted and written again is
+        another stream, whose ranges never match the old one's.
+        """
+        return (weakref.ref(stream), start, length, *params)
+
+    def get(
+        self, key: Hashable, data: bytes, now: float, make: Callable[[], bytes]
+    ) -> bytes | None:
+        """
+        What ``make()`` makes of ``data``, the bytes of ``key``: kept from
+        an earlier reader, made now (and kept) if the budget allows or
+        another reader has sent this very object, else ``None`` (send the
+        bytes uncompressed).
+        """
+        kept = self._kept.get(key)
+        if kept is not None:
+            self._kept.move_to_end(key)
+            return kept
+        shared = any(seen is data for seen in self._seen)
+        if not shared and not self.budget.take(len(data), now):
+            self._seen.append(data)
+            return None
+        made = make()
+        self._keep(key, made)
+        return made
+
+    def _keep(self, key: Hashable, value: bytes) -> None:
+        if len(value) > self._size:
+            return
+        self._kept[key] = value
+        self._held += len(value)
+        while self._held > self._size:
+            _, dropped = self._kept.popitem(last=False)
+            self._held -= len(dropped)
+
+
+#: The server's one `Shared`.
+SHARED = Shared(Budget(RATE, BURST))

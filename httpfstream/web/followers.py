@@ -8,8 +8,8 @@ Readers, in one place: the two sinks a `stream.Cursor` sends to.
   takes them, then a Close with the cursor's code: 1000 the
   appender finished, 4000 it was lost, 1001 the server is stopping, 1011
   the file could not be read.  With permessage-deflate negotiated
-  (section 16), its messages are compressed (`wsdeflate.framed`), also
-  once per batch for all such followers.
+  (section 16), its messages are compressed (`wsdeflate.deflated`), once
+  per batch for all such followers.
 - `ResponseSink`: an HTTP response body, for snapshots and ``follow=1``
   (section 5); the response ends when the appender does (cleanly or lost:
   a chunked body cannot carry a code), but a body cut short (the server
@@ -35,7 +35,7 @@ from ..core.records import Kind, SessionRecord
 from ..core.stream import Cursor, IFollowerSink, Stream
 from ..protocol import APPENDER_LOST, COMPLETE
 from .handoff import HandedProtocol
-from .wsdeflate import framed as deflated
+from .wsdeflate import deflated
 
 __all__ = ["FollowerProtocol", "Following", "ResponseSink"]
 
@@ -78,33 +78,23 @@ def _framed(data: bytes, text: bool, size: int) -> bytes:
 
 class _LastFrame:
     """
-    The frames of the last bytes a follower sent (one of each frame type,
-    message size and compression window), for the next follower that sends
-    the very same bytes object: the stream gives every caught-up cursor the
-    same object (`stream.Tail`), so an append is framed (and compressed)
-    once for all its followers, not once each.  (The object is held here,
-    so its identity cannot be reused meanwhile.)
+    The frames of the last bytes a follower sent (one of each frame type
+    and message size), for the next follower that sends the very same
+    bytes object: the stream gives every caught-up cursor the same object
+    (`stream.Tail`), so an append is framed once for all its followers, not
+    once each.  (The object is held here, so its identity cannot be reused
+    meanwhile.)  Compressed frames are kept by `wsdeflate.deflated`.
     """
 
     def __init__(self) -> None:
-        # (text?, message size, window) -> the bytes last framed, and their
-        # frames
-        self._last: dict[tuple[bool, int, int], tuple[bytes, bytes]] = {}
+        # (text?, message size) -> the bytes last framed, and their frames
+        self._last: dict[tuple[bool, int], tuple[bytes, bytes]] = {}
 
-    def frame(self, data: bytes, text: bool, size: int = 0, window: int = 0) -> bytes:
-        """
-        ``data``'s frames; ``window``: permessage-deflate's window bits, 0
-        if the follower did not negotiate it.
-        """
-        key = (text, size, window)
+    def frame(self, data: bytes, text: bool, size: int = 0) -> bytes:
+        key = (text, size)
         last = self._last.get(key)
         if last is None or last[0] is not data:
-            frames = (
-                deflated(data, text, size, window)
-                if window
-                else _framed(data, text, size)
-            )
-            last = self._last[key] = (data, frames)
+            last = self._last[key] = (data, _framed(data, text, size))
         return last[1]
 
 
@@ -118,10 +108,13 @@ class FollowerProtocol(HandedProtocol[Following]):
     _cursor: Cursor | None = None
     #: permessage-deflate's window bits, 0 if not negotiated.
     _window = 0
+    #: The offset of the next byte to send.
+    _at = 0
 
     def onOpen(self) -> None:
         following = self.session
         self._window = deflate_window(self) or 0
+        self._at = following.offset
         # twisted.web's HTTPChannel is still the transport's producer after
         # the upgrade; it must go before the cursor can be registered.
         self._socket.unregisterProducer()
@@ -139,15 +132,27 @@ class FollowerProtocol(HandedProtocol[Following]):
                 # synchronous send, so Autobahn's send queue is always
                 # empty), without the debug line it formats on every send.
                 following = self.session
-                frames = _frames.frame(
-                    data, following.text, following.message_size, self._window
-                )
+                text, size = following.text, following.message_size
+                frames = None
+                if self._window:
+                    frames = deflated(
+                        following.stream,
+                        self._at,
+                        data,
+                        text,
+                        size,
+                        self._window,
+                        self.clock.seconds(),
+                    )
+                if frames is None:
+                    frames = _frames.frame(data, text, size)
                 send_now(self.transport, frames)
             except Exception:
                 # Never let the follower believe it has every byte.
                 self.session.record.end("failed", "sending failed")
                 self.dropConnection(abort=True)
                 return
+            self._at += len(data)
             self.session.record.add(len(data))
 
     def finish(self, code: int, reason: str) -> None:

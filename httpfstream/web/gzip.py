@@ -14,7 +14,10 @@ a regular expression that takes ``gzip;q=0`` for no mention of gzip and
 ``gzip;q=1`` too.  Here every batch the cursor sends is flushed at once
 (a `deflate.segment`), and the cursor stays the transport's producer:
 back-pressure works as for an identity body, and the compressor holds
-nothing between batches.
+nothing between batches.  A batch that several readers send is compressed
+once for all of them, and what one reader sends alone is compressed
+within the server's budget, else sent as stored (uncompressed) deflate
+blocks (`deflate.SHARED`).
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ import re
 import struct
 import zlib
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Request
 from zope.interface import implementer
 
 from ..core.stream import IFollowerSink
-from .deflate import LastSegment
+from .deflate import SHARED, segment
 from .followers import ResponseSink
 
 __all__ = ["GzipSink", "encode_response", "wants_gzip"]
@@ -97,10 +101,6 @@ def encode_response(
     return True
 
 
-#: The segment of the last batch sent, for the next gzip reader of it.
-_segments = LastSegment()
-
-
 @implementer(IFollowerSink)
 class GzipSink:
     """
@@ -112,18 +112,32 @@ class GzipSink:
     :param inner: the response's sink, whose headers are set
         (`encode_response`); it writes the bytes and keeps the record
         (counting the resource's bytes, not the compressed ones).
+    :param stream: the stream the cursor reads.
+    :param start: the offset the cursor starts at.
+    :param clock: for the compression budget.
     """
 
-    def __init__(self, inner: ResponseSink) -> None:
+    def __init__(
+        self, inner: ResponseSink, stream: object, start: int, clock: IReactorTime
+    ) -> None:
         self._inner = inner
+        self._stream = stream
+        self._at = start
+        self._clock = clock
         self._crc = 0
         self._size = 0
         inner.deliver(HEADER, 0)
 
     def send(self, data: bytes) -> None:
+        key = SHARED.key(self._stream, self._at, len(data), "gzip")
+        now = self._clock.seconds()
+        compressed = SHARED.get(key, data, now, lambda: segment(data))
+        self._at += len(data)
         self._crc = zlib.crc32(data, self._crc)
         self._size += len(data)
-        self._inner.deliver(_segments.of(data), len(data))
+        # Refused by the budget: stored blocks, not compressed.
+        wire = segment(data, level=0) if compressed is None else compressed
+        self._inner.deliver(wire, len(data))
 
     def finish(self, code: int, reason: str) -> None:
         trailer = struct.pack("<II", self._crc, self._size & 0xFFFFFFFF)

@@ -255,7 +255,7 @@ class StreamResource(Resource):
             )
             record = self._registry.record(Kind.SNAPSHOT, name, query.peer, start)
             sink = ResponseSink(request, record)
-            out = gzip.GzipSink(sink) if gzipped else sink
+            out = self._gzip(sink, stream, start) if gzipped else sink
             sink.start(stream.snapshot(out, start, stop))
         finally:
             stream.release()
@@ -296,8 +296,12 @@ class StreamResource(Resource):
         request.write(b"")
         record = self._registry.record(Kind.FOLLOW_HTTP, name, query.peer, start)
         sink = ResponseSink(request, record)
-        out = gzip.GzipSink(sink) if gzipped else sink
+        out = self._gzip(sink, stream, start) if gzipped else sink
         sink.start(stream.follow(out, start))
+
+    def _gzip(self, sink: ResponseSink, stream: Stream, start: int) -> gzip.GzipSink:
+        """A gzip body of ``stream``'s bytes from ``start`` (section 16)."""
+        return gzip.GzipSink(sink, stream, start, self._registry.reactor)
 
     async def _follow_ws(self, request: Request, query: Query, name: Name) -> None:
         """A WebSocket FOLLOW: 101 while an appender holds it, else 200."""

@@ -2,7 +2,7 @@
 permessage-deflate (RFC 7692) on WebSocket connections (docs/PROTOCOL.md
 section 16): what the server accepts (`accept`, Autobahn's
 ``perMessageCompressionAccept`` for followers and appenders), and the
-followers' compressed frames (`framed`).
+followers' compressed frames (`deflated`, built by `framed`).
 
 What the server accepts and answers:
 
@@ -11,9 +11,10 @@ What the server accepts and answers:
   that offers nothing gets plain frames, as before.
 - It always answers ``server_no_context_takeover``, asked or not (RFC 7692
   section 7.1.1.1 lets a server add it): each message the server sends is
-  compressed on its own (a `deflate.segment`), so one compressed frame of a
-  batch serves every caught-up follower with the same parameters, and a
-  follower holds no compressor of its own.
+  compressed on its own (a `deflate.segment`), so the frames of a batch
+  serve every follower that sends it with the same parameters (kept by
+  `deflate.SHARED`, which also bounds what followers sending bytes of
+  their own may cost), and a follower holds no compressor of its own.
 - ``server_max_window_bits=N`` in the offer is honoured (and echoed): that
   follower's messages use a window of 2**N bytes (followers asking the
   same N share frames).  Without it, 2**15.
@@ -25,8 +26,9 @@ What the server accepts and answers:
   fails the handshake in Autobahn (400) before this module sees it.
 
 A message that does not get smaller (random bytes, a tiny batch) is sent
-uncompressed (RSV1 clear), which RFC 7692 allows per message; control
-frames are never compressed.
+uncompressed (RSV1 clear), which RFC 7692 allows per message, and so are a
+follower's bytes the budget refuses (`deflate.SHARED`); control frames are
+never compressed.
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ from autobahn.websocket.compress import (
     PerMessageDeflateOfferAccept,
 )
 
-from .deflate import MARKER, segment
+from .deflate import MARKER, SHARED, segment
 
-__all__ = ["accept", "framed"]
+__all__ = ["accept", "deflated", "framed"]
 
 _NO_CONTEXT = "server_no_context_takeover"
 
@@ -96,3 +98,22 @@ def framed(data: bytes, text: bool, size: int, window: int) -> bytes:
         else:
             parts += (_header(0x80 | opcode, len(piece)), piece)
     return b"".join(parts)
+
+
+def deflated(
+    stream: object,
+    start: int,
+    data: bytes,
+    text: bool,
+    size: int,
+    window: int,
+    now: float,
+) -> bytes | None:
+    """
+    The frames of ``data``, ``stream``'s bytes from ``start``, as `framed`
+    makes them: made once for every follower that sends them (with the
+    same frame type, message size and window); ``None`` if
+    `deflate.SHARED` refuses to compress them (send them uncompressed).
+    """
+    key = SHARED.key(stream, start, len(data), window, text, size)
+    return SHARED.get(key, data, now, lambda: framed(data, text, size, window))
