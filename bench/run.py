@@ -528,16 +528,15 @@ def scenarios(quick: bool) -> list[tuple[str, str, dict[str, Any], tuple[str, ..
     # Compression (docs/PROTOCOL.md section 16) on CI-like log text with
     # ANSI colours (fastgen --log-filler, a different slice per record):
     # each row without and with permessage-deflate, then follow=1 without
-    # and with gzip.  Same sizes as the rows above.
+    # and with gzip.  Same sizes as the rows above.  (Not 1x1000 at
+    # 1,000/s: inflating a thousand streams of 1 MB/s saturates fastgen,
+    # which then measures itself.)
     log = {**stream, "log_filler": True}
     for row, followers, size, rate, count in (
         ("1x1 64KiB", 1, 65536, None, 200 if q else 4000),
         ("1x100 1KiB@1000/s", 20 if q else 100, 1024, 1000, 300 if q else 10_000),
         ("1x1000 1KiB@100/s", 50 if q else 1000, 1024, 100, 50 if q else 1000),
-        ("1x1000 1KiB@1000/s", 50 if q else 1000, 1024, 1000, 300 if q else 5000),
     ):
-        if q and "@1000/s" in row and followers == 50:
-            continue
         for deflate in (False, True):
             plan.append(
                 (

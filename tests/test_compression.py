@@ -539,7 +539,7 @@ def test_the_budget_is_a_token_bucket():
     assert budget.take(500, now=100.0)
 
 
-async def test_without_budget_only_what_followers_share_is_compressed(server):
+async def test_without_budget_only_shared_bytes_are_compressed(server):
     deflate.SHARED.budget = deflate.Budget(0, 0)
     a = await appender(server, "budget.log", ack=1)
     followers = [await deflate_follower(server, "budget.log") for _ in range(3)]
@@ -549,11 +549,20 @@ async def test_without_budget_only_what_followers_share_is_compressed(server):
         a.sendMessage(line)
         sent += line
         await gatherResults([f.until_bytes(len(sent)) for f in followers])
-    # Each batch: the first follower to send it (the same one each time)
-    # got it plain, nothing being left to compress what one follower alone
-    # sends; the next ones share it, so it was compressed for them.
-    kinds = [[compressed for _, compressed, _, _ in f.messages] for f in followers]
-    assert sorted(kinds) == [[False] * 10, [True] * 10, [True] * 10]
+    # Caught up, they all send the stream's last batch: compressed once for
+    # all, whatever the budget.
+    for follower in followers:
+        assert [m[1] for m in follower.messages] == [True] * 10
+    # One that starts behind reads the history on its own: with no budget
+    # left, that goes uncompressed; once caught up, compressed again.
+    late = await deflate_follower(server, "budget.log", offset=0)
+    await late.until_bytes(len(sent))
+    assert not any(compressed for _, compressed, _, _ in late.messages)
+    line = log_text(3000, seed=99)
+    a.sendMessage(line)
+    sent += line
+    await late.until_bytes(len(sent))
+    assert late.messages[-1][1]
     # A gzip reader of the whole resource, alone: stored blocks, not
     # compressed, and still the very bytes.
     reader = await gzip_get(server.url("budget.log"))
@@ -561,6 +570,6 @@ async def test_without_budget_only_what_followers_share_is_compressed(server):
     assert reader.whole_gzip and bytes(reader.decoded) == sent
     assert len(reader.wire) > len(sent)
     assert await close(a) == 1000
-    for follower in followers:
+    for follower in [*followers, late]:
         await follower.until_closed()
         assert bytes(follower.received) == sent

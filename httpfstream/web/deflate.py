@@ -22,17 +22,18 @@ What bounds the cost (`Shared`):
 - A range of a stream's bytes is compressed once for every reader that
   sends it: what was compressed is kept by range (the stream, the offset,
   the length, the parameters) for the next reader, up to `CACHE` bytes.
-  Caught-up readers all send the same batches, so an append is compressed
-  once however many read it, and a reader holds no compressor of its own
+  Caught-up readers all send the stream's last batch, so an append is
+  compressed once however many read it (always: its cost is the append
+  rate's, not the readers'), and a reader holds no compressor of its own
   (zlib's is about 256 KiB at the default window).
-- What only one reader sends (a follower that fell behind and reads
+- What one reader sends on its own (a follower that fell behind and reads
   several batches at once, a snapshot read from the file) is compressed
   within a server-wide budget, `RATE` bytes a second (`BURST` at once).
   Beyond it such bytes go uncompressed (a plain WebSocket message, stored
   deflate blocks in a gzip body: valid, just not smaller), so a thousand
   followers falling behind together cost what they cost uncompressed, not
-  a thousand compressions; a batch that a second reader sends is
-  compressed whatever the budget says, as it is shared.
+  a thousand compressions; bytes that a second reader sends (the same
+  object) are compressed whatever the budget says, as they are shared.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ __all__ = [
     "segment",
 ]
 
-#: zlib's compression level.  Level 1 compresses log text about twice as
-#: fast as the default 6, to about 20% more bytes (docs/PERFORMANCE.md):
-#: the reactor's CPU is what every reader shares.
+#: zlib's compression level.  Level 1 compresses log text about 2.3 times
+#: as fast as the default 6, to about 20-25% more bytes (batches of 10 KiB
+#: and more; docs/PERFORMANCE.md): the reactor's CPU is what every reader
+#: shares.
 LEVEL = 1
 #: The default window: 2**15 bytes of history within a segment.
 WINDOW = 15
@@ -140,24 +142,32 @@ class Shared:
         return (weakref.ref(stream), start, length, *params)
 
     def get(
-        self, key: Hashable, data: bytes, now: float, make: Callable[[], bytes]
+        self,
+        key: Hashable | None,
+        data: bytes,
+        shared: bool,
+        now: float,
+        make: Callable[[], bytes],
     ) -> bytes | None:
         """
-        What ``make()`` makes of ``data``, the bytes of ``key``: kept from
-        an earlier reader, made now (and kept) if the budget allows or
-        another reader has sent this very object, else ``None`` (send the
-        bytes uncompressed).
+        What ``make()`` makes of ``data``, the bytes of ``key`` (``None``:
+        bytes no other reader will send, kept for nobody): kept from an
+        earlier reader, or made now (and kept) if ``data`` is ``shared``
+        (the stream's last batch), or another reader has sent this very
+        object, or the budget allows; else ``None`` (send the bytes
+        uncompressed).
         """
-        kept = self._kept.get(key)
+        kept = None if key is None else self._kept.get(key)
         if kept is not None:
             self._kept.move_to_end(key)
             return kept
-        shared = any(seen is data for seen in self._seen)
+        shared = shared or any(seen is data for seen in self._seen)
         if not shared and not self.budget.take(len(data), now):
             self._seen.append(data)
             return None
         made = make()
-        self._keep(key, made)
+        if key is not None:
+            self._keep(key, made)
         return made
 
     def _keep(self, key: Hashable, value: bytes) -> None:

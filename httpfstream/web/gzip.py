@@ -30,7 +30,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from ..core.stream import IFollowerSink
+from ..core.stream import IFollowerSink, Stream
 from .deflate import SHARED, segment
 from .followers import ResponseSink
 
@@ -113,12 +113,17 @@ class GzipSink:
         (`encode_response`); it writes the bytes and keeps the record
         (counting the resource's bytes, not the compressed ones).
     :param stream: the stream the cursor reads.
-    :param start: the offset the cursor starts at.
+    :param start: the offset the cursor starts at (``None``: it sends bytes
+        derived from the stream's, which no other reader sends).
     :param clock: for the compression budget.
     """
 
     def __init__(
-        self, inner: ResponseSink, stream: object, start: int, clock: IReactorTime
+        self,
+        inner: ResponseSink,
+        stream: Stream,
+        start: int | None,
+        clock: IReactorTime,
     ) -> None:
         self._inner = inner
         self._stream = stream
@@ -129,10 +134,13 @@ class GzipSink:
         inner.deliver(HEADER, 0)
 
     def send(self, data: bytes) -> None:
-        key = SHARED.key(self._stream, self._at, len(data), "gzip")
+        key = None
+        if self._at is not None:
+            key = SHARED.key(self._stream, self._at, len(data), "gzip")
+            self._at += len(data)
+        shared = data is self._stream.last_batch
         now = self._clock.seconds()
-        compressed = SHARED.get(key, data, now, lambda: segment(data))
-        self._at += len(data)
+        compressed = SHARED.get(key, data, shared, now, lambda: segment(data))
         self._crc = zlib.crc32(data, self._crc)
         self._size += len(data)
         # Refused by the budget: stored blocks, not compressed.

@@ -40,6 +40,7 @@ from autobahn.websocket.compress import (
     PerMessageDeflateOfferAccept,
 )
 
+from ..core.stream import Stream
 from .deflate import MARKER, SHARED, segment
 
 __all__ = ["accept", "deflated", "framed"]
@@ -101,8 +102,8 @@ def framed(data: bytes, text: bool, size: int, window: int) -> bytes:
 
 
 def deflated(
-    stream: object,
-    start: int,
+    stream: Stream,
+    start: int | None,
     data: bytes,
     text: bool,
     size: int,
@@ -110,10 +111,14 @@ def deflated(
     now: float,
 ) -> bytes | None:
     """
-    The frames of ``data``, ``stream``'s bytes from ``start``, as `framed`
-    makes them: made once for every follower that sends them (with the
-    same frame type, message size and window); ``None`` if
-    `deflate.SHARED` refuses to compress them (send them uncompressed).
+    The frames of ``data``, ``stream``'s bytes from ``start`` (``None``:
+    bytes derived from them, which no other follower sends), as `framed`
+    makes them: made once for every follower that sends them with the same
+    frame type, message size and window; ``None`` if `deflate.SHARED`
+    refuses to compress them (send them uncompressed).
     """
-    key = SHARED.key(stream, start, len(data), window, text, size)
-    return SHARED.get(key, data, now, lambda: framed(data, text, size, window))
+    key = None
+    if start is not None:
+        key = SHARED.key(stream, start, len(data), window, text, size)
+    shared = data is stream.last_batch
+    return SHARED.get(key, data, shared, now, lambda: framed(data, text, size, window))
