@@ -56,6 +56,8 @@ OFFSET = "Httpfstream-Offset"
 COMPLETE_HEADER = "Httpfstream-Complete"
 #: How many follow it live here now (WebSocket and ``follow=1``).
 FOLLOWERS = "Httpfstream-Followers"
+#: With ``lines=``: the number of the body's first line (section 13).
+LINE = "Httpfstream-Line"
 
 
 def header_bytes(name: str) -> bytes:
@@ -84,6 +86,10 @@ class Param(enum.StrEnum):
     RAW = "raw"
     #: GET of a folder: ``json`` for JSON whatever ``Accept`` says.
     FORMAT = "format"
+    #: Reading: start at a line (``N``, ``-N``), or lines ``A-B`` (section 13).
+    LINES = "lines"
+    #: Reading: each line prefixed with its time (section 13).
+    TIMESTAMPS = "timestamps"
 
     @property
     def key(self) -> bytes:

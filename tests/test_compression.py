@@ -573,3 +573,35 @@ async def test_without_budget_only_shared_bytes_are_compressed(server):
     for follower in [*followers, late]:
         await follower.until_closed()
         assert bytes(follower.received) == sent
+
+
+async def test_stamped_lines_compressed_are_the_stamped_lines(server):
+    # timestamps=1 (section 13): the body is the lines stamped, compressed
+    # for that reader alone; the others still get the resource's bytes.
+    a = await appender(server, "stamped.log", ack=1)
+    content = b"".join(b"line %d\n" % i for i in range(300))
+    a.sendMessage(content)
+    await a.until_ack(len(content))
+    plain = await deflate_follower(server, "stamped.log")
+    stamped = await deflate_follower(server, "stamped.log", timestamps=1)
+    reference = await open_follower(server, "stamped.log", "ws", timestamps=1)
+    gz_plain = await gzip_get(server.url("stamped.log", follow=1))
+    gz_stamped = await gzip_get(server.url("stamped.log", follow=1, timestamps=1))
+    more = b"".join(b"more %d\n" % i for i in range(300))
+    for at in range(0, len(more), 700):
+        a.sendMessage(more[at : at + 700])
+    assert await close(a) == 1000
+    await gatherResults(
+        [
+            plain.until_closed(),
+            stamped.until_closed(),
+            gz_plain.until_ended(),
+            gz_stamped.until_ended(),
+        ]
+    )
+    await reference.ended()
+    assert bytes(plain.received) == bytes(gz_plain.decoded) == content + more
+    lines = bytes(reference.received)
+    assert lines.count(b"Z line 0\n") == 1 and lines != content + more
+    assert bytes(stamped.received) == bytes(gz_stamped.decoded) == lines
+    assert any(compressed for _, compressed, _, _ in stamped.messages)

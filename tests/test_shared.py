@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +290,43 @@ async def test_append_on_a_follow_on_b_and_c(cluster, transport):
         assert headers["httpfstream-active"] == "0"
         assert headers["httpfstream-complete"] == "1"
         assert body == bytes(sent)
+
+
+async def test_lines_and_times_on_servers_that_do_not_append(cluster):
+    """
+    Section 13 in shared mode: B and C answer ``lines=`` from the shared
+    file while A appends, also with a stream kept open (a follower) whose
+    size B learns from the feed, and stamp lines with times near A's.
+    """
+    a, b, c = cluster
+    appender = await ws(a.ws_url("lines.log", ack=1), "APPEND")
+    assert appender.status == 101
+    follower = await open_follower(b, "lines.log", "ws")
+    before = time.time()
+    sent = bytearray()
+    for i in range(1, 3001):  # 3,000 lines of 100 bytes: past checkpoints
+        line = b"%-99d\n" % i
+        appender.sendMessage(line)
+        sent += line
+    await appender.until_ack(len(sent))
+    after = time.time()
+    await follower.until_bytes(len(sent))
+    for s in (b, c):
+        status, headers, body = await get(s.url("lines.log", lines="-2"))
+        assert (status, headers["httpfstream-line"]) == (200, "2999")
+        assert body == bytes(sent[-200:])
+        status, headers, body = await get(s.url("lines.log", lines="1500-1500"))
+        assert body == b"%-99d\n" % 1500
+        status, _, body = await get(s.url("lines.log", lines="-1", timestamps=1))
+        stamp, _, text = body.partition(b" ")
+        assert text == b"%-99d\n" % 3000
+        when = datetime.strptime(stamp.decode(), "%Y-%m-%dT%H:%M:%S.%fZ")
+        seconds = when.replace(tzinfo=timezone.utc).timestamp()
+        # B learned of the bytes from the feed, C from the file's records
+        # or its mtime: never before they were sent, nor long after.
+        assert before - 1 <= seconds <= after + 1
+    assert await close(appender) == 1000
+    await follower.ended()
 
 
 async def test_the_next_session_on_another_server_at_once(cluster):

@@ -50,7 +50,7 @@ from .store import (
     SizeMismatch,
     out_of_space,
 )
-from .stream import FsyncPolicy, ResourceFull, Stream
+from .stream import FsyncPolicy, Lines, PastTheEnd, ResourceFull, Span, Stream
 from .streams import OpenStreams, cancellable
 
 __all__ = ["Refusal", "ResourceState", "StreamRegistry"]
@@ -376,6 +376,22 @@ class StreamRegistry(Service):
                 stream.release()
                 raise
         return stream
+
+    def locate(self, stream: Stream, lines: Lines) -> Deferred[Span]:
+        """
+        Where ``lines`` are in ``stream`` (held by the caller) now
+        (section 13).
+
+        :raises Refusal: 416, the first line asked for is past the end.
+        """
+
+        async def located() -> Span:
+            try:
+                return await stream.locate(lines)
+            except PastTheEnd as e:
+                raise Refusal(416, str(e), state=stream.state) from None
+
+        return Deferred.fromCoroutine(_refusing(located(), self.counters))
 
     def listing(self, folder: Name) -> Deferred[Listing]:
         """

@@ -18,6 +18,12 @@ into the root by other means counts as complete.  A marker is created when
 a session begins and removed when it ends well; both survive the server
 process (a SIGKILL included), and with ``sync`` the marker's folder is
 fsynced too, so they survive a power cut.
+
+Beside them, what is derived from the bytes (section 13: where the lines
+start, when the bytes were persisted) is kept by `derived.Derived`, one per
+open file: the writing thread tells it of each batch after the batch is
+written, and a failure there never fails the write.  Removing a resource
+removes them too.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 from zope.interface import Attribute, Interface, implementer
 
+from .derived import Derived, Lines, Span, derived_folders, derived_paths
 from .names import STATE_FOLDER, Name
 from .scan import (
     Entry,
@@ -154,6 +161,24 @@ class IStoreFile(Interface):
     def sync() -> Deferred[None]:
         """Flush the file's data to the device."""
 
+    def locate(lines: Lines, size: int, persist: bool) -> Deferred[Span]:
+        """
+        Where ``lines`` are among the first ``size`` bytes (`Derived.locate`);
+        fails with `PastTheEnd`.
+        """
+
+    def line_at(offset: int, persist: bool) -> Deferred[int]:
+        """The number of the line that starts at ``offset``."""
+
+    def load_derived() -> Deferred[None]:
+        """Read the line counts and batch times, once, before `time_of`."""
+
+    def time_of(offset: int) -> int:
+        """When the byte at ``offset`` was persisted, in ms since the epoch."""
+
+    def learned(start: int) -> None:
+        """Bytes from ``start`` on were just persisted by another process."""
+
     def close() -> Deferred[None]:
         """Close the file; no call may follow."""
 
@@ -209,6 +234,7 @@ class _OpenFile:
         # The size as the worker thread knows it; only the one write in
         # flight touches it.
         self._written = size
+        self._derived = Derived(store.root.path, name, fd)
 
     def write(self, data: bytes, sync: bool) -> Deferred[None]:
         return self._store._run(self._write, data, sync)
@@ -225,7 +251,11 @@ class _OpenFile:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._written)
             raise
-        self._written += len(data)
+        start, self._written = self._written, self._written + len(data)
+        try:
+            self._derived.written(start, data)
+        except Exception:  # pragma: no cover - derived data never fails a write
+            self._store.derived_errors += 1
 
     def read(self, offset: int, length: int) -> Deferred[bytes]:
         data = self._read_cached(offset, length)
@@ -264,8 +294,29 @@ class _OpenFile:
     def mark(self, complete: bool, sync: bool) -> Deferred[None]:
         return self._store._run(self._store._mark, self._name, complete, sync)
 
+    def locate(self, lines: Lines, size: int, persist: bool) -> Deferred[Span]:
+        return self._store._run(self._derived.locate, lines, size, persist)
+
+    def line_at(self, offset: int, persist: bool) -> Deferred[int]:
+        return self._store._run(self._derived.line_at, offset, persist)
+
+    def load_derived(self) -> Deferred[None]:
+        return self._store._run(self._derived.load)
+
+    def time_of(self, offset: int) -> int:
+        return self._derived.time_of(offset)
+
+    def learned(self, start: int) -> None:
+        self._derived.learned(start)
+
     def close(self) -> Deferred[None]:
-        return self._store._run(os.close, self._fd)
+        return self._store._run(self._close)
+
+    def _close(self) -> None:
+        try:
+            self._derived.close()
+        finally:
+            os.close(self._fd)
 
 
 @implementer(IStore)
@@ -289,6 +340,8 @@ class FileStore:
         self._reactor = reactor
         #: Whether reads try the page cache at once, before a thread.
         self.read_now = True
+        #: Unexpected errors keeping derived data (never an append's).
+        self.derived_errors = 0
         self._pool = ThreadPool(minthreads=1, maxthreads=threads, name="httpfstream")
 
     def start(self) -> None:
@@ -358,12 +411,14 @@ class FileStore:
         if stat.S_ISDIR(info.st_mode):
             return False
         os.unlink(path)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._marker(name))
+        for kept in (self._marker(name), *derived_paths(self.root.path, name)):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                os.unlink(kept)
         # Folders left empty go too, in the resources and in the state.
         for base in (
             self.root.path,
             os.path.join(self.root.path, STATE_FOLDER, "incomplete"),
+            *derived_folders(self.root.path),
         ):
             for depth in range(len(name) - 1, 0, -1):
                 try:

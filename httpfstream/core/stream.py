@@ -42,6 +42,7 @@ from ..protocol import (
     ResourceState,
 )
 from .cursor import Cursor, IFollowerSink
+from .derived import Lines, PastTheEnd, Span
 from .fanout import FanOut
 from .growth import IGrowthListener
 from .names import Name
@@ -72,7 +73,10 @@ __all__ = [
     "FsyncPolicy",
     "IFollowerSink",
     "IGrowthListener",
+    "Lines",
+    "PastTheEnd",
     "ResourceFull",
+    "Span",
     "Stream",
     "Tail",
     "WriteFailed",
@@ -422,6 +426,8 @@ class Stream:
         The file holds ``size`` persisted bytes, written elsewhere; see
         `FanOut.grown`.
         """
+        if size > self._out.size:
+            self._file.learned(self._out.size)
         self._out.grown(size)
 
     def began(self) -> None:
@@ -440,6 +446,35 @@ class Stream:
             self.complete = complete
         self._out.end_at(size, code, reason)
         self._check_idle()
+
+    # -- lines and times (section 13) ----------------------------------------
+
+    def locate(self, lines: Lines) -> Deferred[Span]:
+        """
+        Where ``lines`` are in the persisted bytes now; fails with
+        `PastTheEnd`.  Costs a binary search and a read of about one
+        checkpoint, whatever the resource's size (and, the first time after
+        a crash or a lost index, counting what the index missed).
+        """
+        return self._file.locate(lines, self._out.size, self._writes_derived)
+
+    def line_at(self, offset: int) -> Deferred[int]:
+        """The number of the line starting at ``offset`` (a line's start)."""
+        return self._file.line_at(offset, self._writes_derived)
+
+    def load_times(self) -> Deferred[None]:
+        """Ready `time_of` (the batch times are read once)."""
+        return self._file.load_derived()
+
+    def time_of(self, offset: int) -> int:
+        """When the byte at ``offset`` was persisted, in ms since the epoch."""
+        return self._file.time_of(offset)
+
+    @property
+    def _writes_derived(self) -> bool:
+        # Only the server whose writer appends (or any, when nobody does)
+        # writes the counts it completes.
+        return self._appending is not Appending.ELSEWHERE
 
     # -- readers ------------------------------------------------------------
 

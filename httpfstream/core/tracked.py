@@ -1,8 +1,9 @@
 """
-`TrackedFile`: a stream's open file, counting the reads, writes, marks and
-syncs queued on it until they finish, so that `TrackedFile.close` closes it
-only after them: a descriptor is never closed, and perhaps reused by
-another open, under a read still waiting in the store's threads.
+`TrackedFile`: a stream's open file, counting the reads, writes, marks,
+syncs and line lookups queued on it until they finish, so that
+`TrackedFile.close` closes it only after them: a descriptor is never
+closed, and perhaps reused by another open, under a read still waiting in
+the store's threads.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TypeVar
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from .derived import Lines, Span
 from .store import IStoreFile
 
 __all__ = ["TrackedFile"]
@@ -39,6 +41,21 @@ class TrackedFile:
 
     def mark(self, complete: bool, sync: bool) -> Deferred[None]:
         return self._track(self._file.mark(complete, sync))
+
+    def locate(self, lines: Lines, size: int, persist: bool) -> Deferred[Span]:
+        return self._track(self._file.locate(lines, size, persist))
+
+    def line_at(self, offset: int, persist: bool) -> Deferred[int]:
+        return self._track(self._file.line_at(offset, persist))
+
+    def load_derived(self) -> Deferred[None]:
+        return self._track(self._file.load_derived())
+
+    def time_of(self, offset: int) -> int:
+        return self._file.time_of(offset)
+
+    def learned(self, start: int) -> None:
+        self._file.learned(start)
 
     def close(self) -> Deferred[None]:
         """Close the file once every call above has finished."""

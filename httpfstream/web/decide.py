@@ -11,6 +11,7 @@ Resources (a path not ending in ``/``):
 method     verb      upgrade  follow=1  action
 =========  ========  =======  ========  ===============================
 GET        FOLLOW    yes      any       FOLLOW_WS
+GET        FOLLOW    no       any       EVENTS, for an event-stream client
 GET        FOLLOW    no       yes       FOLLOW_HTTP
 GET        FOLLOW    no       no        SNAPSHOT, or VIEW for a browser
 GET        APPEND    yes      any       APPEND_WS
@@ -22,11 +23,17 @@ GET, HEAD  unknown                      400
 other                                   405, with ``Allow``
 =========  ========  =======  ========  ===============================
 
+EVENTS (section 15): a GET whose ``Accept`` names ``text/event-stream``
+(with a non-zero ``q``) and does not name ``text/html`` first
+(`wants_events`): the follow as server-sent events, whatever ``follow=``
+says.
+
 VIEW (section 12): a plain GET (no verb, ``follow``, ``offset``, ``Range``
 or ``raw=1``) whose ``Accept`` names ``text/html`` before any other type.
 
 Folders (a path ending in ``/``, or the mount point): GET and HEAD are
-LIST (section 10); writes are ``400``; a follow of a folder is ``404``.
+LIST (section 10); writes are ``400``; a follow of a folder (WebSocket,
+``follow=1`` or an event stream) is ``404``.
 
 Rights: APPEND_WS, POST and DELETE need ``append``; everything else
 ``follow``.
@@ -41,7 +48,15 @@ from ..core.refusal import Refusal
 from ..protocol import APPEND, VERBS
 from .auth import Right
 
-__all__ = ["ALLOW", "Action", "Asked", "Decision", "decide", "prefers_html"]
+__all__ = [
+    "ALLOW",
+    "Action",
+    "Asked",
+    "Decision",
+    "decide",
+    "prefers_html",
+    "wants_events",
+]
 
 #: The methods a resource answers, for ``Allow``.
 ALLOW = b"GET, HEAD, POST, DELETE"
@@ -57,6 +72,7 @@ class Action(enum.Enum):
     DELETE = "delete"
     VIEW = "view"
     LIST = "list"
+    EVENTS = "events"
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,7 @@ class Asked:
     :ivar folder: whether its path names a folder.
     :ivar browser: whether its ``Accept`` names ``text/html`` first.
     :ivar plain: no ``offset=``, ``Range`` or ``raw=1``.
+    :ivar events: whether it asks for an event stream (`wants_events`).
     """
 
     method: bytes
@@ -83,6 +100,7 @@ class Asked:
     folder: bool = False
     browser: bool = False
     plain: bool = True
+    events: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,6 +127,31 @@ def prefers_html(accept: bytes | None) -> bool:
     return first == b"text/html"
 
 
+def wants_events(accept: bytes | None) -> bool:
+    """
+    Whether an ``Accept`` header asks for an event stream: it names
+    ``text/event-stream`` (not with ``q=0``) and not ``text/html`` first.
+    """
+    if not accept or prefers_html(accept):
+        return False
+    for item in accept.split(b","):
+        kind, *params = item.split(b";")
+        if kind.strip().lower() != b"text/event-stream":
+            continue
+        for param in params:
+            key, _, value = param.partition(b"=")
+            if key.strip().lower() == b"q" and _is_zero(value.strip()):
+                break
+        else:
+            return True
+    return False
+
+
+def _is_zero(q: bytes) -> bool:
+    """Whether a ``q`` value says "not acceptable" (``0``, ``0.0``...)."""
+    return q[:1] == b"0" and not q.strip(b"0.")
+
+
 def decide(asked: Asked) -> Decision:
     """The action for ``asked`` and the right it needs, or its refusal."""
     method, verb = asked.method, asked.verb
@@ -128,7 +171,7 @@ def decide(asked: Asked) -> Decision:
     if asked.folder:
         if writes:
             return refuse(400, "a folder cannot be written; name a resource")
-        if asked.upgrade or asked.follow:
+        if asked.upgrade or asked.follow or (asked.events and method == b"GET"):
             return refuse(404, "a folder cannot be followed; name a resource")
         return Decision(right, writes, Action.LIST)
     if method == b"POST":
@@ -145,6 +188,8 @@ def decide(asked: Asked) -> Decision:
         return Decision(right, writes, Action.APPEND_WS)
     if asked.upgrade:
         return Decision(right, writes, Action.FOLLOW_WS)
+    if asked.events:
+        return Decision(right, writes, Action.EVENTS)
     if asked.follow:
         return Decision(right, writes, Action.FOLLOW_HTTP)
     if asked.browser and asked.plain and not asked.verb_given:

@@ -27,7 +27,9 @@ What bounds the cost (`Shared`):
   rate's, not the readers'), and a reader holds no compressor of its own
   (zlib's is about 256 KiB at the default window).
 - What one reader sends on its own (a follower that fell behind and reads
-  several batches at once, a snapshot read from the file) is compressed
+  several batches at once, a snapshot read from the file, lines stamped
+  with ``timestamps=1``, which are no range of the stream's bytes and are
+  never kept for another reader) is compressed
   within a server-wide budget, `RATE` bytes a second (`BURST` at once).
   Beyond it such bytes go uncompressed (a plain WebSocket message, stored
   deflate blocks in a gzip body: valid, just not smaller), so a thousand

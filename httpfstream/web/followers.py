@@ -32,6 +32,7 @@ from zope.interface import implementer
 
 from .._borrowed import deflate_window, frame_bytes, send_now
 from ..core.records import Kind, SessionRecord
+from ..core.stamps import Stamped
 from ..core.stream import Cursor, IFollowerSink, Stream
 from ..protocol import APPENDER_LOST, COMPLETE
 from .handoff import HandedProtocol
@@ -44,8 +45,9 @@ __all__ = ["FollowerProtocol", "Following", "ResponseSink"]
 class Following:
     """
     What the resource hands a WebSocket follower: the stream (held), where
-    to start, the frame type, the record, and the most bytes in one message
-    (0: whatever the cursor sends at once).
+    to start, the frame type, the record, the most bytes in one message
+    (0: whatever the cursor sends at once), and whether lines are stamped
+    with their times (``timestamps=1``).
     """
 
     stream: Stream
@@ -53,6 +55,7 @@ class Following:
     text: bool
     record: SessionRecord
     message_size: int = 0
+    stamped: bool = False
 
 
 def _framed(data: bytes, text: bool, size: int) -> bytes:
@@ -108,17 +111,22 @@ class FollowerProtocol(HandedProtocol[Following]):
     _cursor: Cursor | None = None
     #: permessage-deflate's window bits, 0 if not negotiated.
     _window = 0
-    #: The offset of the next byte to send.
-    _at = 0
+    #: The offset of the next byte to send (``None``: its lines are
+    #: stamped, so it sends no range of the stream's bytes).
+    _at: int | None = None
 
     def onOpen(self) -> None:
         following = self.session
         self._window = deflate_window(self) or 0
-        self._at = following.offset
+        self._at = None if following.stamped else following.offset
         # twisted.web's HTTPChannel is still the transport's producer after
         # the upgrade; it must go before the cursor can be registered.
         self._socket.unregisterProducer()
-        self._cursor = following.stream.follow(self, following.offset)
+        stream, offset = following.stream, following.offset
+        sink: IFollowerSink = self
+        if following.stamped:
+            sink = Stamped(self, stream.time_of, offset)
+        self._cursor = stream.follow(sink, offset)
         self._socket.registerProducer(self._cursor, True)
         following.stream.release()
         self._cursor.wake()
@@ -152,7 +160,8 @@ class FollowerProtocol(HandedProtocol[Following]):
                 self.session.record.end("failed", "sending failed")
                 self.dropConnection(abort=True)
                 return
-            self._at += len(data)
+            if self._at is not None:
+                self._at += len(data)
             self.session.record.add(len(data))
 
     def finish(self, code: int, reason: str) -> None:

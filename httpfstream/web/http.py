@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web.server import Request
 
+from ..core.derived import Lines
 from ..core.names import Name
 from ..core.refusal import Refusal
 from ..protocol import FOLLOW, X_VERB, Param, ResourceState, flag, header_bytes
@@ -102,11 +103,15 @@ class Query:
     :ivar as_json: ``format=json``.
     :ivar token: the bearer token (``Authorization`` or ``access_token=``).
     :ivar access_token: ``access_token=`` alone (for the viewer's links).
+    :ivar lines: ``lines=`` as given (see `lines_asked`).
+    :ivar timestamps: ``timestamps=1``.
     :ivar range: the ``Range`` header.
     :ivar accept: the ``Accept`` header.
     :ivar accept_encoding: the ``Accept-Encoding`` headers, joined.
     :ivar peer: the client, as WebSocket sessions name theirs
         (``tcp4:HOST:PORT``).
+    :ivar last_event_id: the ``Last-Event-ID`` header (an event stream
+        resuming; see `events.event_start`).
     """
 
     verb: str
@@ -120,10 +125,13 @@ class Query:
     as_json: bool
     token: bytes | None
     access_token: bytes | None
+    lines: bytes | None
+    timestamps: bool
     range: bytes | None
     accept: bytes | None
     accept_encoding: bytes | None
     peer: str
+    last_event_id: bytes | None = None
 
     @classmethod
     def of(cls, request: Request) -> Query:
@@ -144,6 +152,8 @@ class Query:
             as_json=(_arg(request, Param.FORMAT.key) or b"").lower() == b"json",
             token=credentials.strip() if bearer else access_token,
             access_token=access_token,
+            lines=_arg(request, Param.LINES.key),
+            timestamps=flag(_arg(request, Param.TIMESTAMPS.key)),
             range=request.getHeader(b"range"),
             accept=request.getHeader(b"accept"),
             accept_encoding=b",".join(
@@ -151,12 +161,51 @@ class Query:
             )
             or None,
             peer=_peer(request),
+            last_event_id=request.getHeader(b"last-event-id"),
         )
 
     @property
     def plain(self) -> bool:
         """Whether it asks for the bytes as they are, nothing more."""
-        return not (self.offset is not None or self.range or self.raw)
+        return not (
+            self.offset is not None
+            or self.range
+            or self.raw
+            or self.lines is not None
+            or self.timestamps
+        )
+
+    def lines_asked(self, state: ResourceState, snapshot: bool) -> Lines | None:
+        """
+        ``lines=`` (section 13), if given, or a 400 refusal: malformed, with
+        ``offset`` or ``Range``, or a range of lines (``A-B``) on a follow.
+        Also refuses ``timestamps=1`` with ``offset`` or ``Range``.
+        """
+        ranged = self.offset is not None or (snapshot and self.range is not None)
+        if self.timestamps and ranged:
+            raise Refusal(
+                400,
+                "timestamps=1 does not combine with offset or Range: the body"
+                " is not the resource's bytes (use lines= to start elsewhere)",
+                state=state,
+            )
+        if self.lines is None:
+            return None
+        if ranged:
+            raise Refusal(
+                400, "lines= does not combine with offset or Range", state=state
+            )
+        try:
+            lines = Lines.parse(self.lines.decode("latin-1"))
+        except ValueError as e:
+            raise Refusal(400, str(e), state=state) from None
+        if lines.last is not None and not snapshot:
+            raise Refusal(
+                400,
+                "lines=A-B reads a snapshot; a follow starts at lines=N or -N",
+                state=state,
+            )
+        return lines
 
     def expected_size(self) -> int | None:
         """``offset=`` as an append's precondition, or a 400 refusal."""

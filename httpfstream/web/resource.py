@@ -30,6 +30,7 @@ never send more than the persisted size they announced (unlike
 
 from __future__ import annotations
 
+import dataclasses
 import mimetypes
 from collections.abc import Awaitable, Callable
 
@@ -44,9 +45,11 @@ from ..core.records import Kind
 from ..core.refusal import RETRY_SOON, Refusal
 from ..core.registry import StreamRegistry
 from ..core.session import AppendSession
-from ..core.stream import Stream, WriteFailed
+from ..core.stamps import Stamped
+from ..core.stream import IFollowerSink, Stream, WriteFailed
 from ..protocol import (
     COMPLETE,
+    LINE,
     OFFSET,
     ResourceState,
     header_bytes,
@@ -54,7 +57,8 @@ from ..protocol import (
 from . import gzip, viewer, wsdeflate
 from .appender import AppenderProtocol, Appending
 from .auth import Access, Right, Tokens, mask_token
-from .decide import Action, Asked, decide, prefers_html
+from .decide import Action, Asked, decide, prefers_html, wants_events
+from .events import KEEPALIVE, event_start, start_events
 from .followers import FollowerProtocol, Following, ResponseSink
 from .handoff import Handoff, WebSocketOptions
 from .http import (
@@ -70,6 +74,9 @@ __all__ = ["StreamResource"]
 
 _log = Logger()
 
+_OFFSET = header_bytes(OFFSET)
+_LINE = header_bytes(LINE)
+
 #: What serves one kind of request, once decided.
 _Action = Callable[[Request, Query, Name], Awaitable[None]]
 
@@ -84,6 +91,8 @@ class StreamResource(Resource):
     :param tokens: if given, every request needs a token granting its verb
         on its name (docs/PROTOCOL.md section 8); otherwise all are allowed.
     :param websocket: pings and timeouts for WebSocket connections.
+    :param event_keepalive: seconds of silence after which an event stream
+        gets a comment line (section 15; 0: never).
     """
 
     isLeaf = True
@@ -93,6 +102,7 @@ class StreamResource(Resource):
         registry: StreamRegistry,
         tokens: Tokens | None = None,
         websocket: WebSocketOptions | None = None,
+        event_keepalive: float = KEEPALIVE,
     ) -> None:
         super().__init__()
         # mimetypes reads the system's tables on its first guess: at start,
@@ -103,6 +113,7 @@ class StreamResource(Resource):
         self._registry = registry
         self._tokens = tokens
         self._options = options = websocket or WebSocketOptions()
+        self._event_keepalive = event_keepalive
         self._appenders = Handoff(
             AppenderProtocol,
             registry.reactor,
@@ -135,6 +146,7 @@ class StreamResource(Resource):
             Action.DELETE: self._delete,
             Action.VIEW: self._view,
             Action.LIST: self._list,
+            Action.EVENTS: self._events,
         }
 
     def render(self, request: Request) -> bytes | int:
@@ -168,6 +180,7 @@ class StreamResource(Resource):
                 folder=folder,
                 browser=prefers_html(query.accept),
                 plain=query.plain,
+                events=wants_events(query.accept),
             )
         )
         parsed: Name | None = None
@@ -209,28 +222,38 @@ class StreamResource(Resource):
         """HEAD: the snapshot's headers."""
         stream = await self._registry.open(name)
         try:
-            self._snapshot_headers(request, query, name, stream.state)
+            await self._snapshot_headers(request, query, name, stream)
             request.write(b"")
             request.finish()
         finally:
             stream.release()
 
-    @staticmethod
-    def _snapshot_headers(
-        request: Request, query: Query, name: Name, state: ResourceState
+    async def _snapshot_headers(
+        self, request: Request, query: Query, name: Name, stream: Stream
     ) -> tuple[int, int, bool]:
         """
-        Set a snapshot's headers (Range, 206, gzip); the bytes it will
-        send, and whether gzipped.
+        Set a snapshot's headers (Range, 206, lines, gzip); the bytes it
+        sends, and whether gzipped.
         """
-        size = state.size or 0
-        byte_range_ = byte_range(query.range, state)
-        start, stop = byte_range_ or (0, size)
+        state = stream.state
+        lines = query.lines_asked(state, snapshot=True)
+        ranged: tuple[int, int] | None = None
+        if lines is not None:
+            span = await self._registry.locate(stream, lines)
+            state = dataclasses.replace(state, size=span.size)
+            start, stop = span.start, span.size if span.stop is None else span.stop
+            request.setHeader(_OFFSET, b"%d" % start)
+            request.setHeader(_LINE, b"%d" % span.line)
+        else:
+            ranged = byte_range(query.range, state)
+            start, stop = ranged or (0, state.size or 0)
+        if query.timestamps:
+            await stream.load_times()
         state_headers(request, state)
-        if byte_range_ is not None:
+        if ranged is not None:
             request.setResponseCode(206)
             request.setHeader(
-                b"Content-Range", b"bytes %d-%d/%d" % (start, stop - 1, size)
+                b"Content-Range", b"bytes %d-%d/%d" % (start, stop - 1, state.size or 0)
             )
         request.setHeader(b"Accept-Ranges", b"bytes")
         # A browser asking the same URL gets the viewer page instead.
@@ -239,23 +262,25 @@ class StreamResource(Resource):
         # The bytes are whatever anybody appended: never let a browser
         # guess a type it would run.
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
-        request.setHeader(b"Content-Length", b"%d" % (stop - start))
+        if not query.timestamps:  # stamped lines are longer, by how much?
+            request.setHeader(b"Content-Length", b"%d" % (stop - start))
         if state.active:
             request.setHeader(b"Cache-Control", b"no-store")
-        ranged = byte_range_ is not None
-        gzipped = gzip.encode_response(request, query.accept_encoding, ranged)
+        gzipped = gzip.encode_response(
+            request, query.accept_encoding, ranged is not None
+        )
         return start, stop, gzipped
 
     async def _snapshot(self, request: Request, query: Query, name: Name) -> None:
-        """A plain GET: the persisted bytes now, with Range."""
+        """A plain GET: the persisted bytes now, with Range or lines."""
         stream = await self._registry.open(name, reader="readers")
         try:
-            start, stop, gzipped = self._snapshot_headers(
-                request, query, name, stream.state
+            start, stop, gzipped = await self._snapshot_headers(
+                request, query, name, stream
             )
             record = self._registry.record(Kind.SNAPSHOT, name, query.peer, start)
             sink = ResponseSink(request, record)
-            out = self._gzip(sink, stream, start) if gzipped else sink
+            out = self._body_sink(query, sink, stream, start, gzipped)
             sink.start(stream.snapshot(out, start, stop))
         finally:
             stream.release()
@@ -264,11 +289,28 @@ class StreamResource(Resource):
         """``follow=1``: a chunked response that streams live."""
         stream = await self._registry.open(name, reader="followers")
         try:
-            self._stream_body(request, query, name, stream, encode=True)
+            await self._stream_body(request, query, name, stream, encode=True)
         finally:
             stream.release()
 
-    def _stream_body(
+    async def _follow_start(
+        self, query: Query, stream: Stream
+    ) -> tuple[int, int | None]:
+        """
+        Where a follow of ``stream`` starts, from ``offset`` or ``lines``;
+        the number of its first line if ``lines`` says it.  With
+        ``timestamps=1`` the batch times are read first.
+        """
+        state = stream.state
+        lines = query.lines_asked(state, snapshot=False)
+        if query.timestamps:
+            await stream.load_times()
+        if lines is None:
+            return query.start(state), None
+        span = await self._registry.locate(stream, lines)
+        return span.start, span.line
+
+    async def _stream_body(
         self,
         request: Request,
         query: Query,
@@ -280,28 +322,47 @@ class StreamResource(Resource):
         Follow ``stream`` (held by the caller) in the response body;
         ``encode``: gzipped if the request asks (section 16).
         """
+        start, line = await self._follow_start(query, stream)
         state = stream.state
-        start = query.start(state)
         state_headers(request, state)
-        request.setHeader(header_bytes(OFFSET), b"%d" % start)
+        request.setHeader(_OFFSET, b"%d" % start)
+        if line is not None:
+            request.setHeader(_LINE, b"%d" % line)
         request.setHeader(b"Content-Type", content_type(name))
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
         request.setHeader(b"Cache-Control", b"no-store")
         # A reverse proxy (nginx) streams it instead of buffering.
         request.setHeader(b"X-Accel-Buffering", b"no")
         gzipped = encode and gzip.encode_response(request, query.accept_encoding)
-        if not state.active and not gzipped:
+        if not state.active and not query.timestamps and not gzipped:
             request.setHeader(b"Content-Length", b"%d" % (stream.size - start))
         # Send the headers now: a live follow may wait long for a byte.
         request.write(b"")
         record = self._registry.record(Kind.FOLLOW_HTTP, name, query.peer, start)
         sink = ResponseSink(request, record)
-        out = self._gzip(sink, stream, start) if gzipped else sink
+        out = self._body_sink(query, sink, stream, start, gzipped)
         sink.start(stream.follow(out, start))
 
-    def _gzip(self, sink: ResponseSink, stream: Stream, start: int) -> gzip.GzipSink:
-        """A gzip body of ``stream``'s bytes from ``start`` (section 16)."""
-        return gzip.GzipSink(sink, stream, start, self._registry.reactor)
+    def _body_sink(
+        self,
+        query: Query,
+        sink: ResponseSink,
+        stream: Stream,
+        start: int,
+        gzipped: bool,
+    ) -> IFollowerSink:
+        """
+        What a body's cursor sends to: ``sink``, through gzip if
+        ``gzipped`` (section 16), the lines stamped first with
+        ``timestamps=1``.
+        """
+        out: IFollowerSink = sink
+        if gzipped:
+            # Stamped lines are no range of the stream's bytes: compressed
+            # for this reader alone.
+            at = None if query.timestamps else start
+            out = gzip.GzipSink(sink, stream, at, self._registry.reactor)
+        return _stamped(query, out, stream, start)
 
     async def _follow_ws(self, request: Request, query: Query, name: Name) -> None:
         """A WebSocket FOLLOW: 101 while an appender holds it, else 200."""
@@ -310,24 +371,44 @@ class StreamResource(Resource):
         try:
             if not stream.active:
                 # Nothing to follow live: the content, over plain HTTP.
-                self._stream_body(request, query, name, stream)
+                await self._stream_body(request, query, name, stream)
                 return
-            state = stream.state
-            start = query.start(state)
+            start, line = await self._follow_start(query, stream)
             frames = query.frames
             text = frames == b"text" or (not frames and self._options.text_frames)
-            headers = state.headers()
+            headers = stream.state.headers()
             headers[OFFSET] = str(start)
+            if line is not None:
+                headers[LINE] = str(line)
             record = self._registry.record(Kind.FOLLOW_WS, name, query.peer, start)
             # Text is for the original Go follower: messages it reads whole.
             size = self._options.text_frame_size if text else 0
-            following = Following(stream, start, text, record, size)
+            following = Following(stream, start, text, record, size, query.timestamps)
             handed = self._followers.upgrade(request, following, headers)
             if not handed:
                 record.end("cut", "the client went away before the upgrade")
         finally:
             if not handed:
                 stream.release()
+
+    async def _events(self, request: Request, query: Query, name: Name) -> None:
+        """An event stream (section 15): a follow as server-sent events."""
+        stream = await self._registry.open(name, reader="followers")
+        try:
+            if (query.last_event_id or b"").strip():
+                # An EventSource reconnecting: where it was, whatever else
+                # the URL it reconnects to says.
+                start, line = event_start(query, stream.state), None
+            else:
+                start, line = await self._follow_start(query, stream)
+            if line is not None:
+                request.setHeader(_LINE, b"%d" % line)
+            record = self._registry.record(Kind.FOLLOW_EVENTS, name, query.peer, start)
+            start_events(
+                request, stream, record, self._registry.reactor, self._event_keepalive
+            )
+        finally:
+            stream.release()
 
     async def _view(self, request: Request, query: Query, name: Name) -> None:
         """A browser opening a resource: the page that follows it."""
@@ -447,6 +528,13 @@ class StreamResource(Resource):
         request.setHeader(b"Content-Length", b"0")
         request.write(b"")
         request.finish()
+
+
+def _stamped(
+    query: Query, sink: IFollowerSink, stream: Stream, start: int
+) -> IFollowerSink:
+    """``sink``, its lines stamped with their times if ``timestamps=1``."""
+    return Stamped(sink, stream.time_of, start) if query.timestamps else sink
 
 
 def _check_token(

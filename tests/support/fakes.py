@@ -9,6 +9,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from httpfstream.core.derived import Lines, Span
 from httpfstream.core.names import Name
 from httpfstream.core.store import IStore, IStoreFile, NotFound, SizeMismatch, Stored
 from httpfstream.core.stream import IFollowerSink
@@ -51,6 +52,21 @@ class FakeFile:
     def sync(self) -> Deferred[None]:
         self.syncs += 1
         return succeed(None)
+
+    def locate(self, lines: Lines, size: int, persist: bool) -> Deferred[Span]:
+        raise NotImplementedError("lines are tested on real files")
+
+    def line_at(self, offset: int, persist: bool) -> Deferred[int]:
+        raise NotImplementedError("lines are tested on real files")
+
+    def load_derived(self) -> Deferred[None]:
+        return succeed(None)
+
+    def time_of(self, offset: int) -> int:
+        return 0
+
+    def learned(self, start: int) -> None:
+        pass
 
     def close(self) -> Deferred[None]:
         self.closed = True
