@@ -23,6 +23,7 @@ back once its cursor exists (or at once, if the client has already gone).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,12 +87,15 @@ class _LastFrame:
     bytes object: the stream gives every caught-up cursor the same object
     (`stream.Tail`), so an append is framed once for all its followers, not
     once each.  (The object is held here, so its identity cannot be reused
-    meanwhile.)  Compressed frames are kept by `wsdeflate.deflated`.
+    meanwhile.)  Compressed frames too, made by `wsdeflate.deflated`
+    (which keeps them by range, for followers sending other objects).
     """
 
     def __init__(self) -> None:
         # (text?, message size) -> the bytes last framed, and their frames
         self._last: dict[tuple[bool, int], tuple[bytes, bytes]] = {}
+        # (text?, message size, window) -> the same, compressed
+        self._deflated: dict[tuple[bool, int, int], tuple[bytes, bytes]] = {}
 
     def frame(self, data: bytes, text: bool, size: int = 0) -> bytes:
         key = (text, size)
@@ -99,6 +103,27 @@ class _LastFrame:
         if last is None or last[0] is not data:
             last = self._last[key] = (data, _framed(data, text, size))
         return last[1]
+
+    def deflated(
+        self,
+        data: bytes,
+        text: bool,
+        size: int,
+        window: int,
+        make: Callable[[], bytes | None],
+    ) -> bytes | None:
+        """
+        ``data``'s compressed frames: the last ones made if ``data`` is the
+        same object, else ``make()`` (``None``: send it uncompressed).
+        """
+        key = (text, size, window)
+        last = self._deflated.get(key)
+        if last is not None and last[0] is data:
+            return last[1]
+        frames = make()
+        if frames is not None:
+            self._deflated[key] = (data, frames)
+        return frames
 
 
 _frames = _LastFrame()
@@ -142,15 +167,22 @@ class FollowerProtocol(HandedProtocol[Following]):
                 following = self.session
                 text, size = following.text, following.message_size
                 frames = None
-                if self._window:
-                    frames = deflated(
-                        following.stream,
-                        self._at,
+                window = self._window
+                if window:
+                    frames = _frames.deflated(
                         data,
                         text,
                         size,
-                        self._window,
-                        self.clock.seconds(),
+                        window,
+                        lambda: deflated(
+                            following.stream,
+                            self._at,
+                            data,
+                            text,
+                            size,
+                            window,
+                            self.clock.seconds(),
+                        ),
                     )
                 if frames is None:
                     frames = _frames.frame(data, text, size)
