@@ -35,6 +35,7 @@ class Kind(enum.Enum):
     FOLLOW_HTTP = "follow-http"  # GET ?follow=1
     FOLLOW_EVENTS = "follow-events"  # GET Accept: text/event-stream
     SNAPSHOT = "snapshot"  # GET without follow=1
+    SEARCH = "search"  # GET with grep=
 
     @property
     def reads(self) -> bool:
@@ -42,7 +43,13 @@ class Kind(enum.Enum):
 
 
 _READERS = frozenset(
-    {Kind.FOLLOW_WS, Kind.FOLLOW_HTTP, Kind.FOLLOW_EVENTS, Kind.SNAPSHOT}
+    {
+        Kind.FOLLOW_WS,
+        Kind.FOLLOW_HTTP,
+        Kind.FOLLOW_EVENTS,
+        Kind.SNAPSHOT,
+        Kind.SEARCH,
+    }
 )
 
 

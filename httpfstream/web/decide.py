@@ -1,6 +1,6 @@
 """
 What a request asks for, decided from its method, headers and query alone
-(docs/PROTOCOL.md sections 2, 10, 11 and 12): which action serves it and which
+(docs/PROTOCOL.md sections 2, 10, 11, 12 and 14): which action serves it and which
 right it needs, or the refusal it gets.  No I/O: `StreamResource` checks the
 token and the name and then runs the action; this table is unit-tested on
 its own.
@@ -10,7 +10,8 @@ Resources (a path not ending in ``/``):
 =========  ========  =======  ========  ===============================
 method     verb      upgrade  follow=1  action
 =========  ========  =======  ========  ===============================
-GET        FOLLOW    yes      any       FOLLOW_WS
+GET        FOLLOW    yes      any       FOLLOW_WS (with ``grep``: 400)
+GET        FOLLOW    no       any       SEARCH, with ``grep`` (section 14)
 GET        FOLLOW    no       any       EVENTS, for an event-stream client
 GET        FOLLOW    no       yes       FOLLOW_HTTP
 GET        FOLLOW    no       no        SNAPSHOT, or VIEW for a browser
@@ -28,12 +29,12 @@ EVENTS (section 15): a GET whose ``Accept`` names ``text/event-stream``
 (`wants_events`): the follow as server-sent events, whatever ``follow=``
 says.
 
-VIEW (section 12): a plain GET (no verb, ``follow``, ``offset``, ``Range``
-or ``raw=1``) whose ``Accept`` names ``text/html`` before any other type.
+VIEW (section 12): a plain GET (no verb, ``follow``, ``offset``, ``Range``,
+``raw=1`` or ``grep``) whose ``Accept`` names ``text/html`` before any other type.
 
 Folders (a path ending in ``/``, or the mount point): GET and HEAD are
 LIST (section 10); writes are ``400``; a follow of a folder (WebSocket,
-``follow=1`` or an event stream) is ``404``.
+``follow=1`` or an event stream) or a search of one is ``404``.
 
 Rights: APPEND_WS, POST and DELETE need ``append``; everything else
 ``follow``.
@@ -73,6 +74,7 @@ class Action(enum.Enum):
     VIEW = "view"
     LIST = "list"
     EVENTS = "events"
+    SEARCH = "search"
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,9 @@ class Asked:
     :ivar follow: whether it has ``follow=1``.
     :ivar folder: whether its path names a folder.
     :ivar browser: whether its ``Accept`` names ``text/html`` first.
-    :ivar plain: no ``offset=``, ``Range`` or ``raw=1``.
+    :ivar plain: no ``offset=``, ``Range``, ``raw=1`` or ``grep=``.
     :ivar events: whether it asks for an event stream (`wants_events`).
+    :ivar search: it has ``grep=`` (a search, section 14).
     """
 
     method: bytes
@@ -101,6 +104,7 @@ class Asked:
     browser: bool = False
     plain: bool = True
     events: bool = False
+    search: bool = False
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,8 @@ def decide(asked: Asked) -> Decision:
             return refuse(400, "a folder cannot be written; name a resource")
         if asked.upgrade or asked.follow or (asked.events and method == b"GET"):
             return refuse(404, "a folder cannot be followed; name a resource")
+        if asked.search:
+            return refuse(404, "a folder cannot be searched; name a resource")
         return Decision(right, writes, Action.LIST)
     if method == b"POST":
         return Decision(right, writes, Action.POST)
@@ -187,7 +193,11 @@ def decide(asked: Asked) -> Decision:
             )
         return Decision(right, writes, Action.APPEND_WS)
     if asked.upgrade:
+        if asked.search:
+            return refuse(400, "a search (grep=) is a plain GET, not a WebSocket")
         return Decision(right, writes, Action.FOLLOW_WS)
+    if asked.search:
+        return Decision(right, writes, Action.SEARCH)
     if asked.events:
         return Decision(right, writes, Action.EVENTS)
     if asked.follow:

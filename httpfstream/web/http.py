@@ -112,6 +112,10 @@ class Query:
         (``tcp4:HOST:PORT``).
     :ivar last_event_id: the ``Last-Event-ID`` header (an event stream
         resuming; see `events.event_start`).
+    :ivar grep: ``grep=`` as given (a search, section 14; see `web.search`).
+    :ivar case: ``case=1``.
+    :ivar regex: ``regex=1``.
+    :ivar max: ``max=`` as given.
     """
 
     verb: str
@@ -132,6 +136,10 @@ class Query:
     accept_encoding: bytes | None
     peer: str
     last_event_id: bytes | None = None
+    grep: bytes | None = None
+    case: bool = False
+    regex: bool = False
+    max: bytes | None = None
 
     @classmethod
     def of(cls, request: Request) -> Query:
@@ -162,6 +170,10 @@ class Query:
             or None,
             peer=_peer(request),
             last_event_id=request.getHeader(b"last-event-id"),
+            grep=_arg(request, Param.GREP.key),
+            case=flag(_arg(request, Param.CASE.key)),
+            regex=flag(_arg(request, Param.REGEX.key)),
+            max=_arg(request, Param.MAX.key),
         )
 
     @property
@@ -173,6 +185,7 @@ class Query:
             or self.raw
             or self.lines is not None
             or self.timestamps
+            or self.grep is not None
         )
 
     def lines_asked(self, state: ResourceState, snapshot: bool) -> Lines | None:

@@ -54,7 +54,7 @@ from ..protocol import (
     ResourceState,
     header_bytes,
 )
-from . import gzip, viewer, wsdeflate
+from . import gzip, search, viewer, wsdeflate
 from .appender import AppenderProtocol, Appending
 from .auth import Access, Right, Tokens, mask_token
 from .decide import Action, Asked, decide, prefers_html, wants_events
@@ -147,6 +147,7 @@ class StreamResource(Resource):
             Action.VIEW: self._view,
             Action.LIST: self._list,
             Action.EVENTS: self._events,
+            Action.SEARCH: self._search,
         }
 
     def render(self, request: Request) -> bytes | int:
@@ -181,6 +182,7 @@ class StreamResource(Resource):
                 browser=prefers_html(query.accept),
                 plain=query.plain,
                 events=wants_events(query.accept),
+                search=query.grep is not None,
             )
         )
         parsed: Name | None = None
@@ -409,6 +411,10 @@ class StreamResource(Resource):
             )
         finally:
             stream.release()
+
+    async def _search(self, request: Request, query: Query, name: Name) -> None:
+        """``grep=``: the matching lines as NDJSON (`search.serve`)."""
+        await search.serve(self._registry, request, query, name)
 
     async def _view(self, request: Request, query: Query, name: Name) -> None:
         """A browser opening a resource: the page that follows it."""
