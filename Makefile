@@ -63,9 +63,17 @@ lint: $(LINT_STAMP)
 	$(BIN)/ruff format --check httpfstream
 	$(BIN)/mypy httpfstream
 
-# The benchmarks' load generator for the WebSocket scenarios (plain C).
+# The benchmarks' load generator for the WebSocket scenarios (plain C and
+# zlib). What it needs to build is listed in .ci/packages.txt under its
+# comment; a machine without zlib's headers gets those Debian packages
+# installed with apt-get (as root) first.
+FASTGEN_PACKAGES = $(shell awk '/^# builds bench\/fastgen/ {on = 1; next} /^#/ {on = 0} on && NF' .ci/packages.txt 2>/dev/null)
 bench/fastgen: bench/fastgen.c
-	$(CC) -std=c11 -O2 -Wall -Wextra -o $@ $<
+	@echo '#include <zlib.h>' | $(CC) -E -x c - >/dev/null 2>&1 || { \
+		echo "bench/fastgen needs zlib's headers: apt-get install $(FASTGEN_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $(FASTGEN_PACKAGES); }
+	$(CC) -std=c11 -O2 -Wall -Wextra -o $@ $< -lz
 
 # The benchmark suite (docs/PERFORMANCE.md): a table, and bench/results.json.
 bench: $(TEST_STAMP) bench/fastgen

@@ -11,6 +11,17 @@
  *           --resources R --followers N --size S --count C [--rate R]
  *   fastgen --selftest
  *
+ * Compression (docs/PROTOCOL.md section 16): --deflate makes the followers
+ * offer permessage-deflate and inflate what comes compressed (each message
+ * on its own: the server promises server_no_context_takeover); --http
+ * makes them follow with GET ?follow=1 instead (chunked), --gzip asking
+ * for it gzipped (inflated as it comes); --log-filler fills records with
+ * CI-like log lines with ANSI colours (a different slice each record)
+ * instead of 'x', so that compression sees text like a real log's.  The
+ * JSON line then adds wire_bytes (payload bytes received: frames'
+ * payloads, or the body inside its chunks), decoded_bytes and
+ * compression_ratio.
+ *
  * One process, one epoll loop (edge-triggered), non-blocking sockets.
  * Prints exactly one JSON line on stdout (the keys of loadgen.py's `stream`
  * and `many` results, plus connect_seconds and handshakes_per_s), and
@@ -35,7 +46,8 @@
  * records as above, that every `id` is the offset just past the bytes
  * decoded so far, and the `end` event (code 1000, complete, the size).
  *
- * Plain C11 + POSIX/Linux: cc -std=c11 -O2 -Wall -Wextra -o fastgen fastgen.c
+ * Plain C11 + POSIX/Linux and zlib:
+ *   cc -std=c11 -O2 -Wall -Wextra -o fastgen fastgen.c -lz
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -58,6 +70,7 @@
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #define MAX_URLS 64
 #define MAX_ERRORS 10      /* error strings reported */
@@ -67,6 +80,8 @@
 #define FILL_CHUNK (256u << 10)  /* full speed: frames built per refill */
 #define MAX_EVENTS 1024
 #define TIMER_ID UINT64_MAX
+#define INFLATE_CHUNK (256u << 10) /* one inflate's output, checked at once */
+#define LOG_SPAN (1u << 20)        /* --log-filler: the text records cut from */
 
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                       */
@@ -273,7 +288,12 @@ typedef struct conn {
     uint32_t id;
     const target_t *t;
     struct app *app;
-    struct sse *sse;         /* --transport events: the body's parser */
+    struct sse *sse;         /* --transport events, --http: the body's parser */
+    /* Compression (--deflate, --http --gzip). */
+    z_stream *z;             /* the inflater, made on first use */
+    uint8_t fin, inflating, z_end, deflate_ok;
+    uint8_t gzip, chunked, line_len;
+    char line[96];           /* a response header line, as it comes */
     uint8_t ctl[125];        /* control frame payload */
     uint8_t out[160];        /* pending pong / close (followers) */
     char key[32];            /* Sec-WebSocket-Key */
@@ -298,16 +318,19 @@ static struct {
     long followers, size, count, stalled, resources, inflight_max;
     double rate, timeout;
     size_t recv_size;
-    int many;
+    int many, deflate, http, gzip, log_filler;
 
     /* derived */
     uint64_t sample;
     long per_tick;
     int64_t interval_ns;
-    uint8_t *filler;    /* size - hlen bytes of 'x' */
+    uint8_t *filler;    /* size - hlen bytes of 'x', or log text */
+    size_t filler_span; /* --log-filler: records start anywhere in this */
     size_t hlen;        /* a record's header: HEADER, or TEXT_HEADER */
     int sse;            /* --transport events */
     uint8_t *scratch;   /* one receive buffer for everyone */
+    uint8_t *inflated;  /* one inflate output buffer for everyone */
+    uint64_t wire_bytes, decoded_bytes, compressed_msgs, plain_msgs;
 
     /* connections: appenders, followers, stalled */
     target_t *targets;
@@ -407,6 +430,14 @@ static void record_header(conn_t *c, int64_t now)
         G.lat[G.nlat++] = now - sent;
 }
 
+/* The filler of record seq: the same 'x's, or its own slice of log text. */
+static const uint8_t *filler_of(uint64_t seq)
+{
+    if (!G.filler_span)
+        return G.filler;
+    return G.filler + (size_t)(seq * 4099u % G.filler_span);
+}
+
 /* Cuts a follower's bytes into records and checks each. */
 static void check_bytes(conn_t *c, const uint8_t *p, size_t n, int64_t now)
 {
@@ -417,7 +448,7 @@ static void check_bytes(conn_t *c, const uint8_t *p, size_t n, int64_t now)
                 /* Whole records: the common case. */
                 memcpy(c->rec, p, hlen);
                 record_header(c, now);
-                if (memcmp(p + hlen, G.filler, size - hlen) != 0)
+                if (memcmp(p + hlen, filler_of(c->expected - 1), size - hlen) != 0)
                     add_error("follower %u: corrupt record %" PRIu64, c->id,
                               c->expected - 1);
                 p += size;
@@ -442,7 +473,8 @@ static void check_bytes(conn_t *c, const uint8_t *p, size_t n, int64_t now)
         size_t k = size - c->pos;
         if (k > n)
             k = n;
-        if (!c->corrupt && memcmp(p, G.filler, k) != 0) {
+        const uint8_t *want = filler_of(c->expected - 1) + (c->pos - hlen);
+        if (!c->corrupt && memcmp(p, want, k) != 0) {
             c->corrupt = 1;
             add_error("follower %u: corrupt record %" PRIu64, c->id,
                       c->expected - 1);
@@ -514,7 +546,7 @@ static int app_add_record(app_t *a, int64_t now)
     put_record_header(hdr, a->seq, now);
     /* (hlen is a multiple of 4: the filler's masking stays aligned) */
     mask_copy(p + h, hdr, hlen, key);
-    mask_copy(p + h + hlen, G.filler, size - hlen, key);
+    mask_copy(p + h + hlen, filler_of(a->seq), size - hlen, key);
     a->len += h + size;
     a->seq++;
     return 0;
@@ -635,6 +667,82 @@ oom:
 }
 
 /* ------------------------------------------------------------------ */
+/* Receiving: compressed bytes                                         */
+
+/* Readies c's inflater for a new stream of this zlib window (-15: raw
+ * deflate, 31: gzip); 0, or -1 (failed). */
+static int z_begin(conn_t *c, int wbits, int64_t now)
+{
+    if (c->z) {
+        if (inflateReset(c->z) == Z_OK)
+            goto ready;
+        conn_fail(c, now, "inflateReset failed");
+        return -1;
+    }
+    c->z = calloc(1, sizeof *c->z);
+    if (!c->z || inflateInit2(c->z, wbits) != Z_OK) {
+        conn_fail(c, now, "inflateInit2 failed");
+        return -1;
+    }
+ready:
+    c->z_end = 0;
+    return 0;
+}
+
+/* Decoded bytes go to the checker. */
+static void decoded(conn_t *c, const uint8_t *p, size_t n, int64_t now)
+{
+    G.decoded_bytes += n;
+    check_bytes(c, p, n, now);
+}
+
+/* Inflates p (everything of it must be taken) and checks what comes out;
+ * 0, or -1 (failed). */
+static int z_feed(conn_t *c, const uint8_t *p, size_t n, int64_t now)
+{
+    z_stream *z = c->z;
+    z->next_in = (Bytef *)p;
+    z->avail_in = (uInt)n;
+    for (;;) {
+        if (c->z_end) {
+            if (z->avail_in) {
+                conn_fail(c, now, "bytes after the end of the gzip stream");
+                return -1;
+            }
+            return 0;
+        }
+        z->next_out = G.inflated;
+        z->avail_out = INFLATE_CHUNK;
+        int r = inflate(z, Z_SYNC_FLUSH);
+        size_t got = INFLATE_CHUNK - z->avail_out;
+        if (got)
+            decoded(c, G.inflated, got, now);
+        if (r == Z_STREAM_END) {
+            c->z_end = 1;
+            continue;
+        }
+        if (r != Z_OK && r != Z_BUF_ERROR) {
+            conn_fail(c, now, "inflate: %s", z->msg ? z->msg : "error");
+            return -1;
+        }
+        if (z->avail_in == 0 && z->avail_out != 0)
+            return 0; /* all taken, all given out */
+        if (r == Z_BUF_ERROR && !got) {
+            conn_fail(c, now, "inflate: no progress");
+            return -1;
+        }
+    }
+}
+
+/* A compressed message is whole: the 4 bytes its sender left off. */
+static void deflated_message_end(conn_t *c, int64_t now)
+{
+    static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
+    c->inflating = 0;
+    z_feed(c, tail, sizeof tail, now);
+}
+
+/* ------------------------------------------------------------------ */
 /* Receiving: frames                                                   */
 
 static void on_control(conn_t *c, int64_t now)
@@ -683,9 +791,11 @@ static size_t header_length(uint8_t b1)
 /* Starts the frame whose complete header is h; 0, or -1 (failed). */
 static int frame_start(conn_t *c, const uint8_t *h, int64_t now)
 {
-    unsigned fin = h[0] & 0x80, op = h[0] & 0x0f;
+    unsigned fin = h[0] & 0x80, op = h[0] & 0x0f, rsv = h[0] & 0x70;
     uint64_t len = h[1] & 0x7f;
-    if (h[0] & 0x70) {
+    /* RSV1 only on the first frame of a data message, and only if the
+     * server accepted permessage-deflate. */
+    if (rsv && !(rsv == 0x40 && c->deflate_ok && (op == 1 || op == 2))) {
         conn_fail(c, now, "protocol error: reserved bits set");
         return -1;
     }
@@ -724,13 +834,28 @@ static int frame_start(conn_t *c, const uint8_t *h, int64_t now)
         conn_fail(c, now, "protocol error: reserved opcode %u", op);
         return -1;
     }
+    if (op == 1 || op == 2) {
+        c->inflating = rsv != 0;
+        if (c->inflating) {
+            G.compressed_msgs++;
+            /* A new inflater state for each message: each must inflate
+             * alone (server_no_context_takeover). */
+            if (z_begin(c, -15, now))
+                return -1;
+        } else {
+            G.plain_msgs++;
+        }
+    }
     c->opcode = (uint8_t)op;
+    c->fin = fin != 0;
     c->left = len;
     c->in_frame = 1;
     if (len == 0) {
         c->in_frame = 0;
         if (op >= 8)
             on_control(c, now);
+        else if (c->fin && c->inflating)
+            deflated_message_end(c, now);
     }
     return 0;
 }
@@ -772,7 +897,11 @@ static void ws_feed(conn_t *c, const uint8_t *p, size_t n, int64_t now)
             memcpy(c->ctl + c->ctllen, p, k);
             c->ctllen += (uint8_t)k;
         } else if (c->kind == K_FOLLOWER) {
-            check_bytes(c, p, k, now);
+            G.wire_bytes += k;
+            if (!c->inflating)
+                decoded(c, p, k, now);
+            else if (z_feed(c, p, k, now))
+                return;
         }
         p += k;
         n -= k;
@@ -781,8 +910,32 @@ static void ws_feed(conn_t *c, const uint8_t *p, size_t n, int64_t now)
             c->in_frame = 0;
             if (c->opcode >= 8)
                 on_control(c, now);
+            else if (c->fin && c->inflating)
+                deflated_message_end(c, now);
         }
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* Receiving: follow=1 (--http, --gzip): the body's bytes, inflated   */
+/* or not (the chunked coding is undone by chunked_feed, below)         */
+
+/* The last chunk: the follow ended as the server ends it, whole if a gzip
+ * body's trailer came (reported as a Close 1000, else as 0). */
+static void http_end(conn_t *c, int64_t now)
+{
+    c->got_close = 1;
+    c->close_code = !c->gzip || c->z_end ? 1000 : 0;
+    conn_end(c, now);
+}
+
+static void http_body(conn_t *c, const uint8_t *p, size_t n, int64_t now)
+{
+    G.wire_bytes += n;
+    if (c->gzip)
+        z_feed(c, p, n, now);
+    else
+        decoded(c, p, n, now);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1041,14 +1194,18 @@ static void sse_lines(conn_t *c, const uint8_t *p, size_t n, int64_t now)
     }
 }
 
-/* Bytes of the response body: the chunked coding undone. */
-static void sse_feed(conn_t *c, const uint8_t *p, size_t n, int64_t now)
+/* Bytes of the response body: the chunked coding undone, the body to
+ * the event parser, or (--http) to http_body. */
+static void chunked_feed(conn_t *c, const uint8_t *p, size_t n, int64_t now)
 {
     sse_t *e = c->sse;
     while (n && c->state == S_OPEN) {
         if (e->ch == CH_DATA) {
             size_t k = e->chunk < n ? (size_t)e->chunk : n;
-            sse_lines(c, p, k, now);
+            if (G.http)
+                http_body(c, p, k, now);
+            else
+                sse_lines(c, p, k, now);
             p += k;
             n -= k;
             e->chunk -= k;
@@ -1100,6 +1257,10 @@ static void sse_feed(conn_t *c, const uint8_t *p, size_t n, int64_t now)
             if (b != '\n')
                 goto bad;
             e->ch = CH_DONE;
+            if (G.http) {
+                http_end(c, now);
+                return;
+            }
             if (!e->got_end) {
                 conn_fail(c, now, "the body ended without an end event");
                 return;
@@ -1163,6 +1324,15 @@ static void conn_end(conn_t *c, int64_t now)
 
 static int build_request(const conn_t *c, char *buf, size_t cap)
 {
+    int follower = c->kind == K_FOLLOWER;
+    if (follower && G.http)
+        return snprintf(buf, cap,
+                        "GET %s%cfollow=1 HTTP/1.1\r\n"
+                        "Host: %s\r\n"
+                        "Accept-Encoding: %s\r\n"
+                        "\r\n",
+                        c->t->path, strchr(c->t->path, '?') ? '&' : '?', c->t->host,
+                        G.gzip ? "gzip" : "identity");
     if (c->sse)
         return snprintf(buf, cap,
                         "GET %s HTTP/1.1\r\n"
@@ -1178,9 +1348,14 @@ static int build_request(const conn_t *c, char *buf, size_t cap)
                     "Sec-WebSocket-Key: %s\r\n"
                     "Sec-WebSocket-Version: 13\r\n"
                     "X-Verb: %s\r\n"
+                    "%s"
                     "\r\n",
                     c->t->path, c->t->host, c->key,
-                    c->kind == K_APPENDER ? "APPEND" : "FOLLOW");
+                    c->kind == K_APPENDER ? "APPEND" : "FOLLOW",
+                    follower && G.deflate
+                        ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                          "client_max_window_bits\r\n"
+                        : "");
 }
 
 /* Sends (the rest of) the opening handshake. */
@@ -1238,6 +1413,25 @@ static void conn_start(conn_t *c, int64_t now)
 
 /* The response head, byte by byte (it is small); returns how many bytes of
  * p it took, with c->state S_OPEN once it is complete and a 101. */
+/* A response header line: what the follower needs of it. */
+static void hs_line(conn_t *c)
+{
+    char *l = c->line;
+    size_t n = c->line_len;
+    if (n && l[n - 1] == '\r')
+        n--;
+    l[n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (l[i] >= 'A' && l[i] <= 'Z')
+            l[i] = (char)(l[i] - 'A' + 'a');
+    if (strncmp(l, "content-encoding: gzip", 22) == 0)
+        c->gzip = 1;
+    else if (strncmp(l, "transfer-encoding: chunked", 26) == 0)
+        c->chunked = 1;
+    else if (strncmp(l, "sec-websocket-extensions: permessage-deflate", 44) == 0)
+        c->deflate_ok = 1;
+}
+
 static size_t hs_parse(conn_t *c, const uint8_t *p, size_t n, int64_t now)
 {
     static const char end[] = "\r\n\r\n";
@@ -1249,6 +1443,11 @@ static size_t hs_parse(conn_t *c, const uint8_t *p, size_t n, int64_t now)
                 c->status_done = 1;
             else if (c->status_len < sizeof c->status - 1)
                 c->status[c->status_len++] = (char)b;
+        } else if (b == '\n') {
+            hs_line(c);
+            c->line_len = 0;
+        } else if (c->line_len < sizeof c->line - 1) {
+            c->line[c->line_len++] = (char)b;
         }
         if (b == (uint8_t)end[c->hs_match])
             c->hs_match++;
@@ -1256,7 +1455,8 @@ static size_t hs_parse(conn_t *c, const uint8_t *p, size_t n, int64_t now)
             c->hs_match = b == '\r' ? 1 : 0;
         if (c->hs_match == 4) {
             c->status[c->status_len] = '\0';
-            /* An event stream is a 200; a WebSocket a 101. */
+            /* An event stream or a follow=1 is a 200; a WebSocket a 101. */
+            int http = c->kind == K_FOLLOWER && G.http;
             const char *code = c->sse ? "200" : "101";
             if ((strncmp(c->status, "HTTP/1.1 ", 9) != 0 &&
                  strncmp(c->status, "HTTP/1.0 ", 9) != 0) ||
@@ -1264,6 +1464,12 @@ static size_t hs_parse(conn_t *c, const uint8_t *p, size_t n, int64_t now)
                 conn_fail(c, now, "handshake answered \"%s\"", c->status);
                 return n;
             }
+            if (http && !c->chunked) {
+                conn_fail(c, now, "not a live follow (no chunked body)");
+                return n;
+            }
+            if (http && c->gzip && z_begin(c, 31, now))
+                return n;
             conn_opened(c, now);
             return i;
         }
@@ -1291,7 +1497,7 @@ static void conn_read(conn_t *c, int64_t now)
                 }
             }
             if (c->state == S_OPEN && c->sse)
-                sse_feed(c, p, n, t);
+                chunked_feed(c, p, n, t);
             else if (c->state == S_OPEN)
                 ws_feed(c, p, n, t);
             if (c->state == S_DONE)
@@ -1597,6 +1803,12 @@ static void report(void)
     }
     fprintf(f, "], \"errors_total\": %ld", errors_total);
     json_number(f, "loadgen_cpu", (G.cpu1 - G.cpu0) / elapsed);
+    fprintf(f, ", \"wire_bytes\": %" PRIu64, G.wire_bytes);
+    fprintf(f, ", \"decoded_bytes\": %" PRIu64, G.decoded_bytes);
+    json_number(f, "compression_ratio",
+                G.wire_bytes ? (double)G.decoded_bytes / (double)G.wire_bytes : NAN);
+    fprintf(f, ", \"compressed_messages\": %" PRIu64, G.compressed_msgs);
+    fprintf(f, ", \"plain_messages\": %" PRIu64, G.plain_msgs);
     fprintf(f, ", \"followers_connected\": %zu", G.fol_open);
     json_number(f, "connect_seconds", connect_s);
     json_number(f, "handshakes_per_s", (double)G.fol_open / connect_s);
@@ -1657,6 +1869,7 @@ static void usage(void)
             "               --count C [--rate R] [--stalled K] [--resources R]\n"
             "               [--follow-url URL ...] [--timeout SEC] [--inflight N]\n"
             "               [--recv-size BYTES] [--transport ws|events]\n"
+            "               [--deflate] [--http [--gzip]] [--log-filler]\n"
             "       fastgen --selftest\n");
     exit(2);
 }
@@ -1711,6 +1924,15 @@ static void parse_args(int argc, char **argv)
             exit(selftest());
         if (strcmp(name, "--help") == 0)
             usage();
+        int *flag = strcmp(name, "--deflate") == 0      ? &G.deflate
+                    : strcmp(name, "--http") == 0       ? &G.http
+                    : strcmp(name, "--gzip") == 0       ? &G.gzip
+                    : strcmp(name, "--log-filler") == 0 ? &G.log_filler
+                                                        : NULL;
+        if (flag && !val) {
+            *flag = 1;
+            continue;
+        }
         if (!val) {
             if (i + 1 >= argc)
                 usage();
@@ -1757,6 +1979,11 @@ static void parse_args(int argc, char **argv)
     }
     if (!G.url)
         usage();
+    if ((G.gzip && !G.http) || (G.deflate && (G.http || G.sse)) || (G.http && G.sse)) {
+        fprintf(stderr, "fastgen: --gzip goes with --http; --deflate with WebSocket"
+                        " followers; --http not with --transport events\n");
+        exit(2);
+    }
     G.hlen = G.sse ? TEXT_HEADER : HEADER;
     if ((size_t)G.size <= G.hlen) {
         fprintf(stderr, "fastgen: --size must be over %zu\n", G.hlen);
@@ -1767,6 +1994,50 @@ static void parse_args(int argc, char **argv)
     else if (strcmp(G.scenario, "stream") != 0) {
         fprintf(stderr, "fastgen: scenario must be stream or many\n");
         exit(2);
+    }
+}
+
+/*
+ * n bytes of CI-like log lines with ANSI colours (a grey time, compiler
+ * lines, test results in green or red, yellow warnings, bold step headers,
+ * downloads with hashes), the same for every run.
+ */
+static void log_text(uint8_t *out, size_t n)
+{
+    static const char *dirs[] = {"core", "net", "util", "io", "web"};
+    static const char *tests[] = {"api", "store", "http", "cli"};
+    uint64_t x = 0x9E3779B97F4A7C15ULL;
+    size_t at = 0;
+    char line[256];
+    for (unsigned i = 0; at < n; i++) {
+        x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
+        uint64_t r = x * 0x2545F4914F6CDD1DULL;
+        int k = (int)(r % 10);
+        unsigned a = (unsigned)(r >> 8) % 500, b = (unsigned)(r >> 20) % 10000;
+        int len = snprintf(line, sizeof line, "\x1b[90m10:%02u:%02u.%03u\x1b[0m ",
+                           i / 600 % 60, i / 10 % 60, (unsigned)(r >> 40) % 1000);
+        char *p = line + len;
+        size_t cap = sizeof line - (size_t)len;
+        if (k < 4)
+            len += snprintf(p, cap, "gcc -O2 -Wall -c src/%s/mod_%u.c -o build/mod_%u.o\n",
+                            dirs[a % 5], a, b % 500);
+        else if (k < 7)
+            len += snprintf(p, cap, "tests/test_%s.py::test_case_%u %s\x1b[0m [%3u%%]\n",
+                            tests[a % 4], b,
+                            b % 20 ? "\x1b[32mPASSED" : "\x1b[31mFAILED", a % 100);
+        else if (k < 8)
+            len += snprintf(p, cap,
+                            "\x1b[33mwarning:\x1b[0m unused variable 'tmp%u' "
+                            "[-Wunused-variable]\n", a % 99);
+        else if (k < 9)
+            len += snprintf(p, cap, "\x1b[1m\x1b[36m==> Step %u/20 : RUN make -j%u %s\x1b[0m\n",
+                            a % 20 + 1, 1u << (b % 4), b % 3 ? "test" : "all");
+        else
+            len += snprintf(p, cap, "Downloading %012" PRIx64 ".tar.gz (%u kB)\n",
+                            (uint64_t)(r >> 16 & 0xffffffffffffULL), b);
+        size_t take = (size_t)len < n - at ? (size_t)len : n - at;
+        memcpy(out + at, line, take);
+        at += take;
     }
 }
 
@@ -1830,7 +2101,7 @@ static void setup(void)
             c->id = (uint32_t)(i - G.napp - G.nfol);
             c->t = &G.targets[0];
         }
-        if (G.sse && c->kind != K_APPENDER) {
+        if ((G.sse || G.http) && c->kind != K_APPENDER) {
             c->sse = calloc(1, sizeof *c->sse);
             if (!c->sse) {
                 fprintf(stderr, "fastgen: out of memory\n");
@@ -1845,13 +2116,18 @@ static void setup(void)
         G.sample = 1;
     G.caplat = G.nfol * ((size_t)G.count / G.sample + 1) + 1;
     G.lat = malloc(G.caplat * sizeof *G.lat);
-    G.filler = malloc((size_t)G.size);
+    G.filler_span = G.log_filler ? LOG_SPAN : 0;
+    G.filler = malloc(G.filler_span + (size_t)G.size);
     G.scratch = malloc(G.recv_size);
-    if (!G.lat || !G.filler || !G.scratch) {
+    G.inflated = malloc(INFLATE_CHUNK);
+    if (!G.lat || !G.filler || !G.scratch || !G.inflated) {
         fprintf(stderr, "fastgen: out of memory\n");
         exit(1);
     }
-    memset(G.filler, 'x', (size_t)G.size);
+    if (G.log_filler)
+        log_text(G.filler, G.filler_span + (size_t)G.size);
+    else
+        memset(G.filler, 'x', (size_t)G.size);
 
     if (G.rate > 0) {
         G.per_tick = (long)(G.rate / 100);
@@ -1893,8 +2169,11 @@ static int st_failures;
 static void st_expect(int ok, const char *what)
 {
     fprintf(stderr, "selftest: %-58s %s\n", what, ok ? "ok" : "FAILED");
-    if (!ok)
+    if (!ok) {
         st_failures++;
+        for (int i = 0; i < errors_kept; i++)
+            fprintf(stderr, "selftest:   (last errors: %s)\n", errors[i]);
+    }
 }
 
 static int st_has_error(const char *needle)
@@ -1910,9 +2189,8 @@ static size_t st_records(uint8_t *buf, const uint64_t *seqs, size_t n)
 {
     size_t size = (size_t)G.size;
     for (size_t i = 0; i < n; i++) {
-        put_be64(buf + i * size, seqs[i]);
-        put_be64(buf + i * size + 8, (uint64_t)mono_ns());
-        memset(buf + i * size + HEADER, 'x', size - HEADER);
+        put_record_header(buf + i * size, seqs[i], mono_ns());
+        memcpy(buf + i * size + G.hlen, filler_of(seqs[i]), size - G.hlen);
     }
     return n * size;
 }
@@ -2042,7 +2320,7 @@ static void st_sse_split(conn_t *c, const uint8_t *p, size_t n, size_t step0)
     size_t step = step0;
     while (n && c->state == S_OPEN) {
         size_t k = step < n ? step : n;
-        sse_feed(c, p, k, mono_ns());
+        chunked_feed(c, p, k, mono_ns());
         p += k;
         n -= k;
         step = step % 37 + 1;
@@ -2076,33 +2354,33 @@ static void st_sse(void)
 
     size_t len = st_events(body, n, 250, 4096, 1000, 3, 0);
     st_sse_reset(&c, &e);
-    sse_feed(&c, body, len, mono_ns());
+    chunked_feed(&c, body, len, mono_ns());
     st_expect(st_has_error("id 1001 after 1000 bytes"), "events: a wrong id is caught");
 
     len = st_events(body, n, 250, 4096, 4000, -1, 0);
     st_sse_reset(&c, &e);
-    sse_feed(&c, body, len, mono_ns());
+    chunked_feed(&c, body, len, mono_ns());
     st_expect(c.got_close && c.close_code == 4000, "events: the end's code 4000 is seen");
 
     len = st_events(body, n, 250, 4096, 1000, -1, 1);
     st_sse_reset(&c, &e);
-    sse_feed(&c, body, len, mono_ns());
+    chunked_feed(&c, body, len, mono_ns());
     st_expect(c.state == S_DONE && st_has_error("without an end event"),
               "events: a body without the end event is caught");
 
     len = st_events(body, n - 1, 0, 4096, 1000, -1, 0);
     st_sse_reset(&c, &e);
-    sse_feed(&c, body, len, mono_ns());
+    chunked_feed(&c, body, len, mono_ns());
     st_expect(!st_verdict_ok(&c), "events: a missing record is caught");
 
     static const uint8_t bad_escape[] = "11\r\nid: 1\ndata: \"\\q\"\n\r\n";
     st_sse_reset(&c, &e);
-    sse_feed(&c, bad_escape, sizeof bad_escape - 1, mono_ns());
+    chunked_feed(&c, bad_escape, sizeof bad_escape - 1, mono_ns());
     st_expect(c.state == S_DONE && st_has_error("bad escape"),
               "events: a bad escape is refused");
     static const uint8_t bad_chunk[] = "zz\r\n";
     st_sse_reset(&c, &e);
-    sse_feed(&c, bad_chunk, sizeof bad_chunk - 1, mono_ns());
+    chunked_feed(&c, bad_chunk, sizeof bad_chunk - 1, mono_ns());
     st_expect(c.state == S_DONE && st_has_error("chunked"),
               "events: bad chunked coding is refused");
     G.sse = 0;
@@ -2121,6 +2399,7 @@ static int selftest(void)
     G.lat = malloc(G.caplat * sizeof *G.lat);
     G.filler = malloc((size_t)G.size);
     memset(G.filler, 'x', (size_t)G.size);
+    G.inflated = malloc(INFLATE_CHUNK);
     size_t size = (size_t)G.size, count = (size_t)G.count;
     uint8_t *buf = malloc(size * (count + 2));
     uint64_t seqs[64];
@@ -2286,7 +2565,123 @@ static int selftest(void)
     st_expect(c.state == S_DONE && st_has_error("reserved"),
               "reserved bits are refused");
 
-    /* 9. The appender's frames: masked with a non-zero key, and they
+    /* 9. Compressed messages (permessage-deflate), each compressed on its
+     * own, some left plain, cut at odd places; then the defects: RSV1 not
+     * negotiated, and messages that refer back to an earlier one. */
+    for (size_t i = 0; i < count; i++)
+        seqs[i] = i;
+    n = st_records(buf, seqs, count);
+    static uint8_t zout[1 << 16];
+    size_t zcuts[] = {1, 150, 700, 1000, 2000};
+    all_ok = 1;
+    for (int context = 0; context < 2; context++) {
+        z_stream d;
+        memset(&d, 0, sizeof d);
+        deflateInit2(&d, 1, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY);
+        f = 0;
+        off = 0;
+        for (size_t k = 0; off < n; k++) {
+            size_t len = zcuts[k % 5] < n - off ? zcuts[k % 5] : n - off;
+            if (k % 4 == 3) { /* left plain */
+                f += st_server_header(frames + f, 0x82, len);
+                memcpy(frames + f, buf + off, len);
+                f += len;
+            } else {
+                d.next_in = buf + off;
+                d.avail_in = (uInt)len;
+                d.next_out = zout;
+                d.avail_out = sizeof zout;
+                deflate(&d, context ? Z_SYNC_FLUSH : Z_FULL_FLUSH);
+                size_t zlen = sizeof zout - d.avail_out - 4; /* 00 00 ff ff */
+                f += st_server_header(frames + f, 0xc2, zlen);
+                memcpy(frames + f, zout, zlen);
+                f += zlen;
+            }
+            off += len;
+        }
+        deflateEnd(&d);
+        memcpy(frames + f, "\x88\x02\x03\xe8", 4);
+        f += 4;
+        for (size_t step = 1; step <= 37; step += context ? 37 : 6) {
+            st_reset(&c);
+            c.deflate_ok = 1;
+            st_feed_split(&c, frames, f, step);
+            int ok = st_verdict_ok(&c) && c.got_close && c.close_code == 1000;
+            all_ok &= context ? !ok && st_has_error("inflate") : ok;
+        }
+    }
+    st_expect(all_ok, "compressed messages pass; ones that refer back are caught");
+    st_reset(&c);
+    st_feed_split(&c, frames, f, 5);
+    st_expect(c.state == S_DONE && st_has_error("reserved"),
+              "RSV1 without permessage-deflate is refused");
+
+    /* 10. A gzipped chunked body (--http --gzip): flushed pieces in chunks
+     * of odd sizes, then the last chunk; without the gzip trailer it is
+     * not whole. */
+    all_ok = 1;
+    for (int trailer = 1; trailer >= 0; trailer--) {
+        z_stream d;
+        memset(&d, 0, sizeof d);
+        deflateInit2(&d, 1, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY);
+        d.next_out = zout;
+        d.avail_out = sizeof zout;
+        for (off = 0; off < n; off += 333) {
+            d.next_in = buf + off;
+            d.avail_in = (uInt)(n - off < 333 ? n - off : 333);
+            deflate(&d, Z_SYNC_FLUSH);
+        }
+        if (trailer)
+            deflate(&d, Z_FINISH);
+        size_t zlen = sizeof zout - d.avail_out;
+        deflateEnd(&d);
+        f = 0;
+        for (off = 0; off < zlen;) {
+            size_t len = zcuts[off % 5] < zlen - off ? zcuts[off % 5] : zlen - off;
+            f += (size_t)sprintf((char *)frames + f, "%zx\r\n", len);
+            memcpy(frames + f, zout + off, len);
+            f += len;
+            memcpy(frames + f, "\r\n", 2);
+            f += 2;
+            off += len;
+        }
+        memcpy(frames + f, "0\r\n\r\n", 5);
+        f += 5;
+        for (size_t step = 1; step <= 37; step += 9) {
+            sse_t chunks;
+            st_reset(&c);
+            memset(&chunks, 0, sizeof chunks);
+            c.sse = &chunks;
+            c.gzip = 1;
+            z_begin(&c, 31, mono_ns());
+            G.http = 1;
+            for (size_t at = 0; at < f && c.state == S_OPEN; at += step)
+                chunked_feed(&c, frames + at, f - at < step ? f - at : step, mono_ns());
+            G.http = 0;
+            int ok = st_verdict_ok(&c) && c.got_close && c.close_code == 1000;
+            all_ok &= trailer ? ok : !ok && c.got_close && c.close_code == 0;
+        }
+    }
+    st_expect(all_ok, "a gzipped chunked body passes, and only with its trailer");
+
+    /* 11. Log text fillers: a slice of its own per record. */
+    G.filler_span = 4096;
+    free(G.filler);
+    G.filler = malloc(G.filler_span + size);
+    log_text(G.filler, G.filler_span + size);
+    n = st_records(buf, seqs, count);
+    st_reset(&c);
+    check_bytes(&c, buf, n, mono_ns());
+    all_ok = st_verdict_ok(&c) && memcmp(buf + HEADER, buf + size + HEADER, 20) != 0;
+    memcpy(buf + 3 * size + HEADER, buf + 4 * size + HEADER, size - HEADER);
+    st_reset(&c);
+    for (size_t at = 0; at < n; at += 11)
+        check_bytes(&c, buf + at, n - at < 11 ? n - at : 11, mono_ns());
+    st_expect(all_ok && st_has_error("corrupt record 3"),
+              "log fillers differ per record, and are checked");
+    G.filler_span = 0;
+
+    /* 12. The appender's frames: masked with a non-zero key, and they
      * unmask to the records the checker accepts. */
     app_t ap;
     memset(&ap, 0, sizeof ap);
@@ -2319,10 +2714,10 @@ static int selftest(void)
     }
     st_expect(all_ok && st_verdict_ok(&c), "the appender's frames are masked and exact");
 
-    /* 10. The event stream (--transport events). */
+    /* 13. The event stream (--transport events). */
     st_sse();
 
-    /* 11. mask_copy against a byte-by-byte reference. */
+    /* 14. mask_copy against a byte-by-byte reference. */
     uint8_t src[300], dst[300], key[4];
     all_ok = 1;
     for (size_t len = 0; len < sizeof src; len++) {

@@ -64,7 +64,7 @@ def append(server: Server, data: bytes, total: int) -> None:
 
 
 def timed(url: str, headers: dict[str, str] | None = None) -> dict[str, float]:
-    first, head, body = request(url, headers)
+    first, _, body = request(url, headers)
     later = [request(url, headers)[0] for _ in range(10)]
     return {"first_ms": first, "later_ms": statistics.median(later), "bytes": len(body)}
 
@@ -132,16 +132,16 @@ def main() -> int:
     assert isinstance(baseline, dict)
     print(f"{args.mb} MiB, {results['lines']:,} lines, appended in {append_s:.1f} s")
     print(
-        f"line data per GiB: counts {results['lines_file_bytes_per_GiB'] / 1024:.0f} KiB,"
+        "line data per GiB:"
+        f" counts {results['lines_file_bytes_per_GiB'] / 1024:.0f} KiB,"
         f" times {results['times_file_bytes_per_GiB'] / 1024:.0f} KiB"
     )
     print(f"{'request':36s} {'first ms':>9s} {'later ms':>9s} {'later / Range':>14s}")
     for key, value in results.items():
         if isinstance(value, dict):
             ratio = value["later_ms"] / baseline["later_ms"]
-            print(
-                f"{key:36s} {value['first_ms']:9.1f} {value['later_ms']:9.1f} {ratio:14.2f}"
-            )
+            first, later = value["first_ms"], value["later_ms"]
+            print(f"{key:36s} {first:9.1f} {later:9.1f} {ratio:14.2f}")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
     return 0

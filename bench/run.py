@@ -174,6 +174,11 @@ def fastgen_argv(args: dict[str, Any]) -> list[str]:
             argv += [f"--{key}", str(args[key])]
     for url in args.get("follow_urls") or []:
         argv += ["--follow-url", url]
+    # Compression (docs/PROTOCOL.md section 16): log text, and followers
+    # with permessage-deflate, or over follow=1 (gzipped or not).
+    for flag in ("log_filler", "deflate", "http", "gzip"):
+        if args.get(flag):
+            argv.append("--" + flag.replace("_", "-"))
     return argv
 
 
@@ -314,6 +319,11 @@ def run(name: str, kind: str, args: dict[str, Any], *options: str) -> dict[str, 
     elif args["scenario"] != "catchup":
         # (A catch-up's window leaves out the appending that preceded it.)
         result["server_cpu"] = result_server["server_cpu_s"] / seconds
+    if result.get("server_cpu") and result.get("delivered_MBps"):
+        # The server's CPU time per MB its followers got (decoded bytes).
+        result["server_cpu_ms_per_MB"] = (
+            result["server_cpu"] / result["delivered_MBps"] * 1e3
+        )
     result["scenario"], result["server"] = name, kind
     result["warmed_memory_s"] = warm
     if show:
@@ -535,6 +545,51 @@ def scenarios(quick: bool) -> list[tuple[str, str, dict[str, Any], tuple[str, ..
                         ("--text-frames",) if text else (),
                     )
                 )
+    # Compression (docs/PROTOCOL.md section 16) on CI-like log text with
+    # ANSI colours (fastgen --log-filler, a different slice per record):
+    # each row without and with permessage-deflate, then follow=1 without
+    # and with gzip.  Same sizes as the rows above.  (Not 1x1000 at
+    # 1,000/s: inflating a thousand streams of 1 MB/s saturates fastgen,
+    # which then measures itself.)
+    log = {**stream, "log_filler": True}
+    for row, followers, size, rate, count in (
+        ("1x1 64KiB", 1, 65536, None, 200 if q else 4000),
+        ("1x100 1KiB@1000/s", 20 if q else 100, 1024, 1000, 300 if q else 10_000),
+        ("1x1000 1KiB@100/s", 50 if q else 1000, 1024, 100, 50 if q else 1000),
+    ):
+        for deflate in (False, True):
+            plan.append(
+                (
+                    f"log {row}{' deflate' if deflate else ''}",
+                    "httpfstream",
+                    {
+                        **log,
+                        "followers": followers,
+                        "size": size,
+                        "rate": rate,
+                        "count": count,
+                        "deflate": deflate,
+                    },
+                    (),
+                )
+            )
+    for gzip in (False, True):
+        plan.append(
+            (
+                f"log 1x100 1KiB@1000/s follow=1{' gzip' if gzip else ''}",
+                "httpfstream",
+                {
+                    **log,
+                    "followers": 20 if q else 100,
+                    "size": 1024,
+                    "rate": 1000,
+                    "count": 300 if q else 10_000,
+                    "http": True,
+                    "gzip": gzip,
+                },
+                (),
+            )
+        )
     # The same row with the admin site scraped once a second (its overhead).
     plan.append(
         (
@@ -640,6 +695,8 @@ COLUMNS = [
     ("max ms", "max_ms", "{:.0f}"),
     ("other", "other", "{}"),
     ("srv CPU", "server_cpu", "{:.0%}"),
+    ("CPU ms/MB", "server_cpu_ms_per_MB", "{:.1f}"),
+    ("ratio", "compression_ratio", "{:.2f}"),
     ("gen CPU", "loadgen_cpu", "{:.0%}"),
     ("RSS +MB", "server_rss_growth_MB", "{:.0f}"),
     ("RSS peak MB", "server_peak_rss_MB", "{:.0f}"),
@@ -715,6 +772,19 @@ def ratios(results: list[dict[str, Any]]) -> dict[str, float]:
         out["1x100 with /metrics scraped every 1 s / without: p99"] = (
             scraped["p99_ms"] / plain["p99_ms"]
         )
+    for r in results:
+        name = r["scenario"]
+        if not name.startswith("log "):
+            continue
+        compressed = name.endswith((" deflate", " gzip"))
+        plain = by.get((name.rsplit(" ", 1)[0], "httpfstream"))
+        if not compressed or not plain:
+            continue
+        for key, what in (("server_cpu_ms_per_MB", "CPU per MB"), ("p99_ms", "p99")):
+            if r.get(key) and plain.get(key):
+                out[f"{name} / plain: {what}"] = r[key] / plain[key]
+        if r.get("compression_ratio"):
+            out[f"{name}: bytes on the wire / decoded"] = 1 / r["compression_ratio"]
     alone, stalled = (
         by.get(("append alone", "httpfstream")),
         by.get(("append + 1 stalled", "httpfstream")),

@@ -10,7 +10,8 @@ library and its version.
   Twisted's ``write`` does; `fast_send_report` says which at start-up.
 - Autobahn: the bytes of a prepared frame (`frame_bytes`), the handshake
   bytes a client protocol has read (`handshake_buffer`, `parse_http_head`),
-  the Close a peer sent (`remote_close`).
+  the Close a peer sent (`remote_close`), the permessage-deflate a
+  connection negotiated (`deflate_window`).
 - txredisapi: a connection handler's reconnection delays, its pool of
   connections, and the notice of its next connection (`set_reconnect_delays`,
   `connections`, `next_connection`).
@@ -23,6 +24,7 @@ from __future__ import annotations
 from importlib.metadata import version
 from typing import Any
 
+from autobahn.websocket.compress import PerMessageDeflate
 from autobahn.websocket.protocol import PreparedMessage, parseHttpHeader
 from twisted.internet import abstract, tcp
 from twisted.internet.defer import Deferred
@@ -30,6 +32,7 @@ from twisted.internet.defer import Deferred
 __all__ = [
     "FAST_SEND",
     "connections",
+    "deflate_window",
     "fast_send_report",
     "frame_bytes",
     "handshake_buffer",
@@ -148,6 +151,18 @@ def parse_http_head(head: bytes) -> tuple[str, dict[str, str]]:
     """An HTTP response head's status line and headers (lower-case names)."""
     status_line, headers, _ = parseHttpHeader(head)
     return status_line, dict(headers)
+
+
+def deflate_window(protocol: Any) -> int | None:
+    """
+    The window bits of the permessage-deflate an open server protocol
+    negotiated for what it sends (its ``websocket_extensions_in_use``), or
+    ``None`` if it negotiated none.
+    """
+    for extension in protocol.websocket_extensions_in_use:
+        if isinstance(extension, PerMessageDeflate):
+            return int(extension.server_max_window_bits)
+    return None
 
 
 def remote_close(protocol: Any) -> tuple[int | None, str | None]:

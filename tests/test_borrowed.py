@@ -16,6 +16,8 @@ import txredisapi
 from autobahn.twisted.websocket import (
     WebSocketClientFactory,
     WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
 )
 from twisted.internet import reactor, tcp
 from twisted.internet.defer import Deferred
@@ -24,6 +26,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 
 from httpfstream import _borrowed
+from httpfstream.web import wsdeflate
 
 
 def _pin(library: str) -> str:
@@ -106,6 +109,37 @@ def test_autobahn_records_the_peers_close() -> None:
     proto.state = proto.STATE_CLOSED  # as if the connection had just ended
     proto.onCloseFrame(4000, b"lost")
     assert _borrowed.remote_close(proto) == (4000, "lost"), _pin("autobahn")
+
+
+def _server_handshake(extensions: str | None) -> tuple[Any, bytes]:
+    """A server protocol after a client's handshake; what it answered."""
+    factory = WebSocketServerFactory()
+    factory.protocol = WebSocketServerProtocol
+    factory.setProtocolOptions(perMessageCompressionAccept=wsdeflate.accept)
+    proto = factory.buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    offer = f"Sec-WebSocket-Extensions: {extensions}\r\n" if extensions else ""
+    proto.dataReceived(
+        (
+            "GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{offer}\r\n"
+        ).encode()
+    )
+    return proto, transport.value()
+
+
+def test_autobahn_says_which_deflate_a_connection_negotiated() -> None:
+    proto, answer = _server_handshake("permessage-deflate; server_max_window_bits=10")
+    assert answer.startswith(b"HTTP/1.1 101"), answer
+    assert b"server_no_context_takeover" in answer
+    assert _borrowed.deflate_window(proto) == 10, _pin("autobahn")
+    proto, _ = _server_handshake("permessage-deflate")
+    assert _borrowed.deflate_window(proto) == 15, _pin("autobahn")
+    proto, answer = _server_handshake(None)
+    assert b"Sec-WebSocket-Extensions" not in answer
+    assert _borrowed.deflate_window(proto) is None, _pin("autobahn")
 
 
 @pytest_twisted.ensureDeferred

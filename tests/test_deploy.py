@@ -26,6 +26,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 from support.clients import close, get, ws
+from support.compressed import gzip_get
 from support.followers import open_follower
 from support.processes import BIN, Twistd, poll_until, require, stop_process
 
@@ -287,6 +288,31 @@ async def test_follow_1_is_streamed_through_nginx_unbuffered(nginx):
     assert await close(a) == 1000
     assert (await follower.ended()).clean
     assert bytes(follower.received) == b"!?"
+
+
+async def test_a_gzipped_follow_streams_through_nginx(nginx):
+    # Compressed (PROTOCOL.md section 16), each batch is flushed, and nginx
+    # passes the flushed bytes on at once: a line is decoded before the
+    # next one is appended.
+    a = await ws(nginx.ws_url("gzipped.log", ack=1), "APPEND")
+    assert a.status == 101
+    reader = await gzip_get(nginx.url("gzipped.log", follow=1))
+    assert reader.status == 200 and reader.gzipped
+    sent = b""
+    for i in range(20):
+        line = b"\x1b[32mstep %d\x1b[0m ok\n" % i
+        a.sendMessage(line, isBinary=True)
+        sent += line
+        await reader.until_decoded(len(sent))
+        assert bytes(reader.decoded) == sent
+    assert await close(a) == 1000
+    await reader.until_ended()
+    assert reader.whole_gzip and bytes(reader.decoded) == sent
+    # The finished resource's snapshot, gzipped through nginx too.
+    snapshot = await gzip_get(nginx.url("gzipped.log"))
+    await snapshot.until_ended()
+    assert snapshot.gzipped and snapshot.whole_gzip
+    assert bytes(snapshot.decoded) == sent
 
 
 async def test_post_and_its_size_limit_through_nginx(nginx, backend):

@@ -37,7 +37,10 @@ async def test_follow_finished_resource_is_200_with_the_content(server, transpor
     assert (f.status, f.live) == (200, False)
     assert f.headers["httpfstream-active"] == "0"
     assert f.headers["httpfstream-size"] == "10"
-    assert f.headers["content-length"] == "10"
+    # treq asks for gzip, and a gzipped body has no length (section 16;
+    # the identity body's is checked in test_compression.py).
+    if transport == "ws":
+        assert f.headers["content-length"] == "10"
     assert (await f.ended()).clean
     assert f.received == b"all of it\n"
 

@@ -35,7 +35,7 @@ from autobahn.twisted.websocket import (
 )
 from OpenSSL import SSL
 from service_identity import VerificationError
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -233,11 +233,13 @@ async def connect(
         probe = reactor.callLater(_PROBE_AFTER, _check_plain, reactor, target, proto)
         opened.addBoth(_cancelling, probe)
     # Autobahn's own timer rounds to whole seconds;
-    # this one makes sure the handshake can never hang.
+    # this one makes sure the handshake can never hang.  (It fails with
+    # TimeoutError, and may fire first: both are set for 2 s when timeout
+    # is 1.)
     opened.addTimeout(timeout + 1, reactor)
     try:
         return await opened
-    except CancelledError:
+    except (CancelledError, TimeoutError):
         proto.dropConnection(abort=True)
         raise ConnectionLost(DROPPED, "opening handshake timed out") from None
     except ConnectionLost as e:

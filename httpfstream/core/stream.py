@@ -192,6 +192,15 @@ class Stream:
         )
 
     @property
+    def last_batch(self) -> bytes:
+        """
+        The last batch persisted (``b""`` if none yet): the very object
+        every caught-up cursor sends, so what is done once for it is done
+        for all of them.
+        """
+        return self._out.tail.last
+
+    @property
     def followers(self) -> int:
         """How many cursors read the stream now."""
         return self._out.followers

@@ -67,6 +67,11 @@ class Tail:
             first = 0
         self._first = first
 
+    @property
+    def last(self) -> bytes:
+        """The last batch added, the object every caught-up cursor reads."""
+        return self._chunks[-1] if self._chunks else b""
+
     def read(self, offset: int, length: int) -> bytes | None:
         """
         At most ``length`` bytes from ``offset``, or ``None`` if they are

@@ -187,7 +187,8 @@ class AppenderProtocol(HandedProtocol[Appending]):
 
     def _send_ack(self, size: int) -> None:
         if self.session.ack and self.state == self.STATE_OPEN:
-            self.sendMessage(b"%d" % size, isBinary=False)
+            # A few digits: not worth compressing (section 16).
+            self.sendMessage(b"%d" % size, isBinary=False, doNotCompress=True)
 
     def onCloseFrame(self, code: int, reasonRaw: bytes) -> Any:
         if self.state != self.STATE_OPEN or self.phase is Phase.CLOSING:

@@ -7,7 +7,9 @@ Readers, in one place: the two sinks a `stream.Cursor` sends to.
   messages of at most ``--text-frame-size``) messages while the transport
   takes them, then a Close with the cursor's code: 1000 the
   appender finished, 4000 it was lost, 1001 the server is stopping, 1011
-  the file could not be read.
+  the file could not be read.  With permessage-deflate negotiated
+  (section 16), its messages are compressed (`wsdeflate.deflated`), once
+  per batch for all such followers.
 - `ResponseSink`: an HTTP response body, for snapshots and ``follow=1``
   (section 5); the response ends when the appender does (cleanly or lost:
   a chunked body cannot carry a code), but a body cut short (the server
@@ -21,6 +23,7 @@ back once its cursor exists (or at once, if the client has already gone).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +31,13 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from .._borrowed import frame_bytes, send_now
+from .._borrowed import deflate_window, frame_bytes, send_now
 from ..core.records import Kind, SessionRecord
 from ..core.stamps import Stamped
 from ..core.stream import Cursor, IFollowerSink, Stream
 from ..protocol import APPENDER_LOST, COMPLETE
 from .handoff import HandedProtocol
+from .wsdeflate import deflated
 
 __all__ = ["FollowerProtocol", "Following", "ResponseSink"]
 
@@ -83,20 +87,43 @@ class _LastFrame:
     bytes object: the stream gives every caught-up cursor the same object
     (`stream.Tail`), so an append is framed once for all its followers, not
     once each.  (The object is held here, so its identity cannot be reused
-    meanwhile.)
+    meanwhile.)  Compressed frames too, made by `wsdeflate.deflated`
+    (which keeps them by range, for followers sending other objects).
     """
 
     def __init__(self) -> None:
         # (text?, message size) -> the bytes last framed, and their frames
         self._last: dict[tuple[bool, int], tuple[bytes, bytes]] = {}
+        # (text?, message size, window) -> the same, compressed
+        self._deflated: dict[tuple[bool, int, int], tuple[bytes, bytes]] = {}
 
     def frame(self, data: bytes, text: bool, size: int = 0) -> bytes:
         key = (text, size)
         last = self._last.get(key)
         if last is None or last[0] is not data:
-            # Compression is never negotiated: the frames go out as built.
             last = self._last[key] = (data, _framed(data, text, size))
         return last[1]
+
+    def deflated(
+        self,
+        data: bytes,
+        text: bool,
+        size: int,
+        window: int,
+        make: Callable[[], bytes | None],
+    ) -> bytes | None:
+        """
+        ``data``'s compressed frames: the last ones made if ``data`` is the
+        same object, else ``make()`` (``None``: send it uncompressed).
+        """
+        key = (text, size, window)
+        last = self._deflated.get(key)
+        if last is not None and last[0] is data:
+            return last[1]
+        frames = make()
+        if frames is not None:
+            self._deflated[key] = (data, frames)
+        return frames
 
 
 _frames = _LastFrame()
@@ -107,9 +134,16 @@ class FollowerProtocol(HandedProtocol[Following]):
     """One WebSocket follower (see the module docstring)."""
 
     _cursor: Cursor | None = None
+    #: permessage-deflate's window bits, 0 if not negotiated.
+    _window = 0
+    #: The offset of the next byte to send (``None``: its lines are
+    #: stamped, so it sends no range of the stream's bytes).
+    _at: int | None = None
 
     def onOpen(self) -> None:
         following = self.session
+        self._window = deflate_window(self) or 0
+        self._at = None if following.stamped else following.offset
         # twisted.web's HTTPChannel is still the transport's producer after
         # the upgrade; it must go before the cursor can be registered.
         self._socket.unregisterProducer()
@@ -131,13 +165,35 @@ class FollowerProtocol(HandedProtocol[Following]):
                 # synchronous send, so Autobahn's send queue is always
                 # empty), without the debug line it formats on every send.
                 following = self.session
-                frames = _frames.frame(data, following.text, following.message_size)
+                text, size = following.text, following.message_size
+                frames = None
+                window = self._window
+                if window:
+                    frames = _frames.deflated(
+                        data,
+                        text,
+                        size,
+                        window,
+                        lambda: deflated(
+                            following.stream,
+                            self._at,
+                            data,
+                            text,
+                            size,
+                            window,
+                            self.clock.seconds(),
+                        ),
+                    )
+                if frames is None:
+                    frames = _frames.frame(data, text, size)
                 send_now(self.transport, frames)
             except Exception:
                 # Never let the follower believe it has every byte.
                 self.session.record.end("failed", "sending failed")
                 self.dropConnection(abort=True)
                 return
+            if self._at is not None:
+                self._at += len(data)
             self.session.record.add(len(data))
 
     def finish(self, code: int, reason: str) -> None:
@@ -197,7 +253,21 @@ class ResponseSink:
         self._request.write(data)
         self._record.add(len(data))
 
-    def finish(self, code: int, reason: str) -> None:
+    def deliver(self, wire: bytes, count: int) -> None:
+        """
+        Write ``wire``, which carries ``count`` of the resource's bytes (an
+        encoding's, `gzip.GzipSink`).
+        """
+        if wire:
+            self._request.write(wire)
+        if count:
+            self._record.add(count)
+
+    def finish(self, code: int, reason: str, last: bytes = b"") -> None:
+        """
+        As `IFollowerSink.finish`; ``last``: what an encoding writes at
+        the end of a whole body.
+        """
         if self._gone:
             return
         # A snapshot that got all its bytes logs its status; a follow
@@ -206,6 +276,8 @@ class ResponseSink:
         self._record.end(self._request.code if whole else code, reason)
         self._request.unregisterProducer()
         if code in (COMPLETE, APPENDER_LOST):
+            if last:
+                self._request.write(last)
             self._request.finish()
         else:
             # The body is cut short (the server stopping, a failed read):

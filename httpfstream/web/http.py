@@ -107,6 +107,7 @@ class Query:
     :ivar timestamps: ``timestamps=1``.
     :ivar range: the ``Range`` header.
     :ivar accept: the ``Accept`` header.
+    :ivar accept_encoding: the ``Accept-Encoding`` headers, joined.
     :ivar peer: the client, as WebSocket sessions name theirs
         (``tcp4:HOST:PORT``).
     :ivar last_event_id: the ``Last-Event-ID`` header (an event stream
@@ -132,6 +133,7 @@ class Query:
     timestamps: bool
     range: bytes | None
     accept: bytes | None
+    accept_encoding: bytes | None
     peer: str
     last_event_id: bytes | None = None
     grep: bytes | None = None
@@ -162,6 +164,10 @@ class Query:
             timestamps=flag(_arg(request, Param.TIMESTAMPS.key)),
             range=request.getHeader(b"range"),
             accept=request.getHeader(b"accept"),
+            accept_encoding=b",".join(
+                request.requestHeaders.getRawHeaders(b"accept-encoding") or []
+            )
+            or None,
             peer=_peer(request),
             last_event_id=request.getHeader(b"last-event-id"),
             grep=_arg(request, Param.GREP.key),

@@ -54,7 +54,7 @@ from ..protocol import (
     ResourceState,
     header_bytes,
 )
-from . import search, viewer
+from . import gzip, search, viewer, wsdeflate
 from .appender import AppenderProtocol, Appending
 from .auth import Access, Right, Tokens, mask_token
 from .decide import Action, Asked, decide, prefers_html, wants_events
@@ -122,6 +122,8 @@ class StreamResource(Resource):
             utf8validateIncoming=False,
             maxMessagePayloadSize=registry.max_message_size,
             maxFramePayloadSize=registry.max_message_size,
+            # Section 16; Autobahn checks the inflated size against the limit.
+            perMessageCompressionAccept=wsdeflate.accept,
         )
         # Followers have nothing to say; bound what they can make us hold.
         # Autobahn applies the same limit to what we send them.
@@ -132,6 +134,7 @@ class StreamResource(Resource):
             options,
             maxMessagePayloadSize=follower_limit,
             maxFramePayloadSize=follower_limit,
+            perMessageCompressionAccept=wsdeflate.accept,
         )
         self._actions: dict[Action, _Action] = {
             Action.SNAPSHOT: self._snapshot,
@@ -229,8 +232,11 @@ class StreamResource(Resource):
 
     async def _snapshot_headers(
         self, request: Request, query: Query, name: Name, stream: Stream
-    ) -> tuple[int, int]:
-        """Set a snapshot's headers (Range, 206, lines); the bytes it sends."""
+    ) -> tuple[int, int, bool]:
+        """
+        Set a snapshot's headers (Range, 206, lines, gzip); the bytes it
+        sends, and whether gzipped.
+        """
         state = stream.state
         lines = query.lines_asked(state, snapshot=True)
         ranged: tuple[int, int] | None = None
@@ -262,18 +268,22 @@ class StreamResource(Resource):
             request.setHeader(b"Content-Length", b"%d" % (stop - start))
         if state.active:
             request.setHeader(b"Cache-Control", b"no-store")
-        return start, stop
+        gzipped = gzip.encode_response(
+            request, query.accept_encoding, ranged is not None
+        )
+        return start, stop, gzipped
 
     async def _snapshot(self, request: Request, query: Query, name: Name) -> None:
         """A plain GET: the persisted bytes now, with Range or lines."""
         stream = await self._registry.open(name, reader="readers")
         try:
-            start, stop = await self._snapshot_headers(request, query, name, stream)
+            start, stop, gzipped = await self._snapshot_headers(
+                request, query, name, stream
+            )
             record = self._registry.record(Kind.SNAPSHOT, name, query.peer, start)
             sink = ResponseSink(request, record)
-            sink.start(
-                stream.snapshot(_stamped(query, sink, stream, start), start, stop)
-            )
+            out = self._body_sink(query, sink, stream, start, gzipped)
+            sink.start(stream.snapshot(out, start, stop))
         finally:
             stream.release()
 
@@ -281,7 +291,7 @@ class StreamResource(Resource):
         """``follow=1``: a chunked response that streams live."""
         stream = await self._registry.open(name, reader="followers")
         try:
-            await self._stream_body(request, query, name, stream)
+            await self._stream_body(request, query, name, stream, encode=True)
         finally:
             stream.release()
 
@@ -303,9 +313,17 @@ class StreamResource(Resource):
         return span.start, span.line
 
     async def _stream_body(
-        self, request: Request, query: Query, name: Name, stream: Stream
+        self,
+        request: Request,
+        query: Query,
+        name: Name,
+        stream: Stream,
+        encode: bool = False,
     ) -> None:
-        """Follow ``stream`` (held by the caller) in the response body."""
+        """
+        Follow ``stream`` (held by the caller) in the response body;
+        ``encode``: gzipped if the request asks (section 16).
+        """
         start, line = await self._follow_start(query, stream)
         state = stream.state
         state_headers(request, state)
@@ -317,13 +335,36 @@ class StreamResource(Resource):
         request.setHeader(b"Cache-Control", b"no-store")
         # A reverse proxy (nginx) streams it instead of buffering.
         request.setHeader(b"X-Accel-Buffering", b"no")
-        if not state.active and not query.timestamps:
+        gzipped = encode and gzip.encode_response(request, query.accept_encoding)
+        if not state.active and not query.timestamps and not gzipped:
             request.setHeader(b"Content-Length", b"%d" % (stream.size - start))
         # Send the headers now: a live follow may wait long for a byte.
         request.write(b"")
         record = self._registry.record(Kind.FOLLOW_HTTP, name, query.peer, start)
         sink = ResponseSink(request, record)
-        sink.start(stream.follow(_stamped(query, sink, stream, start), start))
+        out = self._body_sink(query, sink, stream, start, gzipped)
+        sink.start(stream.follow(out, start))
+
+    def _body_sink(
+        self,
+        query: Query,
+        sink: ResponseSink,
+        stream: Stream,
+        start: int,
+        gzipped: bool,
+    ) -> IFollowerSink:
+        """
+        What a body's cursor sends to: ``sink``, through gzip if
+        ``gzipped`` (section 16), the lines stamped first with
+        ``timestamps=1``.
+        """
+        out: IFollowerSink = sink
+        if gzipped:
+            # Stamped lines are no range of the stream's bytes: compressed
+            # for this reader alone.
+            at = None if query.timestamps else start
+            out = gzip.GzipSink(sink, stream, at, self._registry.reactor)
+        return _stamped(query, out, stream, start)
 
     async def _follow_ws(self, request: Request, query: Query, name: Name) -> None:
         """A WebSocket FOLLOW: 101 while an appender holds it, else 200."""

@@ -123,8 +123,10 @@ class _HttpFollower(Follower):
 
     @property
     def live(self) -> bool:
-        # A live follow is streamed (chunked); anything else has a length.
-        return self.status == 200 and "content-length" not in self.headers
+        # A live follow is one of a resource an appender holds when the
+        # server answered.  (Its length tells no more: treq asks for gzip,
+        # and a gzipped body has none, live or not.)
+        return self.status == 200 and self.headers.get("httpfstream-active") == "1"
 
 
 class _BrokenProtocol(Exception):
