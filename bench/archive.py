@@ -94,7 +94,11 @@ def delays(server: Twistd) -> list[float]:
 def read(server: Twistd, name: str, **query: str) -> tuple[float, float, int]:
     """GET the resource: seconds to the first byte and to the last, and bytes."""
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
-    path = "/" + name + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
+    path = (
+        "/"
+        + name
+        + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
+    )
     started = time.perf_counter()
     connection.request("GET", path)
     response = connection.getresponse()
@@ -176,9 +180,18 @@ def main() -> None:
             warm = read(c, "big.log")
             c.stop()
             d = Twistd.start(folder / "d", archive)
-            started = time.perf_counter()
             _, tail_s, _ = read(d, "big.log", lines="-10")
+            _, tail_warm_s, _ = read(d, "big.log", lines="-10")
+            small_cold = read(d, "small/0.log")
+            small_warm = read(d, "small/0.log")
             d.stop()
+            # Without the line counts beside the object: rebuilt from the bytes.
+            moto.client().delete_object(
+                Bucket=bucket, Key=f"{PREFIX}/.httpfstream/lines/big.log"
+            )
+            e = Twistd.start(folder / "e", archive)
+            _, rebuilt_s, _ = read(e, "big.log", lines="-10")
+            e.stop()
             assert cold[2] == warm[2] == args.mb * MiB
             results["cold_cache"] = {
                 "first_byte_s": round(cold[0], 2),
@@ -186,6 +199,16 @@ def main() -> None:
                 "fill_line": filled.split("] ", 1)[1].strip(),
                 "served_again_from_local_disk_s": round(warm[1], 2),
                 "lines_-10_cold_s": round(tail_s, 2),
+                "lines_-10_then_s": round(tail_warm_s, 3),
+                "lines_-10_cold_without_line_counts_s": round(rebuilt_s, 2),
+                "small_1MiB_cold_ms": [
+                    round(small_cold[0] * 1000, 1),
+                    round(small_cold[1] * 1000, 1),
+                ],
+                "small_1MiB_warm_ms": [
+                    round(small_warm[0] * 1000, 1),
+                    round(small_warm[1] * 1000, 1),
+                ],
                 "s3": summary(c),
             }
     finally:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from support.clients import close, get, raw, ws
+from support.compressed import gzip_get
 from support.followers import open_follower
 from support.processes import BIN, Twistd
 from support.proxies import Forwarder
@@ -269,6 +270,11 @@ async def test_a_server_on_an_empty_root_serves_finished_resources_from_the_buck
         url("done.log"), headers={"Range": "bytes=100-199"}
     )
     assert (status, body) == (206, text[100:200])
+    # Compressed when asked (section 16), from the same local copy.
+    zipped = await gzip_get(url("done.log"))
+    await zipped.until_ended()
+    assert zipped.gzipped and bytes(zipped.decoded) == text
+    assert len(zipped.wire) < len(text) // 4
     assert headers["content-range"] == "bytes 100-199/300000"
     status, headers, _ = await get(url("done.log"), method="HEAD")
     assert (status, headers["httpfstream-size"]) == (200, "300000")

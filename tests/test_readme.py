@@ -86,6 +86,9 @@ SKIPPED = {
     " server of its own, as root (/var/lib/httpfstream)",
     "curl -X DELETE": "its second line starts a long-running server of its own"
     " (--max-age)",
+    "export AWS_ENDPOINT_URL_S3=": "needs an S3 bucket, and starts a"
+    " long-running server of its own (tests/test_archive.py runs --archive"
+    " against moto_server)",
 }
 #: The embedding example, run with the command the README gives for it.
 TAC_FIRST_LINE = "from twisted.application import service, strports"

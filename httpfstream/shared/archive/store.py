@@ -1,36 +1,25 @@
 """
 `ArchiveStore`: one server's storage with ``--archive s3://BUCKET/PREFIX``:
-finished resources in the bucket, one object each, and the root a cache of
-them bounded by ``--cache-size``.  It is an `IStore` (the registry's only
-door to storage) around the plain `FileStore`, so the core and the web
-layer serve every reader from a local file as before:
+finished resources in the bucket, one object each, the root a cache of
+them bounded by ``--cache-size``.  An `IStore` (the registry's one door to
+storage) around the plain `FileStore`, so every reader reads a local file
+as before:
 
-- **open**: a file on local disk is opened at once (no request to the
-  bucket); a resource only in the bucket is first downloaded into the
-  cache (streamed to a file under ``.httpfstream/filling/``, renamed into
-  place once whole, with its line data and completion), then opened.  A
-  resource in neither is created (an APPEND) or is a 404; an ``offset=``
-  is checked against the true size wherever the bytes are.  The bucket
-  unreachable when it is needed: `Unavailable` (503 with Retry-After).
-- **sessions** (`began`, `ended`, `core.store.IArchivingStore`): a session
-  that ended well is archived at once, one that did not after ``idle``
-  seconds (`uploads.Uploads`), so an appender that resumes does so first.
-- **archiving** one resource (`_upload`): its line data flushed, the
-  file's bytes uploaded as one object with its completion in the
-  metadata, the line data beside it, then the record that the local file
-  is safe (`local.Record`).  Only then may the file be evicted.
-- **the cache** (`cache.Cache`): least recently used files go once the
-  files pass the budget, never one that is open or not yet safe.
-- **listing, DELETE, --max-age** act on both: a listing merges the
-  bucket's resources (their state from HEADs, remembered) with the local
-  ones (which win: they are never older); DELETE removes the object, then
-  the file; the sweep finds old objects as well as old files.
-- **start-up**: leftovers of downloads are removed; every local file is
-  put in the cache, oldest first, and those the bucket lacks (a session
-  or an upload cut short by a crash) are scheduled; an upload a crash
-  left open in the bucket is aborted.
-- **stop**: what is scheduled is archived now, for up to ``drain``
-  seconds; the rest waits on local disk for the next start.
+- **open**: a file on local disk at once (no request to the bucket); a
+  resource only in the bucket downloaded first (`fill.fill`); one in
+  neither created (an APPEND) or a 404; ``offset=`` checked against the
+  true size wherever the bytes are; the bucket needed and not answering:
+  `Unavailable` (503 with Retry-After).
+- **sessions** (`began`, `ended`): archived at once if it ended well,
+  after ``idle`` seconds if not (`uploads.Uploads`); `_upload` sends the
+  bytes, then the line data, then writes the record that makes the file
+  safe to evict (`evictions.Evictions`).
+- **listing, DELETE, --max-age** act on the bucket and the disk together.
+- **start-up** reads the root (`local.scan`) and schedules what the
+  bucket lacks; **stop** archives what is due, for up to ``drain`` s.
+
+docs/ARCHITECTURE.md ("Archive") has the order of every change and why
+it keeps section 9 true across a crash.
 """
 
 from __future__ import annotations
@@ -39,6 +28,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
@@ -467,10 +457,15 @@ class ArchiveStore:
                 return False
         else:
             # If the object cannot be deleted, the file is pending again:
-            # the resource stays whole.
+            # the resource stays whole, and is archived again.
             await self._run(remove_record, self._root, name, self._sync)
             self.cache.pending(name)
-        await reading(bucket.delete(name))
+        try:
+            await reading(bucket.delete(name))
+        except Unavailable:
+            if state is not None:
+                self._found(name, replace(state, record=None))
+            raise
         self._uploads.cancel(name)
         self._uploaded.pop(name, None)
         self._ended_at.pop(name, None)

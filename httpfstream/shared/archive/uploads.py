@@ -11,7 +11,9 @@ yet), tries again after 1 s, 2 s, 4 s... up to ``retry_max``, or at once
 when the bucket is seen to answer again (`answered`).  Nothing is lost
 meanwhile: the bytes stay in the local file, which is not evicted until
 its upload is done.  A resource scheduled again while its job runs runs
-once more after it.
+once more after it.  At most `AT_ONCE` attempts run at a time (a start-up
+that finds thousands of files the bucket lacks does not open thousands of
+uploads).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
@@ -31,6 +33,8 @@ __all__ = ["Uploads"]
 
 _log = Logger()
 
+#: Attempts at once.
+AT_ONCE = 4
 #: What makes an attempt worth another later.
 _NOT_NOW = (S3Unavailable, S3Denied, Unavailable)
 
@@ -58,6 +62,7 @@ class Uploads:
         self._waits: set[Deferred[None]] = set()
         self._idle: list[Deferred[None]] = []
         self._stopped = False
+        self._at_once = DeferredSemaphore(AT_ONCE)
 
     @property
     def pending(self) -> int:
@@ -112,7 +117,7 @@ class Uploads:
         shown = "/".join(name)
         while True:
             try:
-                await self._attempt(name)
+                await self._at_once.run(self._attempt, name)
                 return
             except CancelledError:
                 return
