@@ -75,7 +75,7 @@ _DOWNLOAD_TRIES = 4
 _T = TypeVar("_T")
 
 #: Objects' states remembered from HEADs and uploads.
-_REMEMBERED = 100_000
+_REMEMBERED = 50_000
 
 
 @dataclass(frozen=True)
