@@ -9,7 +9,9 @@ disk while the bucket does not answer, and a copy the bucket lost (a
 lifecycle rule, a removal by other means) is archived again instead.
 While the bucket does not answer (`reachable` false) nothing is evicted,
 so what is on local disk can still be read; the disk may then go past its
-budget, as it does for what the bucket lacks anyway.
+budget, as it does for what the bucket lacks anyway.  Evicting goes on
+when the bucket answers a request again, or `PROBE_AFTER` seconds later
+(its HEAD then says whether it does).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from functools import partial
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -32,6 +35,10 @@ from .local import Local, evict, local_state, read_record, remove_record
 __all__ = ["Evictions"]
 
 _log = Logger()
+
+#: Seconds after the bucket did not answer before evicting tries again
+#: (it asks the bucket first anyway), though nothing else asked it.
+PROBE_AFTER = 10.0
 
 
 class Evictions:
@@ -53,6 +60,7 @@ class Evictions:
         root: str,
         sync: bool,
         found: Callable[[Name, Local], None],
+        reactor: Any,
     ) -> None:
         self.cache = cache
         self.ready = False
@@ -64,7 +72,35 @@ class Evictions:
         self._root = root
         self._sync = sync
         self._found = found
+        self._reactor = reactor
+        self._probe: IDelayedCall | None = None
         self._evicting: set[Name] = set()
+
+    def answered(self) -> None:
+        """The bucket answered: evicting goes on."""
+        if not self.reachable:
+            self.reachable = True
+            _log.info("archive: the bucket answers again")
+            self.trim()
+
+    def unreachable(self) -> None:
+        """The bucket did not answer: nothing is evicted until it does."""
+        if self.reachable:
+            self.reachable = False
+            _log.warn(
+                "archive: the bucket does not answer; nothing is evicted until it does"
+            )
+            self._probe = self._reactor.callLater(PROBE_AFTER, self._again)
+
+    def _again(self) -> None:
+        self._probe = None
+        if not self.reachable:
+            self.reachable = True
+            self.trim()
+
+    def stop(self) -> None:
+        if self._probe is not None and self._probe.active():
+            self._probe.cancel()
 
     def trim(self, room: int = 0) -> None:
         """Evict what takes the files past the budget (with ``room`` more)."""

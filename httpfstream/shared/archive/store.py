@@ -117,7 +117,6 @@ class ArchiveStore:
         self.uploaded = 0
         self._local = local
         self._root = local.root.path
-        self._connect = connect
         self._reactor = reactor
         self._idle = idle
         self._sync = sync
@@ -143,6 +142,7 @@ class ArchiveStore:
             self._root,
             sync,
             self._found,
+            reactor,
         )
         self._trim = self._evictions.trim
 
@@ -153,25 +153,11 @@ class ArchiveStore:
 
     def _answered(self) -> None:
         """The bucket answered: retries go now, and evicting goes on."""
-        if not self._evictions.reachable:
-            self._evictions.reachable = True
-            _log.info("archive {url}: the bucket answers again", url=str(self.archive))
-            self._trim()
+        self._evictions.answered()
         self._uploads.answered()
 
     def _unreachable(self) -> None:
-        """
-        The bucket did not answer: nothing is evicted until it does, so
-        what is on local disk can still be read (the disk may go past its
-        budget meanwhile: what the bucket lacks cannot leave it anyway).
-        """
-        if self._evictions.reachable:
-            self._evictions.reachable = False
-            _log.warn(
-                "archive {url}: the bucket does not answer; nothing is evicted"
-                " until it does",
-                url=str(self.archive),
-            )
+        self._evictions.unreachable()
 
     # -- IStore ---------------------------------------------------------------
 
@@ -202,6 +188,7 @@ class ArchiveStore:
         return d
 
     def _stopped(self, _: object) -> None:
+        self._evictions.stop()
         self._uploads.stop()
         bucket = self._link.close()
         if bucket is not None:
