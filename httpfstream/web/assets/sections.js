@@ -273,6 +273,22 @@ const Sections = (function () {
       if (found < 0) return row + 1;
       return row + 1 + r.before[found] + (r.to[found] - r.from[found] + 1);
     }
+    // The lines section s shows when it is open (its end marker is not).
+    body(s, total) {
+      const end = s.end === null ? total : s.end;
+      let count = end - s.start;
+      const hidden = this.hiddenLines;
+      for (let lo = 0, hi = hidden.length; ;) {
+        // Markers hidden within (start, end]: a binary search for the first.
+        if (lo >= hi) {
+          for (let i = lo; i < hidden.length && hidden[i] <= end; i++) count--;
+          break;
+        }
+        const mid = (lo + hi) >> 1;
+        if (hidden[mid] <= s.start) lo = mid + 1; else hi = mid;
+      }
+      return Math.max(0, count);
+    }
     // The section whose header is line n, if any.
     at(n) {
       return this.byStart.get(n);

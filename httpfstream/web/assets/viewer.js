@@ -271,11 +271,20 @@
   // Ask the server for matches from line `from` on.  Once the log as it
   // is now has been searched (`done`), matches in what is appended later
   // keep coming while an appender holds it (a live search).
-  function more(from, live) {
+  async function more(from, live) {
     const controller = new AbortController();
     search.controller = controller;
     const version = search.version;
     if (!live) search.done = false;
+    const can = await Net.searches();
+    if (version !== search.version) return;
+    if (can !== true) {
+      search.controller = null;
+      search.done = true;
+      search.error = can === false ? "this server cannot search" : "the server cannot be reached";
+      schedule();
+      return;
+    }
     const params = {
       text: search.text, regex: search.regex, caseSensitive: search.caseSensitive,
       max: HITS, follow: live,
@@ -506,7 +515,7 @@
       d.textContent = spent;
       text.append(d);
     }
-    const body = (s.end === null ? totalNow() : s.end) - s.start;
+    const body = sections.body(s, totalNow());
     if (folded && body > 0) {
       const c = document.createElement("span");
       c.className = "count";
@@ -661,7 +670,7 @@
     if (inSight(n) && !center) return;
     setFollow(false);
     const row = sections.rowOf(n);
-    top = Math.min(Math.max(0, row - viewRows / 3), maxTop());
+    top = Math.min(Math.max(0, Math.round(row - viewRows / 3)), maxTop());
     place();
     schedule();
   }
@@ -838,6 +847,7 @@
   // The markers of lines 1..last, through the server's search (section
   // 14): the page reads the rest itself.
   async function scanSections(last) {
+    if (await Net.searches() !== true) return;
     let from = 1;
     for (;;) {
       let highest = 0;
@@ -860,9 +870,15 @@
   // ---- the connection --------------------------------------------------------
 
   let progress = 0;         // bytes received, all streams
+  let scanFrom = 0;         // lines above the first followed, to scan for sections
   function received(bytes) {
     progress += bytes.byteLength;
     model.push(bytes);
+    if (scanFrom) {
+      // Once the end is coming in: the sections above it.
+      scanSections(scanFrom);
+      scanFrom = 0;
+    }
     schedule();
   }
 
@@ -928,7 +944,7 @@
     model.restart(first, Ansi.PLAIN);
     started = true;
     schedule();
-    if (first > 1) scanSections(first - 1);
+    scanFrom = first - 1;
     let delay = 250;
     for (;;) {
       const before = progress;
