@@ -6,7 +6,7 @@
  *
  *   fastgen --scenario stream --url http://127.0.0.1:PORT/bench/x.bin
  *           --followers N --size S --count C [--rate R] [--stalled K]
- *           [--follow-url URL ...] [--timeout SEC]
+ *           [--follow-url URL ...] [--timeout SEC] [--transport ws|events]
  *   fastgen --scenario many --url http://127.0.0.1:PORT/bench/x.bin
  *           --resources R --followers N --size S --count C [--rate R]
  *   fastgen --selftest
@@ -24,6 +24,16 @@
  * stream into SIZE-byte records whatever the message boundaries and check
  * every sequence number arrives once and in order, every record's filler,
  * the final count, that nothing is left over and the close code (1000).
+ *
+ * --transport events: the followers (and stalled followers) read the event
+ * stream (docs/PROTOCOL.md section 15: a GET with Accept:
+ * text/event-stream, a chunked body of `id:`/`data:` events) instead of a
+ * WebSocket.  The records are then text, so that they survive the UTF-8
+ * decoding: the sequence number and the send time as 16 lowercase hex
+ * digits each, then the filler.  Each follower undoes the chunked framing,
+ * parses the events, decodes each `data:` JSON string and checks the
+ * records as above, that every `id` is the offset just past the bytes
+ * decoded so far, and the `end` event (code 1000, complete, the size).
  *
  * Plain C11 + POSIX/Linux: cc -std=c11 -O2 -Wall -Wextra -o fastgen fastgen.c
  */
@@ -52,7 +62,8 @@
 #define MAX_URLS 64
 #define MAX_ERRORS 10      /* error strings reported */
 #define CHECKER_ERRORS 5   /* sequence errors kept per follower, as loadgen */
-#define HEADER 16          /* sequence number + send time */
+#define HEADER 16          /* sequence number + send time, binary */
+#define TEXT_HEADER 32     /* the same in hex, for --transport events */
 #define FILL_CHUNK (256u << 10)  /* full speed: frames built per refill */
 #define MAX_EVENTS 1024
 #define TIMER_ID UINT64_MAX
@@ -242,6 +253,7 @@ enum { K_APPENDER, K_FOLLOWER, K_STALLED };
 enum { S_IDLE, S_CONNECTING, S_HANDSHAKE, S_OPEN, S_DONE };
 
 struct app;
+struct sse;
 
 typedef struct conn {
     /* The data path first: frame parser and record checker. */
@@ -251,7 +263,7 @@ typedef struct conn {
     uint8_t in_frame, opcode, in_msg, corrupt;
     uint8_t kind, state, got_close, close_sent;
     uint8_t nerr, fhlen, ctllen, hs_match;
-    uint8_t rec[HEADER]; /* the current record's header */
+    uint8_t rec[TEXT_HEADER]; /* the current record's header */
     uint8_t fh[14];      /* a frame header split over reads */
     uint16_t close_code;
     uint16_t outlen;
@@ -261,6 +273,7 @@ typedef struct conn {
     uint32_t id;
     const target_t *t;
     struct app *app;
+    struct sse *sse;         /* --transport events: the body's parser */
     uint8_t ctl[125];        /* control frame payload */
     uint8_t out[160];        /* pending pong / close (followers) */
     char key[32];            /* Sec-WebSocket-Key */
@@ -291,7 +304,9 @@ static struct {
     uint64_t sample;
     long per_tick;
     int64_t interval_ns;
-    uint8_t *filler;    /* size - HEADER bytes of 'x' */
+    uint8_t *filler;    /* size - hlen bytes of 'x' */
+    size_t hlen;        /* a record's header: HEADER, or TEXT_HEADER */
+    int sse;            /* --transport events */
     uint8_t *scratch;   /* one receive buffer for everyone */
 
     /* connections: appenders, followers, stalled */
@@ -324,10 +339,60 @@ static const char *kind_name(const conn_t *c)
            : c->kind == K_FOLLOWER ? "follower" : "stalled follower";
 }
 
+/* 16 lowercase hex digits; -1 if they are not. */
+static int hex64(const uint8_t *p, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (int i = 0; i < 16; i++) {
+        uint8_t ch = p[i];
+        unsigned d;
+        if (ch >= '0' && ch <= '9')
+            d = ch - '0';
+        else if (ch >= 'a' && ch <= 'f')
+            d = ch - 'a' + 10;
+        else
+            return -1;
+        x = x << 4 | d;
+    }
+    *v = x;
+    return 0;
+}
+
+static void put_hex64(uint8_t *p, uint64_t v)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        p[i] = (uint8_t)digits[v & 15];
+}
+
+/* A record's header as --transport says: binary, or text. */
+static void put_record_header(uint8_t *p, uint64_t seq, int64_t now)
+{
+    if (G.sse) {
+        put_hex64(p, seq);
+        put_hex64(p + 16, (uint64_t)now);
+    } else {
+        put_be64(p, seq);
+        put_be64(p + 8, (uint64_t)now);
+    }
+}
+
 static void record_header(conn_t *c, int64_t now)
 {
-    uint64_t seq = be64(c->rec);
-    int64_t sent = (int64_t)be64(c->rec + 8);
+    uint64_t seq, sent_u;
+    if (G.sse) {
+        if (hex64(c->rec, &seq) || hex64(c->rec + 16, &sent_u)) {
+            /* Not a record's start: count it as the next one, corrupt. */
+            seq = c->expected;
+            sent_u = (uint64_t)now;
+            add_error("follower %u: record %" PRIu64 " has no hex header",
+                      c->id, c->expected);
+        }
+    } else {
+        seq = be64(c->rec);
+        sent_u = be64(c->rec + 8);
+    }
+    int64_t sent = (int64_t)sent_u;
     if (seq != c->expected) {
         if (c->nerr < CHECKER_ERRORS) {
             c->nerr++;
@@ -345,28 +410,28 @@ static void record_header(conn_t *c, int64_t now)
 /* Cuts a follower's bytes into records and checks each. */
 static void check_bytes(conn_t *c, const uint8_t *p, size_t n, int64_t now)
 {
-    const uint32_t size = (uint32_t)G.size;
+    const uint32_t size = (uint32_t)G.size, hlen = (uint32_t)G.hlen;
     while (n) {
-        if (c->pos < HEADER) {
+        if (c->pos < hlen) {
             if (c->pos == 0 && n >= size) {
                 /* Whole records: the common case. */
-                memcpy(c->rec, p, HEADER);
+                memcpy(c->rec, p, hlen);
                 record_header(c, now);
-                if (memcmp(p + HEADER, G.filler, size - HEADER) != 0)
+                if (memcmp(p + hlen, G.filler, size - hlen) != 0)
                     add_error("follower %u: corrupt record %" PRIu64, c->id,
                               c->expected - 1);
                 p += size;
                 n -= size;
                 continue;
             }
-            size_t k = HEADER - c->pos;
+            size_t k = hlen - c->pos;
             if (k > n)
                 k = n;
             memcpy(c->rec + c->pos, p, k);
             c->pos += (uint32_t)k;
             p += k;
             n -= k;
-            if (c->pos < HEADER)
+            if (c->pos < hlen)
                 return;
             record_header(c, now);
             if (c->pos == size) {
@@ -439,17 +504,17 @@ static int app_reserve(app_t *a, size_t need)
 /* Appends one record's frame, stamped now, to the appender's buffer. */
 static int app_add_record(app_t *a, int64_t now)
 {
-    uint8_t key[4], hdr[HEADER];
-    size_t size = (size_t)G.size;
+    uint8_t key[4], hdr[TEXT_HEADER];
+    size_t size = (size_t)G.size, hlen = G.hlen;
     if (app_reserve(a, 14 + size))
         return -1;
     uint8_t *p = a->buf + a->len;
     mask_key(key);
     size_t h = frame_header(p, 2, size, key);
-    put_be64(hdr, a->seq);
-    put_be64(hdr + 8, (uint64_t)now);
-    mask_copy(p + h, hdr, HEADER, key);
-    mask_copy(p + h + HEADER, G.filler, size - HEADER, key);
+    put_record_header(hdr, a->seq, now);
+    /* (hlen is a multiple of 4: the filler's masking stays aligned) */
+    mask_copy(p + h, hdr, hlen, key);
+    mask_copy(p + h + hlen, G.filler, size - hlen, key);
     a->len += h + size;
     a->seq++;
     return 0;
@@ -721,6 +786,336 @@ static void ws_feed(conn_t *c, const uint8_t *p, size_t n, int64_t now)
 }
 
 /* ------------------------------------------------------------------ */
+/* Receiving: the event stream (--transport events)                    */
+
+/*
+ * Three layers, each a state machine fed any split of the bytes: the
+ * chunked transfer coding, the event stream's lines (as the server writes
+ * them: LF-terminated; `id`, `event` and `data` fields, `:` comments), and
+ * a `data:` line's JSON string, whose decoded bytes go to check_bytes.
+ */
+enum { CH_SIZE, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF,
+       CH_TRAILER_LF, CH_DONE };
+enum { LN_START, LN_FIELD, LN_SPACE, LN_VALUE, LN_SKIP };
+enum { F_OTHER, F_ID, F_EVENT, F_DATA };
+enum { J_NONE, J_STR, J_ESC, J_U, J_AFTER, J_OBJ };
+
+typedef struct sse {
+    uint64_t chunk;      /* chunk size being read, then bytes left of it */
+    uint64_t offset;     /* bytes decoded from data strings so far */
+    uint64_t id;         /* the current event's id */
+    uint32_t ucode;      /* a \uXXXX escape being read */
+    uint8_t ch, ln, field, js, udigits, flen, has_id, has_data, got_end;
+    uint8_t elen, olen;
+    char fname[8];
+    char event[16];
+    char obj[200];       /* the end event's data */
+    long comments;
+} sse_t;
+
+static void sse_dispatch(conn_t *c, int64_t now)
+{
+    sse_t *e = c->sse;
+    if (e->elen == 3 && memcmp(e->event, "end", 3) == 0) {
+        e->obj[e->olen] = '\0';
+        const char *code = strstr(e->obj, "\"code\": ");
+        const char *size = strstr(e->obj, "\"size\": ");
+        const char *complete = strstr(e->obj, "\"complete\": ");
+        if (!code || !size || !complete) {
+            conn_fail(c, now, "an end event without code, size or complete: %.80s",
+                      e->obj);
+            return;
+        }
+        c->got_close = 1;
+        c->close_code = (uint16_t)strtoul(code + 8, NULL, 10);
+        uint64_t n = strtoull(size + 8, NULL, 10);
+        int yes = strncmp(complete + 12, "true", 4) == 0;
+        if (c->close_code == 1000 && !yes)
+            add_error("follower %u: end code 1000 but not complete", c->id);
+        if (c->close_code == 1000 && n != e->offset)
+            add_error("follower %u: end size %" PRIu64 ", %" PRIu64 " bytes decoded",
+                      c->id, n, e->offset);
+        e->got_end = 1;
+    } else if (e->elen) {
+        conn_fail(c, now, "an unknown event %.*s", e->elen, e->event);
+        return;
+    } else if (e->has_data) {
+        if (!e->has_id)
+            add_error("follower %u: an event without an id", c->id);
+        else if (e->id != e->offset)
+            add_error("follower %u: id %" PRIu64 " after %" PRIu64 " bytes", c->id,
+                      e->id, e->offset);
+    } else if (e->has_id) {
+        add_error("follower %u: an id without data", c->id);
+    }
+    e->has_id = e->has_data = 0;
+    e->elen = e->olen = 0;
+}
+
+/* One decoded byte of a data string: to the checker, in runs. */
+static void sse_decoded(conn_t *c, const uint8_t *p, size_t n, int64_t now)
+{
+    c->sse->offset += n;
+    check_bytes(c, p, n, now);
+}
+
+/* A \uXXXX escape's code point, as UTF-8. */
+static void sse_code_point(conn_t *c, uint32_t u, int64_t now)
+{
+    uint8_t b[3];
+    size_t n;
+    if (u < 0x80) {
+        b[0] = (uint8_t)u;
+        n = 1;
+    } else if (u < 0x800) {
+        b[0] = (uint8_t)(0xc0 | u >> 6);
+        b[1] = (uint8_t)(0x80 | (u & 0x3f));
+        n = 2;
+    } else if (u < 0xd800 || u > 0xdfff) {
+        b[0] = (uint8_t)(0xe0 | u >> 12);
+        b[1] = (uint8_t)(0x80 | (u >> 6 & 0x3f));
+        b[2] = (uint8_t)(0x80 | (u & 0x3f));
+        n = 3;
+    } else {
+        conn_fail(c, now, "a surrogate escape in a data string");
+        return;
+    }
+    sse_decoded(c, b, n, now);
+}
+
+/* The body's bytes (chunked coding undone): lines, fields, JSON. */
+static void sse_lines(conn_t *c, const uint8_t *p, size_t n, int64_t now)
+{
+    sse_t *e = c->sse;
+    while (n && c->state == S_OPEN) {
+        uint8_t b = *p;
+        if (e->ln == LN_VALUE && e->field == F_DATA && e->js == J_STR) {
+            /* The bulk: a run of plain string bytes. */
+            size_t k = 0;
+            while (k < n && p[k] != '"' && p[k] != '\\' && p[k] != '\n' &&
+                   p[k] >= 0x20)
+                k++;
+            if (k) {
+                sse_decoded(c, p, k, now);
+                p += k;
+                n -= k;
+                continue;
+            }
+        }
+        p++;
+        n--;
+        switch (e->ln) {
+        case LN_START:
+            if (b == '\n')
+                sse_dispatch(c, now);
+            else if (b == ':')
+                e->ln = LN_SKIP, e->comments++;
+            else {
+                e->fname[0] = (char)b;
+                e->flen = 1;
+                e->ln = LN_FIELD;
+            }
+            break;
+        case LN_FIELD:
+            if (b == ':' || b == '\n') {
+                e->field = e->flen == 2 && memcmp(e->fname, "id", 2) == 0     ? F_ID
+                           : e->flen == 5 && memcmp(e->fname, "event", 5) == 0 ? F_EVENT
+                           : e->flen == 4 && memcmp(e->fname, "data", 4) == 0  ? F_DATA
+                                                                               : F_OTHER;
+                if (e->field == F_ID) {
+                    e->id = 0;
+                    e->udigits = 0;
+                }
+                if (e->field == F_EVENT)
+                    e->elen = 0;
+                if (e->field == F_DATA)
+                    e->js = J_NONE;
+                if (b == '\n') {
+                    conn_fail(c, now, "a field without a value");
+                    return;
+                }
+                e->ln = LN_SPACE;
+            } else if (e->flen < sizeof e->fname) {
+                e->fname[e->flen++] = (char)b;
+            } else {
+                e->flen = sizeof e->fname + 1; /* too long: F_OTHER */
+            }
+            break;
+        case LN_SPACE:
+            e->ln = LN_VALUE;
+            if (b == ' ')
+                break;
+            __attribute__((fallthrough)); /* b is the value's first byte */
+        case LN_VALUE:
+            if (e->field == F_ID) {
+                if (b == '\n') {
+                    if (!e->udigits) {
+                        conn_fail(c, now, "an empty id");
+                        return;
+                    }
+                    e->has_id = 1;
+                    e->ln = LN_START;
+                } else if (b >= '0' && b <= '9' && e->udigits < 19) {
+                    e->id = e->id * 10 + (b - '0');
+                    e->udigits++;
+                } else {
+                    conn_fail(c, now, "an id that is not a byte offset");
+                    return;
+                }
+            } else if (e->field == F_EVENT) {
+                if (b == '\n')
+                    e->ln = LN_START;
+                else if (e->elen < sizeof e->event)
+                    e->event[e->elen++] = (char)b;
+            } else if (e->field == F_DATA) {
+                if (e->js == J_NONE) {
+                    if (b == '"') {
+                        e->js = J_STR;
+                        e->has_data = 1;
+                    } else if (b == '{') {
+                        e->js = J_OBJ;
+                        e->obj[e->olen++] = (char)b;
+                    } else {
+                        conn_fail(c, now, "data that is neither a string nor an object");
+                        return;
+                    }
+                } else if (e->js == J_OBJ) {
+                    if (b == '\n')
+                        e->ln = LN_START;
+                    else if (e->olen < sizeof e->obj - 1)
+                        e->obj[e->olen++] = (char)b;
+                } else if (e->js == J_STR) {
+                    if (b == '"')
+                        e->js = J_AFTER;
+                    else if (b == '\\')
+                        e->js = J_ESC;
+                    else {
+                        conn_fail(c, now, "a raw control character in a data string");
+                        return;
+                    }
+                } else if (e->js == J_ESC) {
+                    static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+                    const char *at = b ? strchr(from, b) : NULL;
+                    if (b == 'u') {
+                        e->js = J_U;
+                        e->ucode = 0;
+                        e->udigits = 0;
+                    } else if (at) {
+                        uint8_t out = (uint8_t)to[at - from];
+                        sse_decoded(c, &out, 1, now);
+                        e->js = J_STR;
+                    } else {
+                        conn_fail(c, now, "a bad escape in a data string");
+                        return;
+                    }
+                } else if (e->js == J_U) {
+                    int d = b >= '0' && b <= '9'   ? b - '0'
+                            : b >= 'a' && b <= 'f' ? b - 'a' + 10
+                            : b >= 'A' && b <= 'F' ? b - 'A' + 10
+                                                   : -1;
+                    if (d < 0) {
+                        conn_fail(c, now, "a bad \\u escape in a data string");
+                        return;
+                    }
+                    e->ucode = e->ucode << 4 | (uint32_t)d;
+                    if (++e->udigits == 4) {
+                        e->js = J_STR;
+                        sse_code_point(c, e->ucode, now);
+                    }
+                } else if (e->js == J_AFTER) {
+                    if (b != '\n') {
+                        conn_fail(c, now, "bytes after a data string");
+                        return;
+                    }
+                    e->ln = LN_START;
+                }
+            } else if (b == '\n') {
+                e->ln = LN_START;
+            }
+            break;
+        case LN_SKIP:
+            if (b == '\n')
+                e->ln = LN_START;
+            break;
+        }
+    }
+}
+
+/* Bytes of the response body: the chunked coding undone. */
+static void sse_feed(conn_t *c, const uint8_t *p, size_t n, int64_t now)
+{
+    sse_t *e = c->sse;
+    while (n && c->state == S_OPEN) {
+        if (e->ch == CH_DATA) {
+            size_t k = e->chunk < n ? (size_t)e->chunk : n;
+            sse_lines(c, p, k, now);
+            p += k;
+            n -= k;
+            e->chunk -= k;
+            if (e->chunk == 0)
+                e->ch = CH_DATA_CR;
+            continue;
+        }
+        uint8_t b = *p++;
+        n--;
+        int hex = b >= '0' && b <= '9'   ? b - '0'
+                  : b >= 'a' && b <= 'f' ? b - 'a' + 10
+                  : b >= 'A' && b <= 'F' ? b - 'A' + 10
+                                         : -1;
+        switch (e->ch) {
+        case CH_SIZE:
+            if (hex >= 0 && e->chunk < (UINT64_C(1) << 40))
+                e->chunk = e->chunk << 4 | (uint64_t)hex;
+            else if (b == ';')
+                e->ch = CH_EXT;
+            else if (b == '\r')
+                e->ch = CH_SIZE_LF;
+            else
+                goto bad;
+            break;
+        case CH_EXT:
+            if (b == '\r')
+                e->ch = CH_SIZE_LF;
+            break;
+        case CH_SIZE_LF:
+            if (b != '\n')
+                goto bad;
+            e->ch = e->chunk ? CH_DATA : CH_TRAILER_LF;
+            break;
+        case CH_DATA_CR:
+            if (b != '\r')
+                goto bad;
+            e->ch = CH_DATA_LF;
+            break;
+        case CH_DATA_LF:
+            if (b != '\n')
+                goto bad;
+            e->ch = CH_SIZE;
+            e->chunk = 0;
+            break;
+        case CH_TRAILER_LF:
+            /* The last chunk's empty trailer: "\r\n". */
+            if (b == '\r')
+                break;
+            if (b != '\n')
+                goto bad;
+            e->ch = CH_DONE;
+            if (!e->got_end) {
+                conn_fail(c, now, "the body ended without an end event");
+                return;
+            }
+            conn_end(c, now);
+            return;
+        default:
+            goto bad;
+        }
+    }
+    return;
+bad:
+    conn_fail(c, now, "bad chunked coding");
+}
+
+/* ------------------------------------------------------------------ */
 /* Connections                                                         */
 
 static void conn_opened(conn_t *c, int64_t now)
@@ -768,6 +1163,13 @@ static void conn_end(conn_t *c, int64_t now)
 
 static int build_request(const conn_t *c, char *buf, size_t cap)
 {
+    if (c->sse)
+        return snprintf(buf, cap,
+                        "GET %s HTTP/1.1\r\n"
+                        "Host: %s\r\n"
+                        "Accept: text/event-stream\r\n"
+                        "\r\n",
+                        c->t->path, c->t->host);
     return snprintf(buf, cap,
                     "GET %s HTTP/1.1\r\n"
                     "Host: %s\r\n"
@@ -854,8 +1256,11 @@ static size_t hs_parse(conn_t *c, const uint8_t *p, size_t n, int64_t now)
             c->hs_match = b == '\r' ? 1 : 0;
         if (c->hs_match == 4) {
             c->status[c->status_len] = '\0';
-            if (strncmp(c->status, "HTTP/1.1 101", 12) != 0 &&
-                strncmp(c->status, "HTTP/1.0 101", 12) != 0) {
+            /* An event stream is a 200; a WebSocket a 101. */
+            const char *code = c->sse ? "200" : "101";
+            if ((strncmp(c->status, "HTTP/1.1 ", 9) != 0 &&
+                 strncmp(c->status, "HTTP/1.0 ", 9) != 0) ||
+                strncmp(c->status + 9, code, 3) != 0) {
                 conn_fail(c, now, "handshake answered \"%s\"", c->status);
                 return n;
             }
@@ -885,7 +1290,9 @@ static void conn_read(conn_t *c, int64_t now)
                     return;
                 }
             }
-            if (c->state == S_OPEN)
+            if (c->state == S_OPEN && c->sse)
+                sse_feed(c, p, n, t);
+            else if (c->state == S_OPEN)
                 ws_feed(c, p, n, t);
             if (c->state == S_DONE)
                 return;
@@ -1249,7 +1656,7 @@ static void usage(void)
             "usage: fastgen --scenario stream|many --url URL --followers N --size S\n"
             "               --count C [--rate R] [--stalled K] [--resources R]\n"
             "               [--follow-url URL ...] [--timeout SEC] [--inflight N]\n"
-            "               [--recv-size BYTES]\n"
+            "               [--recv-size BYTES] [--transport ws|events]\n"
             "       fastgen --selftest\n");
     exit(2);
 }
@@ -1335,6 +1742,14 @@ static void parse_args(int argc, char **argv)
             G.rate = real(name, val);
         else if (strcmp(name, "--timeout") == 0)
             G.timeout = real(name, val);
+        else if (strcmp(name, "--transport") == 0) {
+            if (strcmp(val, "events") == 0)
+                G.sse = 1;
+            else if (strcmp(val, "ws") != 0) {
+                fprintf(stderr, "fastgen: --transport must be ws or events\n");
+                exit(2);
+            }
+        }
         else {
             fprintf(stderr, "fastgen: unknown option %s\n", name);
             usage();
@@ -1342,6 +1757,11 @@ static void parse_args(int argc, char **argv)
     }
     if (!G.url)
         usage();
+    G.hlen = G.sse ? TEXT_HEADER : HEADER;
+    if ((size_t)G.size <= G.hlen) {
+        fprintf(stderr, "fastgen: --size must be over %zu\n", G.hlen);
+        exit(2);
+    }
     if (strcmp(G.scenario, "many") == 0)
         G.many = 1;
     else if (strcmp(G.scenario, "stream") != 0) {
@@ -1409,6 +1829,13 @@ static void setup(void)
             c->kind = K_STALLED;
             c->id = (uint32_t)(i - G.napp - G.nfol);
             c->t = &G.targets[0];
+        }
+        if (G.sse && c->kind != K_APPENDER) {
+            c->sse = calloc(1, sizeof *c->sse);
+            if (!c->sse) {
+                fprintf(stderr, "fastgen: out of memory\n");
+                exit(1);
+            }
         }
     }
 
@@ -1539,9 +1966,154 @@ static int st_verdict_ok(const conn_t *c)
     return errors_total == 0 && c->expected == (uint64_t)G.count && c->pos == 0;
 }
 
+/*
+ * The event stream of n text records (G.size each, sequence numbers from
+ * 0) as the server sends it: events of `per` bytes at most (0: one per
+ * record), each with its id; a comment after the first; `end` with code
+ * and size; the chunked coding (chunks of at most `chunk` bytes) and the
+ * last chunk.  Every fourth filler 'x' of the first record goes as \u0078
+ * and one as \/ would not be an 'x': only escapes that decode to 'x'.
+ * Returns the length written to out.
+ */
+static size_t st_events(uint8_t *out, size_t n, size_t per, size_t chunk,
+                        unsigned code, long bad_id_at, int no_end)
+{
+    size_t size = (size_t)G.size, total = n * size;
+    uint8_t *text = malloc(total);
+    for (size_t i = 0; i < n; i++) {
+        put_record_header(text + i * size, i, mono_ns());
+        memset(text + i * size + G.hlen, 'x', size - G.hlen);
+    }
+    /* The body, unchunked. */
+    size_t cap = total * 50 + 4096, len = 0; /* an event per byte at most */
+    char *body = malloc(cap);
+    long events = 0;
+    for (size_t off = 0; off < total; events++) {
+        size_t k = per ? per : size;
+        if (k > total - off)
+            k = total - off;
+        uint64_t id = off + k + (events == bad_id_at ? 1 : 0);
+        len += (size_t)sprintf(body + len, "id: %" PRIu64 "\ndata: \"", id);
+        for (size_t i = 0; i < k; i++) {
+            size_t at = off + i;
+            if (at < size && at >= G.hlen && at % 4 == 0)
+                len += (size_t)sprintf(body + len, "\\u0078");
+            else
+                body[len++] = (char)text[at];
+        }
+        len += (size_t)sprintf(body + len, "\"\n\n");
+        if (events == 0)
+            len += (size_t)sprintf(body + len, ": keep-alive\n\n");
+        off += k;
+    }
+    if (!no_end)
+        len += (size_t)sprintf(body + len,
+                               "event: end\ndata: {\"complete\": %s, \"code\": %u,"
+                               " \"size\": %zu}\n\n",
+                               code == 1000 ? "true" : "false", code, total);
+    /* Chunked. */
+    size_t w = 0;
+    for (size_t off = 0; off < len;) {
+        size_t k = chunk < len - off ? chunk : len - off;
+        w += (size_t)sprintf((char *)out + w, "%zx\r\n", k);
+        memcpy(out + w, body + off, k);
+        w += k;
+        memcpy(out + w, "\r\n", 2);
+        w += 2;
+        off += k;
+    }
+    memcpy(out + w, "0\r\n\r\n", 5);
+    w += 5;
+    free(body);
+    free(text);
+    return w;
+}
+
+static void st_sse_reset(conn_t *c, sse_t *e)
+{
+    st_reset(c);
+    memset(e, 0, sizeof *e);
+    c->sse = e;
+}
+
+/* Feeds an event stream in pieces of 1, 2, 3, ... bytes (cycling). */
+static void st_sse_split(conn_t *c, const uint8_t *p, size_t n, size_t step0)
+{
+    size_t step = step0;
+    while (n && c->state == S_OPEN) {
+        size_t k = step < n ? step : n;
+        sse_feed(c, p, k, mono_ns());
+        p += k;
+        n -= k;
+        step = step % 37 + 1;
+    }
+}
+
+/* The event stream's parser: what it must accept and what it must catch. */
+static void st_sse(void)
+{
+    G.sse = 1;
+    G.hlen = TEXT_HEADER;
+    G.size = 100;
+    G.count = 30;
+    size_t n = (size_t)G.count;
+    static uint8_t body[1 << 20];
+    conn_t c;
+    sse_t e;
+    int all_ok = 1;
+    size_t pers[] = {0, 1, 7, 100, 250, 3000};
+    for (size_t i = 0; i < sizeof pers / sizeof pers[0]; i++) {
+        size_t len = st_events(body, n, pers[i], 1 + 97 * i, 1000, -1, 0);
+        for (size_t step = 1; step <= 37; step += 6) {
+            st_sse_reset(&c, &e);
+            st_sse_split(&c, body, len, step);
+            all_ok &= st_verdict_ok(&c) && c.got_close && c.close_code == 1000 &&
+                      c.state == S_DONE && e.offset == n * (size_t)G.size &&
+                      e.comments == 1 && G.nlat == n;
+        }
+    }
+    st_expect(all_ok, "events: ids, escapes, comment, end, any split, pass");
+
+    size_t len = st_events(body, n, 250, 4096, 1000, 3, 0);
+    st_sse_reset(&c, &e);
+    sse_feed(&c, body, len, mono_ns());
+    st_expect(st_has_error("id 1001 after 1000 bytes"), "events: a wrong id is caught");
+
+    len = st_events(body, n, 250, 4096, 4000, -1, 0);
+    st_sse_reset(&c, &e);
+    sse_feed(&c, body, len, mono_ns());
+    st_expect(c.got_close && c.close_code == 4000, "events: the end's code 4000 is seen");
+
+    len = st_events(body, n, 250, 4096, 1000, -1, 1);
+    st_sse_reset(&c, &e);
+    sse_feed(&c, body, len, mono_ns());
+    st_expect(c.state == S_DONE && st_has_error("without an end event"),
+              "events: a body without the end event is caught");
+
+    len = st_events(body, n - 1, 0, 4096, 1000, -1, 0);
+    st_sse_reset(&c, &e);
+    sse_feed(&c, body, len, mono_ns());
+    st_expect(!st_verdict_ok(&c), "events: a missing record is caught");
+
+    static const uint8_t bad_escape[] = "11\r\nid: 1\ndata: \"\\q\"\n\r\n";
+    st_sse_reset(&c, &e);
+    sse_feed(&c, bad_escape, sizeof bad_escape - 1, mono_ns());
+    st_expect(c.state == S_DONE && st_has_error("bad escape"),
+              "events: a bad escape is refused");
+    static const uint8_t bad_chunk[] = "zz\r\n";
+    st_sse_reset(&c, &e);
+    sse_feed(&c, bad_chunk, sizeof bad_chunk - 1, mono_ns());
+    st_expect(c.state == S_DONE && st_has_error("chunked"),
+              "events: bad chunked coding is refused");
+    G.sse = 0;
+    G.hlen = HEADER;
+    c.sse = NULL;
+}
+
 static int selftest(void)
 {
     rng_seed();
+    G.hlen = HEADER;
     G.size = 100;
     G.count = 50;
     G.sample = 1;
@@ -1747,7 +2319,10 @@ static int selftest(void)
     }
     st_expect(all_ok && st_verdict_ok(&c), "the appender's frames are masked and exact");
 
-    /* 10. mask_copy against a byte-by-byte reference. */
+    /* 10. The event stream (--transport events). */
+    st_sse();
+
+    /* 11. mask_copy against a byte-by-byte reference. */
     uint8_t src[300], dst[300], key[4];
     all_ok = 1;
     for (size_t len = 0; len < sizeof src; len++) {

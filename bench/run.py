@@ -3,8 +3,9 @@ The benchmark suite: ``make bench`` (or ``python bench/run.py [--quick]``).
 
 Each scenario starts a fresh ``twistd httpfstream`` (or a baseline server)
 and drives it from a separate load-generator process: ``bench/fastgen``
-(C, built by ``make bench`` from ``bench/fastgen.c``) for the WebSocket
-``stream`` and ``many`` scenarios, ``loadgen.py`` for the others; with two
+(C, built by ``make bench`` from ``bench/fastgen.c``) for the ``stream``
+and ``many`` scenarios (WebSocket followers, or event-stream followers
+with ``"transport": "events"``), ``loadgen.py`` for the others; with two
 CPUs or more they are pinned to different ones.  Prints a table and writes
 ``bench/results.json``.  Exits 1 if any follower was not
 byte-exact; never on a timing (the machines are shared and noisy: read the
@@ -166,6 +167,7 @@ def fastgen_argv(args: dict[str, Any]) -> list[str]:
         "resources",
         "timeout",
         "inflight",
+        "transport",
     )
     for key in keys:
         if args.get(key) is not None:
@@ -495,6 +497,24 @@ def scenarios(quick: bool) -> list[tuple[str, str, dict[str, Any], tuple[str, ..
                     (),
                 )
             )
+    # The same 1x1000 row with event-stream followers (docs/PROTOCOL.md
+    # section 15: chunked `text/event-stream`, one JSON string per batch)
+    # instead of WebSocket ones: fastgen reads both, with text records.
+    plan.append(
+        (
+            "1x1000 1KiB@100/s events",
+            "httpfstream",
+            {
+                **stream,
+                "followers": 50 if q else 1000,
+                "size": 1024,
+                "rate": 100,
+                "count": 50 if q else 1000,
+                "transport": "events",
+            },
+            (),
+        )
+    )
     # Followers in text (`--text-frames`): each append cut into messages of
     # --text-frame-size (10236 bytes) for the original Go follower, against
     # binary ones (one message per append, up to the 256 KiB read size).
@@ -673,6 +693,17 @@ def ratios(results: list[dict[str, Any]]) -> dict[str, float]:
             out[f"{name}: text (10236-byte messages) / binary"] = (
                 text["delivered_MBps"] / ours["delivered_MBps"]
             )
+    ws, events = (
+        by.get(("1x1000 1KiB@100/s", "httpfstream")),
+        by.get(("1x1000 1KiB@100/s events", "httpfstream")),
+    )
+    if ws and events and ws.get("server_cpu") and ws.get("p99_ms"):
+        out["1x1000 1KiB@100/s event stream / WebSocket: server CPU"] = (
+            events["server_cpu"] / ws["server_cpu"]
+        )
+        out["1x1000 1KiB@100/s event stream / WebSocket: p99"] = (
+            events["p99_ms"] / ws["p99_ms"]
+        )
     plain, scraped = (
         by.get(("1x100 1KiB@1000/s", "httpfstream")),
         by.get(("1x100 1KiB@1000/s +metrics", "httpfstream")),
@@ -737,7 +768,8 @@ def main() -> int:
         "somaxconn": _sysctl("net/core/somaxconn"),
         "tcp_max_syn_backlog": _sysctl("net/ipv4/tcp_max_syn_backlog"),
         "load_generator": {
-            "stream, many": "bench/fastgen (C, one epoll loop)",
+            "stream, many": "bench/fastgen (C, one epoll loop; WebSocket or"
+            " event-stream followers)",
             "others": "bench/loadgen.py (Twisted)",
         },
         "quick": args.quick,

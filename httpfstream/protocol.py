@@ -90,6 +90,14 @@ class Param(enum.StrEnum):
     LINES = "lines"
     #: Reading: each line prefixed with its time (section 13).
     TIMESTAMPS = "timestamps"
+    #: GET: the lines that hold this text, as NDJSON (section 14).
+    GREP = "grep"
+    #: Search: ``1`` for case to matter.
+    CASE = "case"
+    #: Search: ``1`` for ``grep`` to be an RE2 regular expression.
+    REGEX = "regex"
+    #: Search: the most matching lines to answer.
+    MAX = "max"
 
     @property
     def key(self) -> bytes:

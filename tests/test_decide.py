@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from httpfstream.web.auth import Right
-from httpfstream.web.decide import Action, Asked, decide, prefers_html
+from httpfstream.web.decide import Action, Asked, decide, prefers_html, wants_events
 
 
 @pytest.mark.parametrize(
@@ -105,3 +105,58 @@ def test_folders_are_not_resources(asked, code):
 )
 def test_what_counts_as_a_browser(accept, html):
     assert prefers_html(accept) is html
+
+
+@pytest.mark.parametrize(
+    ("accept", "events"),
+    [
+        (None, False),
+        (b"", False),
+        (b"*/*", False),
+        (b"text/*", False),
+        (b"text/event-stream", True),
+        (b"Text/Event-Stream; charset=utf-8", True),
+        (b"application/json, text/event-stream;q=0.5", True),
+        (b"text/event-stream, text/html", True),
+        # A browser opening the link gets the page (section 12).
+        (b"text/html, text/event-stream", False),
+        (b"text/html,application/xhtml+xml,*/*;q=0.8", False),
+        # q=0 means "not this one".
+        (b"text/event-stream;q=0", False),
+        (b"text/event-stream; q=0.000, */*", False),
+        (b"text/event-stream;q=0.01", True),
+        (b"text/event-streams", False),
+    ],
+)
+def test_what_asks_for_an_event_stream(accept, events):
+    assert wants_events(accept) is events
+
+
+@pytest.mark.parametrize(
+    ("asked", "action"),
+    [
+        (Asked(b"GET", events=True), Action.EVENTS),
+        # Whatever else a GET says: offset=, follow=1, a verb.
+        (Asked(b"GET", events=True, plain=False), Action.EVENTS),
+        (Asked(b"GET", events=True, follow=True), Action.EVENTS),
+        (Asked(b"GET", "FOLLOW", verb_given=True, events=True), Action.EVENTS),
+        # A WebSocket is a WebSocket; HEAD is the snapshot's headers.
+        (Asked(b"GET", upgrade=True, events=True), Action.FOLLOW_WS),
+        (Asked(b"HEAD", events=True), Action.HEAD),
+        (Asked(b"HEAD", events=True, folder=True), Action.LIST),
+        (Asked(b"POST", events=True), Action.POST),
+    ],
+)
+def test_event_streams(asked, action):
+    decision = decide(asked)
+    assert decision.refusal is None
+    assert decision.action is action
+
+
+def test_event_streams_need_the_follow_right_and_a_resource():
+    decision = decide(Asked(b"GET", events=True))
+    assert (decision.right, decision.writes) == (Right.FOLLOW, False)
+    refusal = decide(Asked(b"GET", events=True, folder=True)).refusal
+    assert refusal is not None and refusal.code == 404
+    refusal = decide(Asked(b"GET", "APPEND", events=True)).refusal
+    assert refusal is not None and refusal.code == 400

@@ -2,9 +2,10 @@
 One record per session, and the running counters they feed.
 
 Every appender (WebSocket or POST) and every reader (WebSocket follower,
-``follow=1`` stream, snapshot) gets a `SessionRecord` when it starts.  The
-record counts its bytes and, when the session ends, logs one line with its
-outcome and moves the `Counters` a metrics endpoint reads.  The registry
+``follow=1`` stream, event stream, snapshot) gets a `SessionRecord` when
+it starts.  The record counts its bytes and, when the session ends, logs
+one line with its outcome and moves the `Counters` a metrics endpoint
+reads.  The registry
 owns the counters; its reader limits read them too.
 """
 
@@ -32,14 +33,24 @@ class Kind(enum.Enum):
     POST = "post"
     FOLLOW_WS = "follow-ws"
     FOLLOW_HTTP = "follow-http"  # GET ?follow=1
+    FOLLOW_EVENTS = "follow-events"  # GET Accept: text/event-stream
     SNAPSHOT = "snapshot"  # GET without follow=1
+    SEARCH = "search"  # GET with grep=
 
     @property
     def reads(self) -> bool:
         return self in _READERS
 
 
-_READERS = frozenset({Kind.FOLLOW_WS, Kind.FOLLOW_HTTP, Kind.SNAPSHOT})
+_READERS = frozenset(
+    {
+        Kind.FOLLOW_WS,
+        Kind.FOLLOW_HTTP,
+        Kind.FOLLOW_EVENTS,
+        Kind.SNAPSHOT,
+        Kind.SEARCH,
+    }
+)
 
 
 #: Upper bounds of the latency buckets, in seconds (the last is +Inf).

@@ -63,7 +63,12 @@ class _Collector:
             "Readers in progress, by transport.",
             labels=["transport"],
         )
-        for kind in (Kind.FOLLOW_WS, Kind.FOLLOW_HTTP, Kind.SNAPSHOT):
+        for kind in (
+            Kind.FOLLOW_WS,
+            Kind.FOLLOW_HTTP,
+            Kind.FOLLOW_EVENTS,
+            Kind.SNAPSHOT,
+        ):
             readers.add_metric([kind.value], counters.open[kind])
         yield readers
         behind = sum(stream.behind for stream in streams)

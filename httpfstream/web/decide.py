@@ -1,6 +1,6 @@
 """
 What a request asks for, decided from its method, headers and query alone
-(docs/PROTOCOL.md sections 2, 10, 11 and 12): which action serves it and which
+(docs/PROTOCOL.md sections 2, 10, 11, 12 and 14): which action serves it and which
 right it needs, or the refusal it gets.  No I/O: `StreamResource` checks the
 token and the name and then runs the action; this table is unit-tested on
 its own.
@@ -10,7 +10,9 @@ Resources (a path not ending in ``/``):
 =========  ========  =======  ========  ===============================
 method     verb      upgrade  follow=1  action
 =========  ========  =======  ========  ===============================
-GET        FOLLOW    yes      any       FOLLOW_WS
+GET        FOLLOW    yes      any       FOLLOW_WS (with ``grep``: 400)
+GET        FOLLOW    no       any       SEARCH, with ``grep`` (section 14)
+GET        FOLLOW    no       any       EVENTS, for an event-stream client
 GET        FOLLOW    no       yes       FOLLOW_HTTP
 GET        FOLLOW    no       no        SNAPSHOT, or VIEW for a browser
 GET        APPEND    yes      any       APPEND_WS
@@ -22,11 +24,17 @@ GET, HEAD  unknown                      400
 other                                   405, with ``Allow``
 =========  ========  =======  ========  ===============================
 
-VIEW (section 12): a plain GET (no verb, ``follow``, ``offset``, ``Range``
-or ``raw=1``) whose ``Accept`` names ``text/html`` before any other type.
+EVENTS (section 15): a GET whose ``Accept`` names ``text/event-stream``
+(with a non-zero ``q``) and does not name ``text/html`` first
+(`wants_events`): the follow as server-sent events, whatever ``follow=``
+says.
+
+VIEW (section 12): a plain GET (no verb, ``follow``, ``offset``, ``Range``,
+``raw=1`` or ``grep``) whose ``Accept`` names ``text/html`` before any other type.
 
 Folders (a path ending in ``/``, or the mount point): GET and HEAD are
-LIST (section 10); writes are ``400``; a follow of a folder is ``404``.
+LIST (section 10); writes are ``400``; a follow of a folder (WebSocket,
+``follow=1`` or an event stream) or a search of one is ``404``.
 
 Rights: APPEND_WS, POST and DELETE need ``append``; everything else
 ``follow``.
@@ -41,7 +49,15 @@ from ..core.refusal import Refusal
 from ..protocol import APPEND, VERBS
 from .auth import Right
 
-__all__ = ["ALLOW", "Action", "Asked", "Decision", "decide", "prefers_html"]
+__all__ = [
+    "ALLOW",
+    "Action",
+    "Asked",
+    "Decision",
+    "decide",
+    "prefers_html",
+    "wants_events",
+]
 
 #: The methods a resource answers, for ``Allow``.
 ALLOW = b"GET, HEAD, POST, DELETE"
@@ -57,6 +73,8 @@ class Action(enum.Enum):
     DELETE = "delete"
     VIEW = "view"
     LIST = "list"
+    EVENTS = "events"
+    SEARCH = "search"
 
 
 @dataclass(frozen=True)
@@ -72,7 +90,9 @@ class Asked:
     :ivar follow: whether it has ``follow=1``.
     :ivar folder: whether its path names a folder.
     :ivar browser: whether its ``Accept`` names ``text/html`` first.
-    :ivar plain: no ``offset=``, ``Range`` or ``raw=1``.
+    :ivar plain: no ``offset=``, ``Range``, ``raw=1`` or ``grep=``.
+    :ivar events: whether it asks for an event stream (`wants_events`).
+    :ivar search: it has ``grep=`` (a search, section 14).
     """
 
     method: bytes
@@ -83,6 +103,8 @@ class Asked:
     folder: bool = False
     browser: bool = False
     plain: bool = True
+    events: bool = False
+    search: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,6 +131,31 @@ def prefers_html(accept: bytes | None) -> bool:
     return first == b"text/html"
 
 
+def wants_events(accept: bytes | None) -> bool:
+    """
+    Whether an ``Accept`` header asks for an event stream: it names
+    ``text/event-stream`` (not with ``q=0``) and not ``text/html`` first.
+    """
+    if not accept or prefers_html(accept):
+        return False
+    for item in accept.split(b","):
+        kind, *params = item.split(b";")
+        if kind.strip().lower() != b"text/event-stream":
+            continue
+        for param in params:
+            key, _, value = param.partition(b"=")
+            if key.strip().lower() == b"q" and _is_zero(value.strip()):
+                break
+        else:
+            return True
+    return False
+
+
+def _is_zero(q: bytes) -> bool:
+    """Whether a ``q`` value says "not acceptable" (``0``, ``0.0``...)."""
+    return q[:1] == b"0" and not q.strip(b"0.")
+
+
 def decide(asked: Asked) -> Decision:
     """The action for ``asked`` and the right it needs, or its refusal."""
     method, verb = asked.method, asked.verb
@@ -128,8 +175,10 @@ def decide(asked: Asked) -> Decision:
     if asked.folder:
         if writes:
             return refuse(400, "a folder cannot be written; name a resource")
-        if asked.upgrade or asked.follow:
+        if asked.upgrade or asked.follow or (asked.events and method == b"GET"):
             return refuse(404, "a folder cannot be followed; name a resource")
+        if asked.search:
+            return refuse(404, "a folder cannot be searched; name a resource")
         return Decision(right, writes, Action.LIST)
     if method == b"POST":
         return Decision(right, writes, Action.POST)
@@ -144,7 +193,13 @@ def decide(asked: Asked) -> Decision:
             )
         return Decision(right, writes, Action.APPEND_WS)
     if asked.upgrade:
+        if asked.search:
+            return refuse(400, "a search (grep=) is a plain GET, not a WebSocket")
         return Decision(right, writes, Action.FOLLOW_WS)
+    if asked.search:
+        return Decision(right, writes, Action.SEARCH)
+    if asked.events:
+        return Decision(right, writes, Action.EVENTS)
     if asked.follow:
         return Decision(right, writes, Action.FOLLOW_HTTP)
     if asked.browser and asked.plain and not asked.verb_given:

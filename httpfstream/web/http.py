@@ -109,6 +109,12 @@ class Query:
     :ivar accept: the ``Accept`` header.
     :ivar peer: the client, as WebSocket sessions name theirs
         (``tcp4:HOST:PORT``).
+    :ivar last_event_id: the ``Last-Event-ID`` header (an event stream
+        resuming; see `events.event_start`).
+    :ivar grep: ``grep=`` as given (a search, section 14; see `web.search`).
+    :ivar case: ``case=1``.
+    :ivar regex: ``regex=1``.
+    :ivar max: ``max=`` as given.
     """
 
     verb: str
@@ -127,6 +133,11 @@ class Query:
     range: bytes | None
     accept: bytes | None
     peer: str
+    last_event_id: bytes | None = None
+    grep: bytes | None = None
+    case: bool = False
+    regex: bool = False
+    max: bytes | None = None
 
     @classmethod
     def of(cls, request: Request) -> Query:
@@ -152,6 +163,11 @@ class Query:
             range=request.getHeader(b"range"),
             accept=request.getHeader(b"accept"),
             peer=_peer(request),
+            last_event_id=request.getHeader(b"last-event-id"),
+            grep=_arg(request, Param.GREP.key),
+            case=flag(_arg(request, Param.CASE.key)),
+            regex=flag(_arg(request, Param.REGEX.key)),
+            max=_arg(request, Param.MAX.key),
         )
 
     @property
@@ -163,6 +179,7 @@ class Query:
             or self.raw
             or self.lines is not None
             or self.timestamps
+            or self.grep is not None
         )
 
     def lines_asked(self, state: ResourceState, snapshot: bool) -> Lines | None:

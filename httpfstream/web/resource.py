@@ -54,10 +54,11 @@ from ..protocol import (
     ResourceState,
     header_bytes,
 )
-from . import viewer
+from . import search, viewer
 from .appender import AppenderProtocol, Appending
 from .auth import Access, Right, Tokens, mask_token
-from .decide import Action, Asked, decide, prefers_html
+from .decide import Action, Asked, decide, prefers_html, wants_events
+from .events import KEEPALIVE, event_start, start_events
 from .followers import FollowerProtocol, Following, ResponseSink
 from .handoff import Handoff, WebSocketOptions
 from .http import (
@@ -90,6 +91,8 @@ class StreamResource(Resource):
     :param tokens: if given, every request needs a token granting its verb
         on its name (docs/PROTOCOL.md section 8); otherwise all are allowed.
     :param websocket: pings and timeouts for WebSocket connections.
+    :param event_keepalive: seconds of silence after which an event stream
+        gets a comment line (section 15; 0: never).
     """
 
     isLeaf = True
@@ -99,6 +102,7 @@ class StreamResource(Resource):
         registry: StreamRegistry,
         tokens: Tokens | None = None,
         websocket: WebSocketOptions | None = None,
+        event_keepalive: float = KEEPALIVE,
     ) -> None:
         super().__init__()
         # mimetypes reads the system's tables on its first guess: at start,
@@ -109,6 +113,7 @@ class StreamResource(Resource):
         self._registry = registry
         self._tokens = tokens
         self._options = options = websocket or WebSocketOptions()
+        self._event_keepalive = event_keepalive
         self._appenders = Handoff(
             AppenderProtocol,
             registry.reactor,
@@ -138,6 +143,8 @@ class StreamResource(Resource):
             Action.DELETE: self._delete,
             Action.VIEW: self._view,
             Action.LIST: self._list,
+            Action.EVENTS: self._events,
+            Action.SEARCH: self._search,
         }
 
     def render(self, request: Request) -> bytes | int:
@@ -171,6 +178,8 @@ class StreamResource(Resource):
                 folder=folder,
                 browser=prefers_html(query.accept),
                 plain=query.plain,
+                events=wants_events(query.accept),
+                search=query.grep is not None,
             )
         )
         parsed: Name | None = None
@@ -342,6 +351,29 @@ class StreamResource(Resource):
         finally:
             if not handed:
                 stream.release()
+
+    async def _events(self, request: Request, query: Query, name: Name) -> None:
+        """An event stream (section 15): a follow as server-sent events."""
+        stream = await self._registry.open(name, reader="followers")
+        try:
+            if (query.last_event_id or b"").strip():
+                # An EventSource reconnecting: where it was, whatever else
+                # the URL it reconnects to says.
+                start, line = event_start(query, stream.state), None
+            else:
+                start, line = await self._follow_start(query, stream)
+            if line is not None:
+                request.setHeader(_LINE, b"%d" % line)
+            record = self._registry.record(Kind.FOLLOW_EVENTS, name, query.peer, start)
+            start_events(
+                request, stream, record, self._registry.reactor, self._event_keepalive
+            )
+        finally:
+            stream.release()
+
+    async def _search(self, request: Request, query: Query, name: Name) -> None:
+        """``grep=``: the matching lines as NDJSON (`search.serve`)."""
+        await search.serve(self._registry, request, query, name)
 
     async def _view(self, request: Request, query: Query, name: Name) -> None:
         """

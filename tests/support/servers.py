@@ -14,6 +14,7 @@ from twisted.python.filepath import FilePath
 from twisted.web.resource import Resource
 
 from httpfstream import StreamRegistry, StreamResource
+from httpfstream.web.events import KEEPALIVE
 from httpfstream.web.handoff import WebSocketOptions
 from httpfstream.web.site import make_site
 
@@ -57,12 +58,13 @@ def start_server(
     tokens: Any = None,
     site_timeout: float | None = None,
     header_timeout: float = 30,
+    event_keepalive: float = KEEPALIVE,
     **options: Any,
 ) -> Server:
     """
     A registry under ``root`` and a site from `make_site` on 127.0.0.1
     (TLS if given).  ``options`` are the registry's keywords, or a
-    `WebSocketOptions` field.
+    `WebSocketOptions` field; ``event_keepalive`` is the resource's.
     """
     websocket = {
         key: options.pop(key)
@@ -72,7 +74,9 @@ def start_server(
     registry = StreamRegistry(root, **options)
     registry.startService()
     top = Resource()
-    resource = StreamResource(registry, tokens, WebSocketOptions(**websocket))
+    resource = StreamResource(
+        registry, tokens, WebSocketOptions(**websocket), event_keepalive
+    )
     top.putChild(MOUNT.encode(), resource)
     site = make_site(
         top,
