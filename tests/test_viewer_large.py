@@ -17,7 +17,6 @@ import re
 from datetime import datetime
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
 from support.browser import HIGHLIGHTED, IN_SIGHT, ROW_IN_SIGHT, ROW_TEXT
 from support.clients import appender, close, get
 from twisted.internet import reactor
@@ -34,19 +33,6 @@ def numbered(count: int, first: int = 1) -> bytes:
 async def post(server, name: str, data: bytes) -> None:
     status, _, _ = await get(server.url(name), method="POST", data=data)
     assert status == 200
-
-
-async def searches(server) -> bool:
-    """Whether this server answers ``grep=`` (section 14)."""
-    await post(server, "probe.log", b"x\n")
-    status, headers, _ = await get(server.url("probe.log", grep="x"))
-    return status == 200 and headers["content-type"].startswith("application/x-ndjson")
-
-
-NO_SEARCH = (
-    "this server does not answer grep= (PROTOCOL.md section 14, with lines=;"
-    " being built on the branch `search`)"
-)
 
 
 def stamp(line: bytes) -> datetime:
@@ -239,7 +225,8 @@ async def test_sections_fold_with_their_durations(chromium, server):
     await tab.until_state("finished")
     await tab.until(f"() => {V}.sections().length === 5")
     found = await tab.eval(f"{V}.sections()")
-    assert [(s["kind"], s["start"], s["end"], s["title"], s["folded"]) for s in found] == [
+    keys = ("kind", "start", "end", "title", "folded")
+    assert [tuple(s[key] for key in keys) for s in found] == [
         ("gitlab", 2, 8, "Preparing environment", True),
         ("gitlab", 9, 14, "Building", False),
         ("github", 15, 19, "Run tests", True),
@@ -309,8 +296,6 @@ async def test_a_sections_duration_comes_from_its_lines_times(chromium, server):
 async def test_sections_above_the_lines_read_come_from_the_servers_search(
     chromium, server
 ):
-    if not await searches(server):
-        pytest.skip(NO_SEARCH)
     content = (
         numbered(9)
         + b"::group::Early step\n"
@@ -342,7 +327,10 @@ async def test_each_lines_time_as_clock_time_or_since_the_log_began(chromium, se
     moments = [stamp(line) for line in stamped.splitlines()]
     tab = await chromium.open(server.url("times.log"), timezone_id="UTC")
     await tab.until_lines(2)
-    shown = "n => getComputedStyle(document.querySelector('.ln[data-n=\"' + n + '\"]'), '::after').content"
+    shown = (
+        "n => getComputedStyle(document.querySelector("
+        "'.ln[data-n=\"' + n + '\"]'), '::after').content"
+    )
     assert await tab.eval(shown, 1) == "none"
     await tab.click("#times")
     assert await tab.eval("document.getElementById('times').textContent") == (
@@ -363,12 +351,8 @@ async def test_each_lines_time_as_clock_time_or_since_the_log_began(chromium, se
 
 
 async def test_search_finds_any_line_and_live_matches_keep_coming(chromium, server):
-    if not await searches(server):
-        pytest.skip(NO_SEARCH)
     needles = {5: b"a needle here", 12000: b"The NEEDLE again", 19990: b"needle last"}
-    content = b"".join(
-        (needles[n] if n in needles else b"line %d" % n) + b"\n" for n in range(1, 20001)
-    )
+    content = b"".join(needles.get(n, b"line %d" % n) + b"\n" for n in range(1, 20001))
     a = await appender(server, "search.log", ack=1)
     a.sendMessage(content)
     await a.until_ack(len(content))
@@ -408,23 +392,7 @@ async def test_search_finds_any_line_and_live_matches_keep_coming(chromium, serv
     await tab.close()
 
 
-async def test_search_on_a_server_that_cannot_says_so(chromium, server):
-    if await searches(server):
-        pytest.skip("this server searches")
-    await post(server, "plain.log", numbered(100))
-    tab = await chromium.open(server.url("plain.log"))
-    await tab.until_state("finished")
-    await tab.fill("#search", "line 5")
-    await tab.press("Enter")
-    await tab.until(
-        "() => document.getElementById('hits').textContent === 'this server cannot search'"
-    )
-    await tab.close()
-
-
-async def test_a_link_opened_before_the_log_exists_waits_then_follows(
-    chromium, server
-):
+async def test_a_link_opened_before_the_log_exists_waits_then_follows(chromium, server):
     tab = await chromium.open(server.url("ci/42/build.log"))
     assert tab.status == 404
     await tab.until_state("waiting")

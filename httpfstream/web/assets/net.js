@@ -200,33 +200,8 @@ const Net = (function () {
     return { status: 200, done: done, error: done ? null : "the search was cut" };
   }
 
-  // Whether the server answers grep= (section 14): asked once, about line
-  // 1 alone, so a server that does not (it answers with the line itself)
-  // costs one short line.  A promise of true or false.
-  let searching = null;
-  function searches() {
-    if (searching === null) {
-      searching = (async function () {
-        const controller = new AbortController();
-        try {
-          const response = await fetch(url({ grep: "x", lines: "1-1", max: "1" }),
-            { cache: "no-store", signal: controller.signal });
-          const type = (response.headers.get("Content-Type") || "").split(";")[0].trim();
-          controller.abort();
-          if (type === "application/x-ndjson") return true;
-          searching = null;  // ask again next time (the log may not have been there)
-          return response.status === 200 ? false : null;
-        } catch (e) {
-          searching = null;
-          return null;
-        }
-      })();
-    }
-    return searching;
-  }
-
   return Object.freeze({
     config: config, url: url, head: head, followWebSocket: followWebSocket,
-    followHttp: followHttp, lines: lines, grep: grep, searches: searches,
+    followHttp: followHttp, lines: lines, grep: grep,
   });
 })();

@@ -271,20 +271,11 @@
   // Ask the server for matches from line `from` on.  Once the log as it
   // is now has been searched (`done`), matches in what is appended later
   // keep coming while an appender holds it (a live search).
-  async function more(from, live) {
+  function more(from, live) {
     const controller = new AbortController();
     search.controller = controller;
     const version = search.version;
     if (!live) search.done = false;
-    const can = await Net.searches();
-    if (version !== search.version) return;
-    if (can !== true) {
-      search.controller = null;
-      search.done = true;
-      search.error = can === false ? "this server cannot search" : "the server cannot be reached";
-      schedule();
-      return;
-    }
     const params = {
       text: search.text, regex: search.regex, caseSensitive: search.caseSensitive,
       max: HITS, follow: live,
@@ -847,7 +838,6 @@
   // The markers of lines 1..last, through the server's search (section
   // 14): the page reads the rest itself.
   async function scanSections(last) {
-    if (await Net.searches() !== true) return;
     let from = 1;
     for (;;) {
       let highest = 0;
