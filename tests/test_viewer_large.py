@@ -363,7 +363,7 @@ async def test_search_finds_any_line_and_live_matches_keep_coming(chromium, serv
     # From what is in sight: line 19990 first, then round to the start.
     await tab.until(f"() => {V}.search.current === 2")
     await until_shown(tab, 19990, "needle last")
-    assert await tab.eval("document.getElementById('hits').textContent") == "3 of 3"
+    await tab.until("() => document.getElementById('hits').textContent === '3 of 3'")
     await tab.press("Enter")
     await until_shown(tab, 5, "a needle here")
     assert await tab.eval(
