@@ -360,12 +360,9 @@ async def test_search_finds_any_line_and_live_matches_keep_coming(chromium, serv
     await until_shown(tab, 20000, "line 20000")
     await tab.fill("#search", "needle")
     await tab.press("Enter")
-    # From what is in sight: line 19990 first, then round to the start.
-    await tab.until(f"() => {V}.search.current === 2")
-    await until_shown(tab, 19990, "needle last")
-    await tab.until("() => document.getElementById('hits').textContent === '3 of 3'")
-    await tab.press("Enter")
+    # From the end of the log: its first match, then on, round to the start.
     await until_shown(tab, 5, "a needle here")
+    await tab.until("() => document.getElementById('hits').textContent === '1 of 3'")
     assert await tab.eval(
         "document.querySelector('.row.current mark').textContent"
     ) == ("needle")
@@ -374,8 +371,17 @@ async def test_search_finds_any_line_and_live_matches_keep_coming(chromium, serv
     assert await tab.eval(
         "document.querySelector('.row.current mark').textContent"
     ) == ("NEEDLE")
-    await tab.press("Shift+Enter")
+    await tab.press("Enter")
+    await until_shown(tab, 19990, "needle last")
+    await tab.press("Enter")
     await until_shown(tab, 5, "a needle here")
+    await tab.press("Shift+Enter")
+    await until_shown(tab, 19990, "needle last")
+    # From where the reader is: the next match after what is in sight.
+    await tab.eval(f"{V}.reveal(11000)")
+    await until_shown(tab, 11000, "line 11000")
+    await tab.press("Enter")
+    await until_shown(tab, 12000, "The NEEDLE again")
     # Matches appended later come too.
     a.sendMessage(b"one more needle\n")
     await tab.until(f"() => {V}.search.count === 4")

@@ -10,9 +10,11 @@
 // the Store instead and keeps only the line not ended yet.
 //
 // Store holds lines in blocks of BLOCK lines (block k: lines kB+1 to
-// kB+B), each filled from its start, by the live stream or by a snapshot
-// of lines (lines=A-B); blocks far from what is in sight are let go, so
-// the page's memory does not grow with the log.  The last RING lines of
+// kB+B), each holding a run of them (usually from the block's start; the
+// header of a folded section alone, when that is all that is shown), by
+// the live stream or by a snapshot of lines (lines=A-B); blocks far from
+// what is in sight are let go, so the page's memory does not grow with the
+// log.  The last RING lines of
 // the live stream are kept whatever is in sight, so a block at the end of
 // a log that pours in can be filled without asking the server.
 const Lines = (function () {
@@ -163,10 +165,12 @@ const Lines = (function () {
     }
   }
 
-  // One block of lines: texts, starts and times of lines kB+1 on.
+  // One block of lines: texts, starts and times of lines first.. (within
+  // block k's lines).
   class Block {
-    constructor(k) {
+    constructor(k, first) {
       this.k = k;
+      this.first = first;
       this.texts = [];
       this.starts = [];
       this.times = [];
@@ -203,14 +207,14 @@ const Lines = (function () {
     }
     has(n) {
       const b = this.blocks.get(this.blockOf(n));
-      return b !== undefined && n - 1 - b.k * this.B < b.texts.length;
+      return b !== undefined && n >= b.first && n < b.first + b.texts.length;
     }
     // [text, start, time] of line n, or null when it is not held.
     get(n) {
       const b = this.blocks.get(this.blockOf(n));
       if (b !== undefined) {
-        const i = n - 1 - b.k * this.B;
-        if (i < b.texts.length) return [b.texts[i], b.starts[i], b.times[i]];
+        const i = n - b.first;
+        if (i >= 0 && i < b.texts.length) return [b.texts[i], b.starts[i], b.times[i]];
       }
       if (n >= this.ringFirst && n < this.ringNext) {
         const j = n % this.RING;
@@ -223,9 +227,9 @@ const Lines = (function () {
       if (n < 1) return Ansi.PLAIN;
       const b = this.blocks.get(this.blockOf(n));
       if (b !== undefined) {
-        const i = n - 1 - b.k * this.B;
+        const i = n - b.first;
         if (i === b.texts.length - 1) return b.end;
-        if (i < b.texts.length - 1) return b.starts[i + 1];
+        if (i >= 0 && i < b.texts.length - 1) return b.starts[i + 1];
       }
       if (n >= this.ringFirst && n < this.ringNext) return this.ringEnds[n % this.RING];
       return null;
@@ -235,17 +239,19 @@ const Lines = (function () {
       for (const b of this.blocks.values()) lines += b.texts.length;
       return lines;
     }
-    // Add line n to its block if that block holds every line before it
-    // (or n is its first line and the block may be held).
-    put(n, text, start, time, end) {
+    // Add line n to its block if it goes on the block's run, or starts it
+    // (the block is not held and may be; a live line only at the block's
+    // first line: a run started mid-block would refuse the lines above it,
+    // asked for meanwhile).
+    put(n, text, start, time, end, live) {
       const k = this.blockOf(n);
-      const i = n - 1 - k * this.B;
       let b = this.blocks.get(k);
       if (b === undefined) {
-        if (i !== 0 || k < this.keepFrom || k > this.keepTo) return false;
-        b = new Block(k);
+        if (k < this.keepFrom || k > this.keepTo) return false;
+        if (live && n !== k * this.B + 1) return false;
+        b = new Block(k, n);
         this.blocks.set(k, b);
-      } else if (b.texts.length !== i) {
+      } else if (b.first + b.texts.length !== n) {
         return false;
       }
       b.add(text, start, time, end);
@@ -263,7 +269,7 @@ const Lines = (function () {
       if (n !== this.ringNext) this.ringFirst = n;  // a new stream
       this.ringNext = n + 1;
       if (this.ringNext - this.ringFirst > this.RING) this.ringFirst = this.ringNext - this.RING;
-      this.put(n, text, start, time, end);
+      this.put(n, text, start, time, end, true);
     }
     // Lines first.. from a snapshot (raw lines, stamps taken off): kept
     // where they continue a block.  Their styles follow the line before
@@ -279,13 +285,18 @@ const Lines = (function () {
         }
         const [text, start, end] = styled(raws[i], style);
         style = end;
-        if (!this.put(n, text, start, times[i], end)) {
-          // Not where a block goes on: what follows cannot be kept either,
-          // unless it starts a block of its own.
-          continue;
-        }
+        // Kept where it goes on a block's run (or starts one).
+        this.put(n, text, start, times[i], end);
       }
       this.restyleFrom(n, style);
+    }
+    // Let block k go (its run is to be read again from further up).
+    drop(k) {
+      const b = this.blocks.get(k);
+      if (b === undefined) return;
+      this.blocks.delete(k);
+      this.chars -= b.chars;
+      this.version++;
     }
     // Line n now follows style `style`: restyle the held lines from n on
     // while they started otherwise.
@@ -293,8 +304,8 @@ const Lines = (function () {
       for (;;) {
         const b = this.blocks.get(this.blockOf(n));
         if (b === undefined) return;
-        const i = n - 1 - b.k * this.B;
-        if (i >= b.texts.length || b.starts[i] === style) return;
+        const i = n - b.first;
+        if (i < 0 || i >= b.texts.length || b.starts[i] === style) return;
         for (let j = i; j < b.texts.length; j++) {
           b.starts[j] = style;
           style = Ansi.endStyle(b.texts[j], style);
@@ -304,22 +315,18 @@ const Lines = (function () {
         n = (b.k + 1) * this.B + 1;
       }
     }
-    // Fill block k up to `need` lines from the ring; true if it then has
-    // them.  It is made if it is missing and the ring has its first line.
-    fromRing(k, need) {
-      let b = this.blocks.get(k);
-      let n = k * this.B + 1 + (b === undefined ? 0 : b.texts.length);
-      const last = k * this.B + need;
-      if (n > last) return true;
-      if (n < this.ringFirst || n >= this.ringNext) return false;
-      for (; n <= last && n < this.ringNext; n++) {
+    // Fill block k's run on from line `from` up to line `last` from the
+    // ring; true if it then holds them.
+    fromRing(from, last) {
+      if (from > last) return true;
+      if (from < this.ringFirst || last >= this.ringNext) return false;
+      for (let n = from; n <= last; n++) {
         const j = n % this.RING;
         if (!this.put(n, this.ringTexts[j], this.ringStarts[j], this.ringTimes[j], this.ringEnds[j])) {
           return false;
         }
       }
-      b = this.blocks.get(k);
-      return b !== undefined && b.texts.length >= need;
+      return true;
     }
     // Hold only blocks from..to; let the others go.
     keep(from, to) {

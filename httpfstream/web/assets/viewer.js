@@ -24,7 +24,7 @@
   const KEEP = 8;                            // blocks held beyond those wanted, each side
   const MARGIN = 40;                         // rows drawn beyond the view
   const AHEAD = 200;                         // rows fetched beyond the view
-  const FETCHES = 2;                         // snapshots of lines in flight
+  const FETCHES = 3;                         // snapshots of lines in flight
   const RUN = 4;                             // blocks one snapshot may bring
   const LIMIT = 20000;                       // characters drawn of one line
   const MAX_HEIGHT = testing.maxHeight || 15000000;  // px: under every browser's cap
@@ -195,7 +195,7 @@
   const search = {
     text: "", regex: false, caseSensitive: false,
     hits: [], current: -1, done: false, truncated: false, error: null,
-    controller: null, wanted: 0, matcher: null, version: 0,
+    controller: null, wanted: 0, fromStart: false, matcher: null, version: 0,
   };
 
   function hitIndex(n) {
@@ -306,7 +306,10 @@
   }
 
   // The next (dir 1) or previous (-1) match: after the current one if it
-  // is in sight, else from what is in sight; round to the other end.
+  // is in sight, else from what is in sight; round to the other end.  A
+  // new search from the end of the log (following it) starts at its first
+  // match: nothing is after the end, and the matches come in order, so
+  // the first is there long before the whole log is searched.
   function step(dir) {
     const hits = search.hits;
     if (!hits.length) {
@@ -316,6 +319,8 @@
     let i;
     if (search.current >= 0 && search.current < hits.length && inSight(hits[search.current])) {
       i = search.current + dir;
+    } else if (dir > 0 && search.fromStart) {
+      i = 0;
     } else if (dir > 0) {
       i = hitIndex(sightLine(Math.ceil(top - 0.01)));
     } else {
@@ -334,6 +339,7 @@
     }
     if (i < 0) i = hits.length - 1;
     search.wanted = 0;
+    search.fromStart = false;
     search.current = i;
     reveal(hits[i], true);
     paint++;
@@ -354,6 +360,7 @@
     if (searchEl.value !== search.text || regex !== search.regex ||
         sensitive !== search.caseSensitive || search.error) {
       startSearch();
+      search.fromStart = follow;
       search.wanted = search.text ? dir : 0;
       schedule();
     } else if (search.text) {
@@ -369,6 +376,7 @@
       toggle.setAttribute("aria-pressed", on ? "true" : "false");
       if (search.text) {
         startSearch();
+        search.fromStart = follow;
         search.wanted = 1;
       }
     });
@@ -650,7 +658,9 @@
 
   // Bring line n into sight; `center` puts it a third of the way down
   // even if it is in sight.  A folded section that hides it opens.
+  let target = 0;           // the line last brought into sight
   function reveal(n, center) {
+    target = n;
     if (n > totalNow()) {
       pendingTarget = n;
       setFollow(false);
@@ -750,7 +760,13 @@
     lastFrame = performance.now();
     total = totalNow();
     if (sections.dirty) {
-      keepTopLine(function () { sections.build(); });
+      keepTopLine(function () {
+        // Sections found later never fold away what the reader looks at.
+        const seen = rowCount ? sightLine(Math.ceil(top - 0.01)) : 0;
+        sections.build();
+        if (seen && !follow) sections.unfold(seen);
+        if (target) sections.unfold(target);
+      });
       paint++;
     }
     rowCount = sections.rows(total);
@@ -783,40 +799,72 @@
   const inFlight = new Set();   // blocks a snapshot is bringing
   let retryAt = 0;
 
-  function plan() {
-    if (!started) return;
+  // The lines about to be seen, by block: the lines of each block that
+  // rows near the view show ([block, first, last]), nearest first.
+  function wantedLines() {
     const from = Math.max(0, Math.floor(top) - AHEAD);
     const to = Math.min(rowCount, Math.ceil(top + viewRows) + AHEAD);
-    if (from >= to) return;
     const wanted = [];
-    const middle = store.blockOf(sections.lineAt(Math.min(rowCount - 1, Math.floor(top + viewRows / 2))));
-    let last = -1;
+    let current = null;
     for (let r = from; r < to; r++) {
-      const k = store.blockOf(sections.lineAt(r));
-      if (k !== last) { wanted.push(k); last = k; }
+      const n = sections.lineAt(r);
+      const k = store.blockOf(n);
+      if (current !== null && current[0] === k) current[2] = n;
+      else wanted.push(current = [k, n, n]);
     }
-    const low = wanted[0], high = wanted[wanted.length - 1];
+    return wanted;
+  }
+
+  // What the block of `want` lacks: [from, to] (lines), or null.  A block
+  // whose lines are mostly shown is read whole; one showing a few lines
+  // (the headers of folded sections) only those.
+  function lacking(want, avail) {
+    const [k, lo, hi] = want;
+    const last = Math.min(hi, avail);
+    if (lo > last) return null;  // only the live stream has them
+    const dense = hi - lo >= 8;
+    const end = dense ? Math.min((k + 1) * BLOCK, avail) : last;
+    const b = store.blocks.get(k);
+    if (b !== undefined && b.first <= lo) {
+      const next = b.first + b.texts.length;
+      if (next > last) return null;
+      return [next, end];
+    }
+    return [lo, end];
+  }
+
+  function plan() {
+    if (!started || rowCount === 0) return;
+    const wanted = wantedLines();
+    if (!wanted.length) return;
+    const low = wanted[0][0], high = wanted[wanted.length - 1][0];
     store.keep(low - KEEP, follow ? Infinity : high + KEEP);
     if (performance.now() < retryAt) return;
     const avail = complete();
-    wanted.sort(function (a, b) { return Math.abs(a - middle) - Math.abs(b - middle); });
-    for (const k of wanted) {
-      const need = Math.min(BLOCK, avail - k * BLOCK);
-      if (need <= 0 || inFlight.has(k)) continue;
-      const have = store.blocks.get(k);
-      const count = have === undefined ? 0 : have.texts.length;
-      if (count >= need || store.fromRing(k, need)) continue;
+    const middle = store.blockOf(sightLine(Math.floor(top + viewRows / 2)));
+    wanted.sort(function (a, b) { return Math.abs(a[0] - middle) - Math.abs(b[0] - middle); });
+    for (let w = 0; w < wanted.length; w++) {
+      const k = wanted[w][0];
+      if (inFlight.has(k)) continue;
+      const missing = lacking(wanted[w], avail);
+      if (missing === null) continue;
+      const b = store.blocks.get(k);
+      if (b !== undefined && b.first > missing[0]) store.drop(k);  // read again from higher up
+      if (store.fromRing(missing[0], missing[1])) continue;
       if (inFlight.size >= FETCHES) break;
-      // One snapshot for this block and the missing ones after it.
+      // One snapshot for this block and the blocks after it that want
+      // the lines right after.
       const blocks = [k];
-      let end = k * BLOCK + need;
-      for (let j = k + 1; blocks.length < RUN && j <= high; j++) {
-        const jneed = Math.min(BLOCK, avail - j * BLOCK);
-        if (jneed <= 0 || inFlight.has(j) || store.blocks.has(j) || wanted.indexOf(j) < 0) break;
+      let end = missing[1];
+      for (let j = k + 1; blocks.length < RUN; j++) {
+        const next = wanted.find(function (x) { return x[0] === j; });
+        if (next === undefined || inFlight.has(j) || store.blocks.has(j)) break;
+        const more = lacking(next, avail);
+        if (more === null || more[0] !== end + 1) break;
         blocks.push(j);
-        end = j * BLOCK + jneed;
+        end = more[1];
       }
-      fetchLines(k * BLOCK + count + 1, end, blocks);
+      fetchLines(missing[0], end, blocks);
     }
   }
 
@@ -835,25 +883,36 @@
 
   // ---- sections before the first line followed -------------------------------
 
-  // The markers of lines 1..last, through the server's search (section
-  // 14): the page reads the rest itself.
+  // The markers of lines 1..last (the page reads the rest itself), through
+  // the server's search (section 14), for the kinds of markers the log
+  // uses: those in its first block (read now: CI logs start with their
+  // first section) and in the lines followed.  A log without any costs
+  // no search at all.
   async function scanSections(last) {
-    let from = 1;
-    for (;;) {
-      let highest = 0;
-      const result = await Net.grep({
-        text: Sections.SEARCH, regex: true, caseSensitive: true, max: HITS,
-        lines: from + "-" + last,
-      }, function (hit) {
-        sections.add(hit.line, hit.text);
-        highest = hit.line;
-        schedule();
-      });
-      if (result.error || !result.done || !result.done.truncated || !highest ||
-          sections.size > 100000) {
-        return;
+    const head = await Net.lines(1, Math.min(BLOCK, last));
+    if (head === null || head.status !== 200) return;
+    for (let i = 0; i < head.raws.length; i++) sections.see(head.first + i, head.raws[i]);
+    store.fill(head.first, head.raws, head.times);
+    schedule();
+    if (last <= head.raws.length) return;
+    for (const kind of sections.kinds()) {
+      for (const scan of Sections.SCANS[kind]) {
+        let from = head.raws.length + 1;
+        for (;;) {
+          let highest = 0;
+          const result = await Net.grep(Object.assign({ max: HITS, lines: from + "-" + last }, scan),
+            function (hit) {
+              sections.add(hit.line, hit.text);
+              highest = hit.line;
+              schedule();
+            });
+          if (result.error || !result.done || !result.done.truncated || !highest ||
+              sections.size > 100000) {
+            break;
+          }
+          from = highest + 1;
+        }
       }
-      from = highest + 1;
     }
   }
 
@@ -911,7 +970,7 @@
         return true;
       } else if (head.status === 404) {
         waiting(true);
-        delay = Math.min(delay, 1000);
+        delay = Math.min(delay, 500);
       } else if (FINAL[head.status]) {
         setState("refused", FINAL[head.status]);
         return false;
@@ -919,7 +978,8 @@
         setState("reconnecting", "the server answered " + head.status);
       }
       await sleep(delay);
-      delay = Math.min(delay * 2, head !== null && head.status === 404 ? 1000 : 4000);
+      // A log not there yet is asked for twice a second (a HEAD, a 404).
+      delay = Math.min(delay * 2, head !== null && head.status === 404 ? 500 : 4000);
     }
   }
 
