@@ -720,7 +720,7 @@ def screenshots(folder: str) -> None:
             page.click("#times")
             page.click("#times")
             page.wait_for_function("() => window.httpfstreamViewer.times === 'elapsed'")
-            page.click('.row.sec[data-line="12"] .title')
+            page.click('.row.sec:has-text("Getting source") .title')
             time.sleep(0.3)
             page.screenshot(path=str(out / "viewer-times.png"))
         finally:
