@@ -83,6 +83,7 @@ const Sections = (function () {
   class Sections {
     constructor() {
       this.markers = new Map();   // line -> its markers
+      this.order = [];            // their lines, sorted
       this.list = [];             // sections, by their first line
       this.byStart = new Map();   // header line -> section
       this.toggled = new Map();   // header line -> folded, as the reader set it
@@ -102,6 +103,18 @@ const Sections = (function () {
       const found = parse(text);
       if (found === null) return;
       this.markers.set(n, found);
+      // Lines come mostly in order (the live stream, the search): kept
+      // sorted as they come.
+      const order = this.order;
+      let at = order.length;
+      if (at && order[at - 1] > n) {
+        let lo = 0;
+        while (lo < at) {
+          const mid = (lo + at) >> 1;
+          if (order[mid] < n) lo = mid + 1; else at = mid;
+        }
+      }
+      order.splice(at, 0, n);
       this.dirty = true;
     }
     get size() {
@@ -118,7 +131,7 @@ const Sections = (function () {
       if (!this.dirty && total === this.builtFor) return false;
       this.dirty = false;
       this.builtFor = total;
-      const lines = Array.from(this.markers.keys()).sort((a, b) => a - b);
+      const lines = this.order;
       const list = [];
       const hidden = [];
       const stack = [];     // open GitLab sections
