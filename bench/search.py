@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import sys
@@ -41,8 +42,8 @@ from typing import Any
 
 from run import FASTGEN, PIN, Server, loadgen
 
-from httpfstream.web.http import Query
-from httpfstream.web.search import Slices, scan, settings
+from httpfstream.core.search import Pattern, Scanner
+from httpfstream.web.search import Slices, scan
 
 NAME = "ci/big.log"
 
@@ -160,12 +161,11 @@ def steps(root: Path, limit: int) -> list[dict[str, Any]]:
     """Each search's steps, timed as the server takes them."""
     from urllib.parse import parse_qs
 
-    from httpfstream.core.search import Scanner
-
     rows = []
     for label, query in STEPS:
-        args = {k.encode(): [v.encode()] for k, [v] in parse_qs(query).items()}
-        pattern, most = settings(_query(args))
+        asked = {k: v for k, [v] in parse_qs(query).items()}
+        pattern = Pattern(asked["grep"], regex="regex" in asked, case="case" in asked)
+        most = int(asked.get("max", 1000))
         scanner, slices = Scanner(pattern, most=most), Slices()
         times, sizes = [], []
         with (root / NAME).open("rb") as f:
@@ -203,32 +203,6 @@ def steps(root: Path, limit: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _query(args: dict[bytes, list[bytes]]) -> Query:
-    def arg(key: bytes) -> bytes | None:
-        return args.get(key, [None])[0]
-
-    return Query(
-        verb="FOLLOW",
-        verb_given=False,
-        upgrade=False,
-        follow=False,
-        raw=False,
-        offset=None,
-        ack=False,
-        frames=b"",
-        as_json=False,
-        token=None,
-        access_token=None,
-        range=None,
-        accept=None,
-        peer="bench",
-        grep=arg(b"grep"),
-        case=arg(b"case") == b"1",
-        regex=arg(b"regex") == b"1",
-        max=arg(b"max"),
-    )
-
-
 class Searches:
     """``count`` clients searching the big log again and again until stopped."""
 
@@ -262,6 +236,9 @@ class Searches:
         }
 
 
+_RUNS = itertools.count()
+
+
 def followers(server: Server, searches: int, size: int, count: int) -> dict[str, Any]:
     args = {
         "scenario": "stream",
@@ -271,7 +248,7 @@ def followers(server: Server, searches: int, size: int, count: int) -> dict[str,
         "count": count,
         "timeout": 240,
         # A new resource each run: followers start at its first byte.
-        "url": server.url(f"bench/followed-{searches}.bin"),
+        "url": server.url(f"bench/followed-{next(_RUNS)}.bin"),
     }
     running = Searches(server.port, searches, size) if searches else None
     cpu = server.cpu()
@@ -296,11 +273,24 @@ def followers(server: Server, searches: int, size: int, count: int) -> dict[str,
     return row
 
 
+def _spread(values: list[float], fmt: str) -> str:
+    """The median of ``values`` and, with more than one, their range."""
+    ordered = sorted(values)
+    median = ordered[len(ordered) // 2]
+    if len(ordered) == 1:
+        return fmt.format(median)
+    low, high = fmt.format(ordered[0]), fmt.format(ordered[-1])
+    return f"{fmt.format(median)} ({low}-{high})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=1024, help="MiB (1024)")
     parser.add_argument("--searches", type=int, default=4)
     parser.add_argument("--count", type=int, default=10_000, help="appends")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="throughput, alone, busy: each round"
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "search.json"))
     args = parser.parse_args()
     if not FASTGEN.exists():
@@ -308,31 +298,40 @@ def main() -> int:
         return 1
     if PIN:
         os.sched_setaffinity(0, {1})  # the clients beside the load generator
+    rows: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="httpfstream-search-") as root:
         size, read_s = make_log(Path(root), args.size << 20)
-        server = Server("httpfstream", root=root)
         stepped = steps(Path(root), 256 << 20)
+        server = Server("httpfstream", root=root)
         try:
-            rows = throughput(server, size)
-            alone = followers(server, 0, size, args.count)
-            busy = followers(server, args.searches, size, args.count)
+            for _ in range(args.rounds):
+                rows += throughput(server, size)
+                # Alone and beside the searches in turn: the machine's
+                # load changes between rounds, less within one.
+                runs.append(followers(server, 0, size, args.count))
+                runs.append(followers(server, args.searches, size, args.count))
         finally:
             server.stop()
     report = {
         "size": size,
         "first_read_s": read_s,
+        "rounds": args.rounds,
         "throughput": rows,
         "steps": stepped,
-        "followers": [alone, busy],
+        "followers": runs,
     }
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"{size / 2**20:.0f} MiB log, read once in {read_s:.1f} s")
-    print("| search | MB/s | server CPU s | matches | lines |")
+    print(f"{size / 2**20:.0f} MiB log, read once in {read_s:.1f} s;")
+    print(f"medians of {args.rounds} rounds (and their range)")
+    print("| search | MB/s | MB per server CPU second | matches | lines |")
     print("|---|---|---|---|---|")
-    for r in rows:
+    for label, _ in QUERIES:
+        mine = [r for r in rows if r["search"] == label]
         print(
-            f"| {r['search']} | {r['MBps']:.0f} | {r['server_cpu_s']:.1f}"
-            f" | {r['matches']} | {r['lines']} |"
+            f"| {label} | {_spread([r['MBps'] for r in mine], '{:.0f}')}"
+            f" | {_spread([size / r['server_cpu_s'] / 1e6 for r in mine], '{:.0f}')}"
+            f" | {mine[0]['matches']} | {mine[0]['lines']} |"
         )
     print("| steps of | p50 ms | p99 ms | max ms | slice KiB (median) | MB/s |")
     print("|---|---|---|---|---|---|")
@@ -343,13 +342,16 @@ def main() -> int:
         )
     print("| searches running | p50 ms | p99 ms | max ms | msg/s | searches MB/s |")
     print("|---|---|---|---|---|---|")
-    for r in (alone, busy):
+    for count in (0, args.searches):
+        mine = [r for r in runs if r["searches"] == count]
         print(
-            f"| {r['searches']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f}"
-            f" | {r['max_ms']:.0f} | {r['messages_per_s']:.0f}"
-            f" | {r.get('search_MBps', 0):.0f} |"
+            f"| {count} | {_spread([r['p50_ms'] for r in mine], '{:.1f}')}"
+            f" | {_spread([r['p99_ms'] for r in mine], '{:.1f}')}"
+            f" | {_spread([r['max_ms'] for r in mine], '{:.0f}')}"
+            f" | {_spread([r['messages_per_s'] for r in mine], '{:.0f}')}"
+            f" | {_spread([r.get('search_MBps', 0) for r in mine], '{:.0f}')} |"
         )
-    bad = [r for r in (alone, busy) if not r["byte_exact"]]
+    bad = [r for r in runs if not r["byte_exact"]]
     return 1 if bad else 0
 
 

@@ -294,7 +294,7 @@ def _statuses(tool: str) -> list[str]:
 
 def test_help_lists_only_the_statuses_each_tool_returns():
     assert _statuses(APPEND) == ["0", "1", "2", "4", "5", "6", "7", "8", "130"]
-    assert _statuses(FOLLOW) == ["0", "1", "2", "3", "6", "7", "8", "9", "130"]
+    assert _statuses(FOLLOW) == ["0", "1", "2", "3", "6", "7", "8", "9", "10", "130"]
     assert "409" in run(APPEND, "--help").stdout.decode()
     assert "416" in run(FOLLOW, "--help").stdout.decode()
 

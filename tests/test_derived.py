@@ -277,3 +277,21 @@ async def test_removing_a_resource_removes_what_was_derived_from_it(tmp_path):
         assert not os.path.exists(os.path.dirname(paths[0]))
     finally:
         files.stop()
+
+
+def test_a_new_session_counts_on_from_where_the_last_one_stopped(resource):
+    # Each session opens the file anew (a POST, an appender after another):
+    # the stored counts end at the last whole checkpoint, and the writer
+    # completes them from the file before it counts on, so the counts keep
+    # up without any request for lines.
+    lines_path, _ = derived_paths(resource.root, NAME)
+    line = b"y" * 99 + b"\n"
+    for _ in range(5):
+        resource.append(line * 1000)  # 100,000 bytes: not a whole checkpoint
+        resource.derived.close()
+        resource.derived = resource.reopen()
+    assert os.path.getsize(lines_path) == 8 * (500_000 // CHECKPOINT)
+    # And the index in memory is the whole file's: nothing left to count.
+    resource.derived.load()
+    resource.append(line)
+    agrees(resource.derived, resource.data)

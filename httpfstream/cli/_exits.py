@@ -22,7 +22,8 @@ EXIT_INCOMPLETE = 6  # not all there: the appender was lost or interrupted
 # (and no new one finished the resource), or our connection was lost
 EXIT_UNREACHABLE = 7  # could not connect to the server (or not as the URL says)
 EXIT_DENIED = 8  # 401 or 403: no valid token, or not one for this
-EXIT_PAST_END = 9  # 416: --offset is past the end of the resource
+EXIT_PAST_END = 9  # 416: --offset (or --lines) is past the end of the resource
+EXIT_NO_MATCH = 10  # --grep: the whole resource was searched, no line matched
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 #: What each status means from ``httpfstream-append``; only these.
@@ -49,15 +50,19 @@ APPEND_EXIT_CODES = {
 
 #: What each status means from ``httpfstream-follow``; only these.
 FOLLOW_EXIT_CODES = {
-    EXIT_OK: "done: the appender finished cleanly (or had), every byte received",
+    EXIT_OK: "done: the appender finished cleanly (or had), every byte received"
+    " (with --grep: every line searched, and a line matched)",
     EXIT_ERROR: "another error (the message says which, with the server's reason)",
-    EXIT_USAGE: "bad arguments",
+    EXIT_USAGE: "bad arguments, also those the server refuses in a search (400:"
+    " an invalid --regex, with the server's reason)",
     EXIT_NOT_FOUND: "404: no such resource (--wait waits for it)",
     EXIT_INCOMPLETE: "incomplete: the appender was lost or interrupted and no new"
     " one finished the resource (within --retry-for), or the connection was lost",
     EXIT_UNREACHABLE: APPEND_EXIT_CODES[EXIT_UNREACHABLE],
     EXIT_DENIED: APPEND_EXIT_CODES[EXIT_DENIED],
-    EXIT_PAST_END: "416: --offset is past the end of the resource",
+    EXIT_PAST_END: "416: --offset or --lines is past the end of the resource",
+    EXIT_NO_MATCH: "--grep: no line matched (every line was searched, the resource"
+    " is complete)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGTERM)",
 }
 
@@ -102,6 +107,8 @@ def explain(e: BaseException) -> Exit:
             EXIT_UNREACHABLE,
             f"{e.message}: give --cafile the PEM file of the authority that signed it",
         )
+    if isinstance(e, client.SearchUnsupported):
+        return Exit(EXIT_ERROR, str(e))
     if isinstance(e, client.AppendFailed) and e.code == GOING_AWAY:
         return Exit(EXIT_INCOMPLETE, f"the server went away: {e}")
     if isinstance(e, client.AppendFailed):

@@ -9,12 +9,14 @@ settings, a timeout, and one pooled HTTP Agent); make one and reuse it::
     size = await hfs.append("https://host:8443/logs/build.log", b"hello\\n")
     data = await hfs.read("https://host:8443/logs/build.log")
     result = await hfs.follow(url, sys.stdout.buffer.write, retry=True)
+    result = await hfs.follow(url, write, lines=-20, timestamps=True)
+    found = await hfs.grep(url, "error", lambda m: print(m.line, m.text))
     appender = await hfs.open_append(url)
     appender.write(b"more\\n")
     size = await appender.close()
     await hfs.close()
 
-The module-level `read`, `follow`, `open_append` and `append` are
+The module-level `read`, `follow`, `grep`, `open_append` and `append` are
 shortcuts that make a `Client` for one call from their ``reactor``,
 ``tls``, ``token`` and ``timeout`` keywords::
 
@@ -28,11 +30,13 @@ words); `AppendFailed` when the server ends an appender with a close code
 other than 1000; `ConnectionLost` when a connection ends otherwise, or its
 kinds `WrongTransport` for a mistake that retrying will not mend: `NotTLS`
 (``https://`` to a plain-HTTP port), `TLSExpected` (``http://`` to a TLS
-port), `UntrustedCertificate` (``trust_root`` missing or wrong).
+port), `UntrustedCertificate` (``trust_root`` missing or wrong);
+`SearchUnsupported` when a server answers a search with something else
+than one.
 """
 
 from ._append import Appender
-from ._client import Client, append, follow, open_append, read
+from ._client import Client, append, follow, grep, open_append, read
 from ._errors import (
     AccessDenied,
     AppenderConflict,
@@ -43,10 +47,12 @@ from ._errors import (
     NotFound,
     NotTLS,
     OffsetMismatch,
+    SearchUnsupported,
     TLSExpected,
     UntrustedCertificate,
     WrongTransport,
 )
+from ._grep import Match, SearchResult
 
 __all__ = [
     "AccessDenied",
@@ -57,14 +63,18 @@ __all__ = [
     "ConnectionLost",
     "FollowResult",
     "HTTPError",
+    "Match",
     "NotFound",
     "NotTLS",
     "OffsetMismatch",
+    "SearchResult",
+    "SearchUnsupported",
     "TLSExpected",
     "UntrustedCertificate",
     "WrongTransport",
     "append",
     "follow",
+    "grep",
     "open_append",
     "read",
 ]

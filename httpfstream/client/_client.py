@@ -1,7 +1,7 @@
 """
 `Client`, which holds what every call shares, and the module-level
-shortcuts (`read`, `follow`, `open_append`, `append`), each of which makes a
-`Client` for one call; `send_all`, what `append` does with its appender.
+shortcuts (`read`, `follow`, `grep`, `open_append`, `append`), each of
+which makes a `Client` for one call; `send_all`, what `append` does with its appender.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from ._append import Appender, open_appender
 from ._connections import Connections, response_headers
 from ._errors import FollowResult, http_error
 from ._follow import follow as _follow
+from ._grep import Match, SearchResult
+from ._grep import grep as _grep
 from ._tls import TLSPolicy, TLSSettings, TrustRoot, load_trust_root
 from ._urls import target
 
@@ -101,10 +103,12 @@ class Client:
         give_up_after: float = 300,
         wait: bool = False,
         text_frames: bool = False,
+        lines: int | None = None,
+        timestamps: bool = False,
     ) -> Deferred[FollowResult]:
         """
         Follow a resource: call ``on_data(bytes)`` with its bytes from
-        ``offset`` as they are persisted.
+        ``offset`` (or ``lines``) as they are persisted.
 
         Fires with a `FollowResult` when the appender finishes
         (``complete``) or is lost or interrupted (``complete`` false), or
@@ -116,6 +120,17 @@ class Client:
             WebSocket goes to its ``ws://`` or ``wss://`` twin).
         :param on_data: called with each piece of the resource, in order.
         :param offset: where to start; negative: the last ``-offset`` bytes.
+        :param lines: start at a line instead (as ``tail -n``): ``-N``, the
+            first byte of the N-th last line (``0``: none of them, the
+            end); ``N``, line N (lines are numbered from 1).  Only the
+            first connection asks for it: resuming starts from the byte
+            reached.
+        :param timestamps: every line comes prefixed with the time its
+            first byte was persisted and a space
+            (``2026-12-07T10:15:02.125Z make: ...``); the data is then no
+            longer the resource's bytes (`FollowResult.offset` still counts
+            the resource's), and resuming starts at the line reached,
+            passing over its stamp and the part of it already handed on.
         :param retry: see the whole resource.  After a dropped connection
             (1006), a server restart (1001) or a refused connection,
             reconnect from the bytes already received, with backoff, so
@@ -132,11 +147,20 @@ class Client:
         :param wait: if the resource was never written, wait (retrying with
             backoff, up to ``give_up_after``) for it to be.
         :param text_frames: ask for text frames instead of binary ones.
+        :raises ValueError: (at once) ``offset`` with ``lines`` or
+            ``timestamps``.
         :raises NotFound: the resource was never written (and ``wait`` is
             false, or it still was not after ``give_up_after``).
         :raises ConnectionLost: the connection ended otherwise (without
             ``retry``, or after ``give_up_after``).
         """
+        if offset and lines is not None:
+            raise ValueError("offset and lines do not combine: give one")
+        if offset and timestamps:
+            raise ValueError(
+                "offset and timestamps do not combine: stamped lines are not"
+                " the resource's bytes (start at a line with lines=)"
+            )
         return Deferred.fromCoroutine(
             _follow(
                 self._connections,
@@ -147,6 +171,82 @@ class Client:
                 give_up_after,
                 wait,
                 text_frames,
+                lines,
+                timestamps,
+            )
+        )
+
+    def grep(
+        self,
+        url: str,
+        text: str,
+        on_match: Callable[[Match], object],
+        *,
+        regex: bool = False,
+        case: bool = False,
+        lines: int | None = None,
+        max_matches: int | None = None,
+        follow: bool = True,
+        retry: bool = False,
+        give_up_after: float = 300,
+        wait: bool = False,
+    ) -> Deferred[SearchResult]:
+        """
+        Search a resource's lines: call ``on_match(Match)`` for each line
+        whose text holds ``text``, in order, as the server finds them
+        (PROTOCOL.md section 14).
+
+        Fires with a `SearchResult` once every line was searched: with
+        ``follow``, when the appender finishes (or is lost: not complete),
+        or at once for a resource with no appender.
+
+        :param url: the resource's ``http://`` or ``https://`` URL.
+        :param text: what a line must hold, a substring in any case unless
+            ``case`` (not empty).
+        :param on_match: called with each matching line, in order.
+        :param regex: ``text`` is a regular expression (RE2 syntax).
+        :param case: match case-sensitively.
+        :param lines: search from a line on, as `follow` starts: ``-N``
+            the last N lines (``0``: only lines appended later), ``N``
+            from line N.
+        :param max_matches: stop after this many matches (default: every
+            one; the server's pages of at most 100,000 are asked for one
+            after another).
+        :param follow: go on over lines appended later, until the appender
+            ends (``follow=1``); else search the lines there are now.
+        :param retry: after a dropped connection, a server restart or a
+            refused connection, search on after the last match handed on,
+            with backoff, so no match is handed on twice; and, with
+            ``follow``, wait (as `follow` does) for a new appender to
+            finish a resource that is not complete, searching on from where
+            the search was.
+        :param give_up_after: as for `follow`.
+        :param wait: if the resource was never written, wait for it (up to
+            ``give_up_after``).
+        :raises HTTPError: a refusal; ``400`` (with the server's reason)
+            for an invalid regular expression.
+        :raises SearchUnsupported: the server does not search.
+        :raises ValueError: (at once) an empty ``text``, or a
+            ``max_matches`` below 1.
+        """
+        if not text:
+            raise ValueError("an empty search matches every line: give a text")
+        if max_matches is not None and max_matches < 1:
+            raise ValueError("max_matches must be at least 1")
+        return Deferred.fromCoroutine(
+            _grep(
+                self._connections,
+                url,
+                text,
+                on_match,
+                regex,
+                case,
+                lines,
+                max_matches,
+                follow,
+                retry,
+                give_up_after,
+                wait,
             )
         )
 
@@ -266,6 +366,8 @@ def follow(
     give_up_after: float = 300,
     wait: bool = False,
     text_frames: bool = False,
+    lines: int | None = None,
+    timestamps: bool = False,
     reactor: Any = None,
     tls: TLSSettings | None = None,
     token: str | None = None,
@@ -284,7 +386,30 @@ def follow(
         give_up_after=give_up_after,
         wait=wait,
         text_frames=text_frames,
+        lines=lines,
+        timestamps=timestamps,
     )
+    return Deferred.fromCoroutine(_closing(client, call))
+
+
+def grep(
+    url: str,
+    text: str,
+    on_match: Callable[[Match], object],
+    *,
+    reactor: Any = None,
+    tls: TLSSettings | None = None,
+    token: str | None = None,
+    timeout: float = 10,
+    **kwargs: Any,
+) -> Deferred[SearchResult]:
+    """
+    `Client.grep` with a client made for this call; ``reactor``, ``tls``,
+    ``token`` and ``timeout`` are as for `Client`, the other keyword
+    arguments as for `Client.grep`.
+    """
+    client = Client(reactor, tls=tls, token=token, timeout=timeout)
+    call = client.grep(url, text, on_match, **kwargs)
     return Deferred.fromCoroutine(_closing(client, call))
 
 

@@ -122,3 +122,21 @@ def as_dropped(error: Exception) -> Exception:
     if isinstance(error, _CUT_OFF):
         return ConnectionLost(DROPPED, f"HTTP connection ended early: {error}")
     return error
+
+
+class _Discard:
+    """A body protocol that stops the body at once."""
+
+    def makeConnection(self, transport: Any) -> None:
+        transport.stopProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: object) -> None:
+        pass
+
+
+def discard_body(response: Any) -> None:
+    """Read none of a treq response's body: stop it at once."""
+    response.original.deliverBody(_Discard())

@@ -164,6 +164,14 @@ class FollowResult:
     reason: str = ""
 
 
+class SearchUnsupported(Exception):
+    """
+    The server's answer to a search is not one: not NDJSON (a server that
+    does not search, PROTOCOL.md section 14, sends the bytes instead), or
+    an object in it that is not JSON.
+    """
+
+
 class WrongTransport(ConnectionLost):
     """
     The connection failed for a reason that trying again will not mend: the

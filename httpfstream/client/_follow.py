@@ -17,17 +17,19 @@ How a follow ends (PROTOCOL.md sections 4, 7 and 9):
   ``give_up_after``;
 - anything else (a dropped connection, 1001) is an error, retried with
   ``retry``.
+
+Where each attempt starts is a `Position`: the first may ask for a line
+(``lines=``), every later one for the byte reached; lines stamped with
+their time (``timestamps=1``) are resumed at the line reached instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import treq
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
 
 from ..protocol import (
@@ -36,11 +38,10 @@ from ..protocol import (
     COMPLETE,
     COMPLETE_HEADER,
     FOLLOW,
-    OFFSET,
     Param,
 )
 from ._backoff import Backoff, retryable
-from ._connections import Connections, as_dropped, response_headers
+from ._connections import Connections, as_dropped, discard_body, response_headers
 from ._errors import (
     ACTIVE_YES,
     ConnectionLost,
@@ -49,6 +50,7 @@ from ._errors import (
     NotFound,
     http_error,
 )
+from ._position import Position
 from ._urls import TEXT_FRAMES, YES, target
 
 _log = Logger()
@@ -70,9 +72,11 @@ async def follow(
     give_up_after: float,
     wait: bool,
     text_frames: bool,
+    lines: int | None = None,
+    timestamps: bool = False,
 ) -> FollowResult:
     """`Client.follow`, which documents the parameters."""
-    position = offset
+    position = Position(offset, lines, timestamps)
     backoff = Backoff(connections.reactor, give_up_after)
     while True:
         try:
@@ -82,7 +86,6 @@ async def follow(
         except _AppenderAppeared:
             continue
         except _Progress as p:
-            position = p.offset
             waiting = wait and isinstance(p.error, NotFound)
             if not waiting and (not retry or not retryable(p.error)):
                 raise p.error from None
@@ -94,7 +97,6 @@ async def follow(
         if result.complete or not retry:
             return result
         # Not finished yet: wait for a new appender, from where we are.
-        position = result.offset
         if ending.live:
             # The time spent following an appender is no time spent
             # waiting for one.
@@ -138,14 +140,14 @@ class _AppenderAppeared(Exception):
 
 class _Progress(Exception):
     """
-    A follow attempt failed after reaching ``offset``.
+    A follow attempt failed (its `Position` says how far it got).
 
     :ivar alive: whether it got anywhere: reached an appender (a WebSocket
         follow) or received bytes; the budget for retrying starts again.
     """
 
-    def __init__(self, error: BaseException, offset: int, alive: bool) -> None:
-        self.error, self.offset, self.alive = error, offset, alive
+    def __init__(self, error: BaseException, alive: bool) -> None:
+        self.error, self.alive = error, alive
 
 
 def _complete(headers: dict[str, str]) -> bool:
@@ -167,83 +169,69 @@ async def _follow_once(
     connections: Connections,
     url: str,
     on_data: Callable[[bytes], object],
-    offset: int,
+    position: Position,
     text_frames: bool,
 ) -> _Ending:
     frames = TEXT_FRAMES if text_frames else None
-    where = target(url, {Param.OFFSET: offset or None, Param.FRAMES: frames})
+    where = target(url, {**position.params(), Param.FRAMES: frames})
     try:
         proto = await connections.websocket(where, FOLLOW)
     except HTTPError as e:
         if e.status == 200:
-            if offset >= 0 and e.size == offset:
+            known = position.known
+            if known is not None and e.size == known:
                 # Nothing new to fetch: the answer says all there is.
-                return _unappended(offset, e.headers)
-            return await _finished(connections, url, on_data, offset)
-        raise _Progress(e, offset, False) from None
+                return _unappended(known, e.headers)
+            return await _finished(connections, url, on_data, position)
+        raise _Progress(e, False) from None
     except Exception as e:
-        raise _Progress(e, offset, False) from None
-    position = int(proto.response_headers.get(OFFSET.lower(), offset))
-
-    def received(payload: bytes, is_binary: bool) -> None:
-        nonlocal position
-        position += len(payload)
-        on_data(payload)
-
-    proto.on_message = received
+        raise _Progress(e, False) from None
+    position.begin(proto.response_headers)
+    proto.on_message = lambda payload, is_binary: _hand_on(position, payload, on_data)
     code, reason = await proto.closed
     if code == COMPLETE:
-        return _Ending(FollowResult(True, COMPLETE, position, reason), True)
+        return _Ending(FollowResult(True, COMPLETE, position.offset, reason), True)
     if code == APPENDER_LOST:
-        return _Ending(FollowResult(False, APPENDER_LOST, position, reason), True)
-    raise _Progress(ConnectionLost(code, reason), position, True)
+        ending = FollowResult(False, APPENDER_LOST, position.offset, reason)
+        return _Ending(ending, True)
+    raise _Progress(ConnectionLost(code, reason), True)
+
+
+def _hand_on(
+    position: Position, data: bytes, on_data: Callable[[bytes], object]
+) -> None:
+    """``data`` received: ``on_data`` gets what it has not had yet."""
+    fresh = position.feed(data)
+    if fresh:
+        on_data(fresh)
 
 
 async def _finished(
     connections: Connections,
     url: str,
     on_data: Callable[[bytes], object],
-    offset: int,
+    position: Position,
 ) -> _Ending:
-    """The resource has no appender: fetch its content from ``offset``."""
-    where = target(url, {Param.FOLLOW: YES, Param.OFFSET: offset or None})
+    """The resource has no appender: fetch its content from ``position``."""
+    where = target(url, {Param.FOLLOW: YES, **position.params()})
     try:
         response = await connections.get(where, FOLLOW, unbuffered=True)
     except Exception as e:
-        raise _Progress(as_dropped(e), offset, False) from None
+        raise _Progress(as_dropped(e), False) from None
     headers = response_headers(response)
     if response.code != 200:
         body = await treq.content(response)
         refusal = http_error(response.code, response.phrase.decode(), headers, body)
-        raise _Progress(refusal, offset, False)
-    position = start = int(headers.get(OFFSET.lower(), "0"))
+        raise _Progress(refusal, False)
     if headers.get(ACTIVE.lower()) == ACTIVE_YES:
         # An appender arrived since the WebSocket was refused: follow it
         # over a WebSocket instead, from where this response would start.
-        response.original.deliverBody(_Discard())
+        discard_body(response)
         raise _AppenderAppeared()
-
-    def received(data: bytes) -> None:
-        nonlocal position
-        position += len(data)
-        on_data(data)
-
+    start = position.begin(headers)
     try:
-        await treq.collect(response, received)
+        await treq.collect(response, lambda data: _hand_on(position, data, on_data))
     except ResponseFailed as e:
         # Cut off mid-body: what arrived counts, the rest comes on a retry.
-        raise _Progress(as_dropped(e), position, position > start) from None
-    return _unappended(position, headers)
-
-
-class _Discard:
-    """A body protocol that stops the body at once."""
-
-    def makeConnection(self, transport: Any) -> None:
-        transport.stopProducing()
-
-    def dataReceived(self, data: bytes) -> None:
-        pass
-
-    def connectionLost(self, reason: Failure) -> None:
-        pass
+        raise _Progress(as_dropped(e), position.offset > start) from None
+    return _unappended(position.offset, headers)

@@ -47,6 +47,10 @@ __all__ = ["FLUSH_EVERY", "Derived", "Lines", "PastTheEnd", "Span", "derived_pat
 #: Seconds between two writes of the records to their files.
 FLUSH_EVERY = 1.0
 
+#: The writer completes counts that lag by at most this many bytes before
+#: it counts a batch (more: a request for lines does it, off the writer).
+_CATCH_UP_HERE = 16 << 20
+
 #: A reader completing the counts of a resource appended elsewhere first
 #: reloads the file of counts if it lags by more than this many bytes.
 _RELOAD_AFTER = 4 << 20
@@ -162,10 +166,14 @@ class Derived:
                 self._load()
                 assert self._index is not None
             index = self._index
+            if index.size < start and start - index.size <= _CATCH_UP_HERE:
+                # The bytes after the last stored count (a checkpoint's
+                # worth after a clean close, a second's after a crash).
+                index = self._caught_up(start, persist=True)
             if index.size == start:
                 self._counts_out += index.add(batch)
-            # else the counts lag (their file was lost or behind): they
-            # are completed from the file when a line is asked for.
+            # else the counts lag by more (their file was lost): they are
+            # completed from the file when a line is asked for.
             self._times_out += self._times.add(start, int(now * 1000))
             if now - self._flushed >= FLUSH_EVERY:
                 self._flush(now)

@@ -392,11 +392,12 @@ class Scanner:
         resource's last).
         """
         first = self._line
-        count = block.count(b"\n") + (not block.endswith(b"\n"))
-        if self.last is not None and first + count - 1 >= self.last:
-            count = self.last - first + 1
-            block = block[: _after_lines(block, 0, count)]
-            self.finished = True
+        if self.last is not None:
+            count = block.count(b"\n") + (not block.endswith(b"\n"))
+            if first + count - 1 >= self.last:
+                count = self.last - first + 1
+                block = block[: _after_lines(block, 0, count)]
+                self.finished = True
         pattern = self.pattern
         searched = pattern.searched(block)
         same = searched is block
@@ -428,7 +429,10 @@ class Scanner:
                     raw_line, offset = line, raw_pos
                 found.append(Found(line, at + offset, text))
             pos = end
-        self._line = first + count
+        # The lines up to the last hit are counted: count the rest (the
+        # number of lines is the same in ``searched`` as in ``block``).
+        rest = searched.count(b"\n", line_pos) + (not searched.endswith(b"\n"))
+        self._line = line + rest
 
 
 def _after_lines(data: bytes, pos: int, count: int) -> int:

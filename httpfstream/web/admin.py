@@ -68,6 +68,7 @@ class _Collector:
             Kind.FOLLOW_HTTP,
             Kind.FOLLOW_EVENTS,
             Kind.SNAPSHOT,
+            Kind.SEARCH,
         ):
             readers.add_metric([kind.value], counters.open[kind])
         yield readers
