@@ -88,8 +88,8 @@ async def test_lines_load_as_they_come_into_sight_and_far_ones_are_let_go(
     # The wheel, up past what was read: lines come as they near the view.
     for _ in range(12):
         await tab.wheel(-2000)
+    await tab.until(f"n => {V}.topLine < n", read - BLOCK)
     top = await tab.eval(f"{V}.topLine")
-    assert top < read - BLOCK
     await until_shown(tab, top, f"line {top}")
     await tab.until("() => !document.querySelector('.row.pending')")
     # Far away: the start of the log; the end is let go.
@@ -306,7 +306,9 @@ async def test_sections_above_the_lines_read_come_from_the_servers_search(
     await post(server, "early.log", content)
     tab = await chromium.open(server.url("early.log"))
     await tab.until_state("finished")
-    await tab.until(f"() => {V}.sections().length === 1")
+    # Its start is in the log's first block, read at once; its end comes
+    # from the search.
+    await tab.until(f"() => {V}.sections().length === 1 && {V}.sections()[0].end")
     section = (await tab.eval(f"{V}.sections()"))[0]
     assert (section["start"], section["end"], section["folded"]) == (10, 2000, True)
     # Folded: lines 11 to 2000 are not rows.
@@ -326,7 +328,7 @@ async def test_each_lines_time_as_clock_time_or_since_the_log_began(chromium, se
     _, _, stamped = await get(server.url("times.log", lines="1-2", timestamps=1))
     moments = [stamp(line) for line in stamped.splitlines()]
     tab = await chromium.open(server.url("times.log"), timezone_id="UTC")
-    await tab.until_lines(2)
+    await tab.until(ROW_TEXT, [2, "second"])
     shown = (
         "n => getComputedStyle(document.querySelector("
         "'.ln[data-n=\"' + n + '\"]'), '::after').content"
