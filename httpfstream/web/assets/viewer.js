@@ -1056,7 +1056,8 @@
     Lines: Lines,
     Sections: Sections,
     get bytes() { return started ? byteBase + model.content : 0; },
-    get lines() { return totalNow(); },
+    // The log's lines as far as the page knows, once it is reading it.
+    get lines() { return progress > 0 ? totalNow() : 0; },
     get state() { return state; },
     get follow() { return follow; },
     get shownAt() { return shownAt; },
