@@ -340,11 +340,6 @@ const Lines = (function () {
         }
       }
     }
-    clear() {
-      this.blocks.clear();
-      this.chars = 0;
-      this.version++;
-    }
   }
 
   return Object.freeze({
