@@ -5,8 +5,9 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from support.browser import CHROMIUM, Chromium
 from support.followers import TRANSPORTS
-from support.processes import Child, Twistd, reap_spawned
+from support.processes import Child, Twistd, reap_spawned, require
 from support.servers import Server, start_server
 from twisted.internet.defer import Deferred
 from twisted.python.filepath import FilePath
@@ -63,3 +64,16 @@ def children() -> Iterator[list[Child]]:
     yield made
     for child in made:
         child.reap()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Chromium]:
+    """Headless Chromium (`support.browser`), one per test module."""
+    require("chromium", CHROMIUM, "apt-get install chromium")
+    browser = Chromium()
+    try:
+        pytest_twisted.blockon(browser.call(browser.launch))
+        yield browser
+    finally:
+        pytest_twisted.blockon(browser.call(browser.quit))
+        browser.stop()

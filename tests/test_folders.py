@@ -169,8 +169,19 @@ async def test_a_browser_gets_the_viewer_and_raw_gets_the_bytes(server):
         )
         assert body.startswith(b"<script>")
         assert headers["x-content-type-options"] == "nosniff"
-    # Never written: a 404, browser or not.
-    assert (await get(server.url("none.log"), headers=BROWSER))[0] == 404
+    # Never written: a 404, browser or not; a browser gets the page, which
+    # waits for the resource (section 12), a program a line of text.
+    status, headers, body = await get(server.url("none.log"), headers=BROWSER)
+    assert status == 404
+    assert headers["content-type"] == "text/html; charset=utf-8"
+    assert "'unsafe-inline'" not in headers["content-security-policy"]
+    assert headers["httpfstream-active"] == "0"
+    assert b"<title>none.log</title>" in body
+    status, headers, _ = await get(server.url("none.log"))
+    assert (status, headers["content-type"]) == (404, "text/plain; charset=utf-8")
+    # An invalid name can never be written: no page waits for it.
+    status, headers, _ = await get(server.url("a/../b.log"), headers=BROWSER)
+    assert (status, headers["content-type"]) == (404, "text/plain; charset=utf-8")
 
 
 async def test_pages_bring_their_own_icon_so_no_favicon_is_asked(server):

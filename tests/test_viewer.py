@@ -1,199 +1,26 @@
 """
 The browser view (docs/PROTOCOL.md section 12) in a real browser: Debian's
-headless Chromium driven by Playwright, against a server on 127.0.0.1.
-
-Playwright's sync API runs in one thread of its own (`Chromium`), so the
-reactor, which runs the in-process server and the test's appenders, never
-waits on the browser; every wait is on a condition in the page
-(``wait_for_function``), never a sleep.
+headless Chromium driven by Playwright (`support.browser`), against a
+server on 127.0.0.1: what a log looks like and how the page follows it.
+What a page does with a log of any size (opening at its end, loading and
+letting go of lines, keys and wheel, line links, sections, times, search,
+waiting for a log) is in ``test_viewer_large.py``.
 """
 
 from __future__ import annotations
 
 import random
 import re
-import shutil
 import socket
-from collections.abc import Iterator
-from typing import Any
 
-import pytest
-import pytest_twisted
+from support.browser import HIGHLIGHTED, ROW_IN_SIGHT, ROW_TEXT, STYLES
 from support.clients import appender, close, get
-from support.processes import Twistd, require
+from support.processes import Twistd
 from support.proxies import Proxy
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThread, deferToThreadPool
-from twisted.python.threadpool import ThreadPool
+from twisted.internet.threads import deferToThread
 
 from httpfstream import client
 from httpfstream.web.auth import Tokens
-
-CHROMIUM = shutil.which("chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-
-# Installed in every page before its own script: what the page's CSP
-# refused, if anything.
-WATCH = """
-window.__violations = [];
-document.addEventListener("securitypolicyviolation", function (e) {
-  window.__violations.push(e.violatedDirective + " " + e.blockedURI);
-});
-"""
-
-
-class Chromium:
-    """
-    Headless Chromium, driven through Playwright's sync API from one
-    dedicated thread (Playwright objects belong to the thread that made
-    them); `call` runs a function there and gives a Deferred.
-    """
-
-    def __init__(self) -> None:
-        self._pool = ThreadPool(1, 1, "playwright")
-        self._pool.start()
-        self._playwright: Any = None
-        self.browser: Any = None
-
-    def call(self, f: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
-        return deferToThreadPool(reactor, self._pool, f, *args, **kwargs)
-
-    def launch(self) -> None:
-        from playwright.sync_api import sync_playwright
-
-        self._playwright = sync_playwright().start()
-        self.browser = self._playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS
-        )
-
-    def quit(self) -> None:
-        if self.browser is not None:
-            self.browser.close()
-        if self._playwright is not None:
-            self._playwright.stop()
-
-    def stop(self) -> None:
-        self._pool.stop()
-
-    async def open(
-        self, url: str, width: int = 900, height: int = 400, **options: Any
-    ) -> Tab:
-        """A new page (in a context of its own) at ``url``."""
-
-        def make() -> Any:
-            context = self.browser.new_context(
-                viewport={"width": width, "height": height}, **options
-            )
-            page = context.new_page()
-            page.add_init_script(WATCH)
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url)
-            return page, errors
-
-        page, errors = await self.call(make)
-        return Tab(self, page, errors)
-
-
-class Tab:
-    """One page; every method gives a Deferred."""
-
-    def __init__(self, chromium: Chromium, page: Any, errors: list[str]) -> None:
-        self._chromium = chromium
-        self.page = page
-        self.errors = errors
-
-    def eval(self, script: str, arg: Any = None) -> Deferred[Any]:
-        return self._chromium.call(self.page.evaluate, script, arg)
-
-    def until(self, script: str, arg: Any = None, timeout: float = 10) -> Deferred[Any]:
-        """Fire once ``script`` (a function of ``arg``) is truthy in the page."""
-
-        def wait() -> Any:
-            handle = self.page.wait_for_function(
-                script, arg=arg, timeout=timeout * 1000
-            )
-            return handle.json_value()
-
-        return self._chromium.call(wait)
-
-    def until_state(self, state: str, timeout: float = 10) -> Deferred[Any]:
-        return self.until("s => window.httpfstreamViewer.state === s", state, timeout)
-
-    def until_lines(self, n: int, timeout: float = 10) -> Deferred[Any]:
-        return self.until("n => window.httpfstreamViewer.lines === n", n, timeout)
-
-    def click(self, selector: str) -> Deferred[Any]:
-        return self._chromium.call(self.page.click, selector)
-
-    def wheel(self, dy: int) -> Deferred[Any]:
-        def scroll() -> None:
-            self.page.mouse.move(300, 200)
-            self.page.mouse.wheel(0, dy)
-
-        return self._chromium.call(scroll)
-
-    async def lines(self) -> list[str]:
-        """Every line the page holds, as shown (ANSI and CRs applied)."""
-        return list(
-            await self.eval(
-                "() => { const v = window.httpfstreamViewer;"
-                " return Array.from({length: v.lines}, (_, i) => v.text(i)); }"
-            )
-        )
-
-    async def close(self) -> None:
-        """Check that nothing went wrong in the page, and close it."""
-        violations = await self.eval("window.__violations")
-        assert violations == []
-        assert self.errors == []
-        await self._chromium.call(self.page.context.close)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Chromium]:
-    require("chromium", CHROMIUM, "apt-get install chromium")
-    browser = Chromium()
-    try:
-        pytest_twisted.blockon(browser.call(browser.launch))
-        yield browser
-    finally:
-        pytest_twisted.blockon(browser.call(browser.quit))
-        browser.stop()
-
-
-# -- what a row shows ----------------------------------------------------------
-
-# The row of line n (1-based) if it is drawn and in sight, else null.
-ROW_IN_SIGHT = """n => {
-  const number = document.querySelector('.ln[data-n="' + n + '"]');
-  if (!number) return null;
-  const row = number.parentElement.getBoundingClientRect();
-  const view = document.getElementById("log").getBoundingClientRect();
-  return row.top >= view.top - 1 && row.bottom <= view.bottom + 1;
-}"""
-
-# The drawn spans of line n: [text, colour, weight, style, decoration].
-STYLES = """n => {
-  const number = document.querySelector('.ln[data-n="' + n + '"]');
-  return Array.from(number.nextElementSibling.childNodes, node => {
-    const s = getComputedStyle(node.nodeType === 1 ? node : node.parentElement);
-    return [node.textContent, s.color, s.fontWeight, s.fontStyle,
-            s.textDecorationLine, s.backgroundColor];
-  });
-}"""
-
-#: Whether row ``n`` is drawn with ``text`` (the argument is ``[n, text]``).
-ROW_TEXT = """([n, text]) => {
-  const number = document.querySelector('.ln[data-n="' + n + '"]');
-  return number !== null && number.nextElementSibling.textContent === text;
-}"""
 
 RED = "rgb(255, 123, 114)"  # --c1 in viewer.css
 GREEN = "rgb(63, 185, 80)"  # --c2
@@ -303,11 +130,6 @@ async def test_auto_scroll_pauses_when_scrolled_up(chromium, server):
     await tab.until(ROW_IN_SIGHT, 151)
     assert await close(a) == 1000
     await tab.close()
-
-
-HIGHLIGHTED = (
-    "Array.from(document.querySelectorAll('.row.hl .ln'), a => a.dataset.n).join()"
-)
 
 
 async def test_line_links(chromium, server):

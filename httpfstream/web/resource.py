@@ -417,8 +417,20 @@ class StreamResource(Resource):
         await search.serve(self._registry, request, query, name)
 
     async def _view(self, request: Request, query: Query, name: Name) -> None:
-        """A browser opening a resource: the page that follows it."""
-        stream = await self._registry.open(name)
+        """
+        A browser opening a resource: the page that follows it.  One not
+        written yet gets the same page with a 404 (section 12): it waits.
+        """
+        try:
+            stream = await self._registry.open(name)
+        except Refusal as refusal:
+            if refusal.code != 404:
+                raise
+            self._registry.counters.refused[404] += 1
+            state_headers(request, refusal.state or ResourceState(False, None))
+            request.setResponseCode(404)
+            viewer.send_page(request, viewer.resource_page(name, query.access_token))
+            return
         try:
             state = stream.state
         finally:

@@ -4,12 +4,12 @@ resource and follows it live, and the index of a folder; and the JSON
 listing for programs.
 
 Pages are built here from the resource's *name* and state only; the
-resource's bytes never enter the HTML: the page's script (``assets/ansi.js``,
-the SGR state machine, then ``assets/viewer.js``) fetches them, over a
-WebSocket FOLLOW while an appender holds the resource and over
-``GET ?follow=1`` otherwise, and draws them as text nodes and spans.  Every
-page is sent with a strict Content-Security-Policy whose only script and
-style are the page's own, allowed by a per-response nonce.
+resource's bytes never enter the HTML: the page's script (`SCRIPTS`, one
+after the other: the SGR state machine, the line model and store, the
+sections, the server I/O, the view) fetches them, the last lines first and
+the others as they are about to be seen, and draws them as text nodes and
+spans.  Every page is sent with a strict Content-Security-Policy whose only
+script and style are the page's own, allowed by a per-response nonce.
 """
 
 from __future__ import annotations
@@ -58,10 +58,15 @@ def _template(name: str, nonce: str, **fields: str) -> bytes:
     return text.encode("utf-8")
 
 
+#: The page's script, in this order: each file uses those before it.
+SCRIPTS = ("ansi.js", "lines.js", "sections.js", "net.js", "viewer.js")
+
+
 def resource_page(name: Name, token: bytes | None) -> Page:
     """
     The live view of ``name``: its script follows the resource's own URL
-    (with ``access_token`` if the page was opened with one).
+    (with ``access_token`` if the page was opened with one).  The same page
+    is served for a resource not written yet (with a 404): it waits for it.
     """
     nonce = secrets.token_urlsafe(18)
     config = {"name": "/".join(name), "token": (token or b"").decode("latin-1")}
@@ -69,9 +74,9 @@ def resource_page(name: Name, token: bytes | None) -> Page:
         "viewer.html",
         nonce,
         title=html.escape("/".join(name)),
+        filename=html.escape(name[-1]),
         style=_asset("viewer.css"),
-        # The SGR state machine, then the page that uses it.
-        script=_asset("ansi.js") + "\n" + _asset("viewer.js"),
+        script="\n".join(_asset(script) for script in SCRIPTS),
         # JSON in a script element: escape "<" so "</script>" cannot close it.
         config=json.dumps(config).replace("<", "\\u003c"),
     )

@@ -254,6 +254,16 @@ const Ansi = (function () {
     return [walked.clearStyle, line.slice(walked.clearAt)];
   }
 
+  // `line` with every escape sequence and control character but tab and
+  // CR removed: what the server's search (section 14) matches on, and
+  // what the page reads section markers from.  What a CR overwrote stays.
+  const ALL_SEQUENCES = new RegExp(SEQUENCE.source, "g");
+  const CONTROLS = /[\x00-\x08\x0a-\x0c\x0e-\x1f\x7f-\x9f]/g;
+  function strip(line) {
+    if (line.indexOf("\x1b") >= 0) line = line.replace(ALL_SEQUENCES, "");
+    return line.replace(CONTROLS, "");
+  }
+
   // The plain text shown for `line` (for tests and copying).
   function text(line, start) {
     const parts = segments(line, start || PLAIN);
@@ -264,6 +274,6 @@ const Ansi = (function () {
 
   return Object.freeze({
     PLAIN: PLAIN, style: style, sgr: sgr, scan: scan, endStyle: endStyle,
-    segments: segments, compact: compact, text: text, rgbOf: rgbOf,
+    segments: segments, compact: compact, text: text, strip: strip, rgbOf: rgbOf,
   });
 })();
