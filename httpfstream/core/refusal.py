@@ -5,16 +5,28 @@ A refusal carries everything its response needs: the status, a one-line
 message, extra headers, and the resource's state as it was when the
 refusal was decided, so that nobody has to ask again or patch it in later.
 Raised by the registry (which turns what the store, the streams and the
-coordination seams report into refusals, `StreamRegistry`) and by the web
-layer's own checks; answered and counted in one place,
-`web.resource.StreamResource`.
+coordination seams report into refusals, `StreamRegistry`, its work
+wrapped in `refusing`) and by the web layer's own checks; answered and
+counted in one place, `web.resource.StreamResource`.
 """
 
 from __future__ import annotations
 
-from ..protocol import ResourceState
+import errno
+from collections.abc import Awaitable
+from typing import TypeVar
 
-__all__ = ["Refusal"]
+from twisted.logger import Logger
+
+from ..protocol import ResourceState
+from .coordination import Unavailable
+from .records import Counters
+from .store import out_of_space
+
+__all__ = ["RETRY_SOON", "Refusal", "refusing"]
+
+_log = Logger()
+_T = TypeVar("_T")
 
 #: ``Retry-After`` for refusals that are worth trying again soon.
 RETRY_SOON = {b"Retry-After": b"5"}
@@ -53,3 +65,27 @@ class Refusal(Exception):
 
     def __repr__(self) -> str:
         return f"Refusal({self.code}, {self.message!r})"
+
+
+async def refusing(work: Awaitable[_T], counters: Counters) -> _T:
+    """
+    ``work``'s result, with what turns a request down for reasons of the
+    server rather than of the resource made a `Refusal`.
+    """
+    try:
+        return await work
+    except Unavailable as e:
+        # Shared mode: Redis cannot be reached; nothing was decided.
+        retry = {b"Retry-After": b"%d" % e.retry_after}
+        raise Refusal(503, f"try again later: {e}", retry, reveal=False) from None
+    except OSError as e:
+        if e.errno in (errno.EMFILE, errno.ENFILE):
+            raise Refusal(
+                503, "the server is out of file descriptors", RETRY_SOON
+            ) from None
+        if out_of_space(e):
+            # Making a resource's folders or its completion marker.
+            counters.no_space += 1
+            _log.error("no space left on the storage: {why}", why=e)
+            raise Refusal(507, f"no space left on the server: {e.strerror}") from None
+        raise

@@ -14,8 +14,7 @@ was being opened is released once it is open.
 
 from __future__ import annotations
 
-import errno
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -33,11 +32,10 @@ from .coordination import (
     LocalFeed,
     LocalSlots,
     SlotTaken,
-    Unavailable,
 )
 from .names import Name
 from .records import Counters, Kind, SessionRecord
-from .refusal import RETRY_SOON, Refusal
+from .refusal import RETRY_SOON, Refusal, refusing
 from .retention import Retention
 from .session import AppendSession
 from .store import (
@@ -65,30 +63,6 @@ _ABSENT = ResourceState(False, None)
 
 def _no_such_resource() -> Refusal:
     return Refusal(404, "no such resource", state=_ABSENT)
-
-
-async def _refusing(work: Awaitable[_T], counters: Counters) -> _T:
-    """
-    ``work``'s result, with what turns a request down for reasons of the
-    server rather than of the resource made a `Refusal`.
-    """
-    try:
-        return await work
-    except Unavailable as e:
-        # Shared mode: Redis cannot be reached; nothing was decided.
-        retry = {b"Retry-After": b"%d" % e.retry_after}
-        raise Refusal(503, f"try again later: {e}", retry, reveal=False) from None
-    except OSError as e:
-        if e.errno in (errno.EMFILE, errno.ENFILE):
-            raise Refusal(
-                503, "the server is out of file descriptors", RETRY_SOON
-            ) from None
-        if out_of_space(e):
-            # Making a resource's folders or its completion marker.
-            counters.no_space += 1
-            _log.error("no space left on the storage: {why}", why=e)
-            raise Refusal(507, f"no space left on the server: {e.strerror}") from None
-        raise
 
 
 @dataclass(frozen=True)
@@ -260,8 +234,8 @@ class StreamRegistry(Service):
     def _call(self, work: Callable[[], Coroutine[Any, Any, _T]]) -> Deferred[_T]:
         """Run ``work`` unless stopping, with its refusals made `Refusal`."""
         if not self.running:
-            return Deferred.fromCoroutine(_refusing(self._stopping(), self.counters))
-        return Deferred.fromCoroutine(_refusing(work(), self.counters))
+            return Deferred.fromCoroutine(refusing(self._stopping(), self.counters))
+        return Deferred.fromCoroutine(refusing(work(), self.counters))
 
     @staticmethod
     async def _stopping() -> Any:
@@ -346,7 +320,7 @@ class StreamRegistry(Service):
             # Incomplete, durably, before the appender hears yes.
             await stream.mark(False)
         except BaseException as e:
-            if not out_of_space(e):  # else said in one line by _refusing
+            if not out_of_space(e):  # else said in one line by refusing
                 _log.failure("recording {name} incomplete", name="/".join(name))
             session.end(None, "could not record the session")
             raise
@@ -394,7 +368,7 @@ class StreamRegistry(Service):
             except PastTheEnd as e:
                 raise Refusal(416, str(e), state=stream.state) from None
 
-        return Deferred.fromCoroutine(_refusing(located(), self.counters))
+        return Deferred.fromCoroutine(refusing(located(), self.counters))
 
     def listing(self, folder: Name) -> Deferred[Listing]:
         """
