@@ -56,3 +56,14 @@ def test_times_never_go_back_and_damage_ends_the_records(steps):
     # Records out of order (a damaged file) end the list where they start.
     damaged = BatchTimes.load(written + written, mtime=0)
     assert list(damaged.starts) == list(times.starts)
+
+
+def test_a_record_half_added_by_another_thread_reads_as_the_one_before():
+    # The writer's thread appends a record's start, then its time; the
+    # reactor may read between the two.
+    times = BatchTimes(mtime=5)
+    times.add(0, 1_000)
+    times.starts.append(100)  # the start alone, as seen mid-add
+    assert times.at(150) == 1_000
+    times.millis.append(2_000)
+    assert times.at(150) == 2_000

@@ -76,8 +76,12 @@ class BatchTimes:
         return _RECORD.pack(start, ms)
 
     def at(self, offset: int) -> int:
-        """When the byte at ``offset`` was persisted, in milliseconds."""
-        i = bisect.bisect_right(self.starts, offset) - 1
+        """
+        When the byte at ``offset`` was persisted, in milliseconds.  Safe to
+        call from another thread than `add`'s: a record whose time is not
+        appended yet counts as the one before it.
+        """
+        i = min(bisect.bisect_right(self.starts, offset), len(self.millis)) - 1
         if i < 0:
             return self.mtime
         return int(self.millis[i])
