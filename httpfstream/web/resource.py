@@ -30,7 +30,6 @@ never send more than the persisted size they announced (unlike
 
 from __future__ import annotations
 
-import dataclasses
 import mimetypes
 from collections.abc import Awaitable, Callable
 
@@ -45,8 +44,7 @@ from ..core.records import Kind
 from ..core.refusal import RETRY_SOON, Refusal
 from ..core.registry import StreamRegistry
 from ..core.session import AppendSession
-from ..core.stamps import Stamped
-from ..core.stream import IFollowerSink, Stream, WriteFailed
+from ..core.stream import WriteFailed
 from ..protocol import (
     COMPLETE,
     LINE,
@@ -54,7 +52,7 @@ from ..protocol import (
     ResourceState,
     header_bytes,
 )
-from . import gzip, search, viewer, wsdeflate
+from . import reads, search, viewer, wsdeflate
 from .appender import AppenderProtocol, Appending
 from .auth import Access, Right, Tokens, mask_token
 from .decide import Action, Asked, decide, prefers_html, wants_events
@@ -63,8 +61,6 @@ from .followers import FollowerProtocol, Following, ResponseSink
 from .handoff import Handoff, WebSocketOptions
 from .http import (
     Query,
-    byte_range,
-    content_type,
     refuse,
     state_headers,
     write_text,
@@ -224,65 +220,22 @@ class StreamResource(Resource):
         """HEAD: the snapshot's headers."""
         stream = await self._registry.open(name)
         try:
-            await self._snapshot_headers(request, query, name, stream)
+            await reads.snapshot_headers(self._registry, request, query, name, stream)
             request.write(b"")
             request.finish()
         finally:
             stream.release()
 
-    async def _snapshot_headers(
-        self, request: Request, query: Query, name: Name, stream: Stream
-    ) -> tuple[int, int, bool]:
-        """
-        Set a snapshot's headers (Range, 206, lines, gzip); the bytes it
-        sends, and whether gzipped.
-        """
-        state = stream.state
-        lines = query.lines_asked(state, snapshot=True)
-        ranged: tuple[int, int] | None = None
-        if lines is not None:
-            span = await self._registry.locate(stream, lines)
-            state = dataclasses.replace(state, size=span.size)
-            start, stop = span.start, span.size if span.stop is None else span.stop
-            request.setHeader(_OFFSET, b"%d" % start)
-            request.setHeader(_LINE, b"%d" % span.line)
-        else:
-            ranged = byte_range(query.range, state)
-            start, stop = ranged or (0, state.size or 0)
-        if query.timestamps:
-            await stream.load_times()
-        state_headers(request, state)
-        if ranged is not None:
-            request.setResponseCode(206)
-            request.setHeader(
-                b"Content-Range", b"bytes %d-%d/%d" % (start, stop - 1, state.size or 0)
-            )
-        request.setHeader(b"Accept-Ranges", b"bytes")
-        # A browser asking the same URL gets the viewer page instead.
-        request.setHeader(b"Vary", b"Accept")
-        request.setHeader(b"Content-Type", content_type(name))
-        # The bytes are whatever anybody appended: never let a browser
-        # guess a type it would run.
-        request.setHeader(b"X-Content-Type-Options", b"nosniff")
-        if not query.timestamps:  # stamped lines are longer, by how much?
-            request.setHeader(b"Content-Length", b"%d" % (stop - start))
-        if state.active:
-            request.setHeader(b"Cache-Control", b"no-store")
-        gzipped = gzip.encode_response(
-            request, query.accept_encoding, ranged is not None
-        )
-        return start, stop, gzipped
-
     async def _snapshot(self, request: Request, query: Query, name: Name) -> None:
         """A plain GET: the persisted bytes now, with Range or lines."""
         stream = await self._registry.open(name, reader="readers")
         try:
-            start, stop, gzipped = await self._snapshot_headers(
-                request, query, name, stream
+            start, stop, gzipped = await reads.snapshot_headers(
+                self._registry, request, query, name, stream
             )
             record = self._registry.record(Kind.SNAPSHOT, name, query.peer, start)
             sink = ResponseSink(request, record)
-            out = self._body_sink(query, sink, stream, start, gzipped)
+            out = reads.body_sink(self._registry, query, sink, stream, start, gzipped)
             sink.start(stream.snapshot(out, start, stop))
         finally:
             stream.release()
@@ -291,80 +244,11 @@ class StreamResource(Resource):
         """``follow=1``: a chunked response that streams live."""
         stream = await self._registry.open(name, reader="followers")
         try:
-            await self._stream_body(request, query, name, stream, encode=True)
+            await reads.stream_body(
+                self._registry, request, query, name, stream, encode=True
+            )
         finally:
             stream.release()
-
-    async def _follow_start(
-        self, query: Query, stream: Stream
-    ) -> tuple[int, int | None]:
-        """
-        Where a follow of ``stream`` starts, from ``offset`` or ``lines``;
-        the number of its first line if ``lines`` says it.  With
-        ``timestamps=1`` the batch times are read first.
-        """
-        state = stream.state
-        lines = query.lines_asked(state, snapshot=False)
-        if query.timestamps:
-            await stream.load_times()
-        if lines is None:
-            return query.start(state), None
-        span = await self._registry.locate(stream, lines)
-        return span.start, span.line
-
-    async def _stream_body(
-        self,
-        request: Request,
-        query: Query,
-        name: Name,
-        stream: Stream,
-        encode: bool = False,
-    ) -> None:
-        """
-        Follow ``stream`` (held by the caller) in the response body;
-        ``encode``: gzipped if the request asks (section 16).
-        """
-        start, line = await self._follow_start(query, stream)
-        state = stream.state
-        state_headers(request, state)
-        request.setHeader(_OFFSET, b"%d" % start)
-        if line is not None:
-            request.setHeader(_LINE, b"%d" % line)
-        request.setHeader(b"Content-Type", content_type(name))
-        request.setHeader(b"X-Content-Type-Options", b"nosniff")
-        request.setHeader(b"Cache-Control", b"no-store")
-        # A reverse proxy (nginx) streams it instead of buffering.
-        request.setHeader(b"X-Accel-Buffering", b"no")
-        gzipped = encode and gzip.encode_response(request, query.accept_encoding)
-        if not state.active and not query.timestamps and not gzipped:
-            request.setHeader(b"Content-Length", b"%d" % (stream.size - start))
-        # Send the headers now: a live follow may wait long for a byte.
-        request.write(b"")
-        record = self._registry.record(Kind.FOLLOW_HTTP, name, query.peer, start)
-        sink = ResponseSink(request, record)
-        out = self._body_sink(query, sink, stream, start, gzipped)
-        sink.start(stream.follow(out, start))
-
-    def _body_sink(
-        self,
-        query: Query,
-        sink: ResponseSink,
-        stream: Stream,
-        start: int,
-        gzipped: bool,
-    ) -> IFollowerSink:
-        """
-        What a body's cursor sends to: ``sink``, through gzip if
-        ``gzipped`` (section 16), the lines stamped first with
-        ``timestamps=1``.
-        """
-        out: IFollowerSink = sink
-        if gzipped:
-            # Stamped lines are no range of the stream's bytes: compressed
-            # for this reader alone.
-            at = None if query.timestamps else start
-            out = gzip.GzipSink(sink, stream, at, self._registry.reactor)
-        return _stamped(query, out, stream, start)
 
     async def _follow_ws(self, request: Request, query: Query, name: Name) -> None:
         """A WebSocket FOLLOW: 101 while an appender holds it, else 200."""
@@ -373,9 +257,9 @@ class StreamResource(Resource):
         try:
             if not stream.active:
                 # Nothing to follow live: the content, over plain HTTP.
-                await self._stream_body(request, query, name, stream)
+                await reads.stream_body(self._registry, request, query, name, stream)
                 return
-            start, line = await self._follow_start(query, stream)
+            start, line = await reads.follow_start(self._registry, query, stream)
             frames = query.frames
             text = frames == b"text" or (not frames and self._options.text_frames)
             headers = stream.state.headers()
@@ -402,7 +286,7 @@ class StreamResource(Resource):
                 # the URL it reconnects to says.
                 start, line = event_start(query, stream.state), None
             else:
-                start, line = await self._follow_start(query, stream)
+                start, line = await reads.follow_start(self._registry, query, stream)
             if line is not None:
                 request.setHeader(_LINE, b"%d" % line)
             record = self._registry.record(Kind.FOLLOW_EVENTS, name, query.peer, start)
@@ -546,13 +430,6 @@ class StreamResource(Resource):
         request.setHeader(b"Content-Length", b"0")
         request.write(b"")
         request.finish()
-
-
-def _stamped(
-    query: Query, sink: IFollowerSink, stream: Stream, start: int
-) -> IFollowerSink:
-    """``sink``, its lines stamped with their times if ``timestamps=1``."""
-    return Stamped(sink, stream.time_of, start) if query.timestamps else sink
 
 
 def _check_token(
