@@ -72,6 +72,9 @@ class FeedReader:
         read when a session elsewhere ends or is lost.
     :param running: whether the coordinator runs; the reads stop when it
         does not.
+    :param pull: brings this server's copy of a resource up to a size
+        before its stream is told of it (the stateless mode, where no
+        file is shared); None: the file is shared, nothing to bring.
     """
 
     def __init__(
@@ -81,8 +84,10 @@ class FeedReader:
         reactor: Any,
         stat: Callable[[Name], Deferred[Stored | None]],
         running: Callable[[], bool],
+        pull: Callable[[Name, int], Deferred[None]] | None = None,
     ) -> None:
         self.settings = settings
+        self._pull = pull
         self.link = link
         self.reactor = reactor
         self._stat = stat
@@ -127,12 +132,14 @@ class FeedReader:
             w.token = holder.split(" ", 1)[0]
             listener.began()
             if newest.get("k") == "g" and newest.get("t") == w.token:
+                await self._bring(name, int(newest["s"]))
                 listener.grown(int(newest["s"]))
         elif newest and newest.get("o") != s.server_id:
             # A session elsewhere ended (or was lost) lately: its last bytes
             # and its completion, from the file (nobody follows it yet).
             stored = await self._stat(name)
             if stored is not None:
+                await self._bring(name, stored.size)
                 listener.ended(stored.size, COMPLETE, "", stored.complete)
         self._watches.setdefault(feed, []).append(w)
         if self._wake is not None:
@@ -222,6 +229,7 @@ class FeedReader:
                     w.token = token
                     w.listener.began()
                 if kind == "g":
+                    await self._bring(w.name, size)
                     w.listener.grown(size)
             elif kind == "e":
                 if w.token is not None and w.token != token:
@@ -229,6 +237,7 @@ class FeedReader:
                 stored = await self._stat(w.name)
                 if size < 0:
                     size = stored.size if stored is not None else 0
+                await self._bring(w.name, size)
                 w.token = None
                 w.listener.ended(
                     size,
@@ -237,11 +246,17 @@ class FeedReader:
                     stored.complete if stored is not None else None,
                 )
 
+    async def _bring(self, name: Name, size: int) -> None:
+        """This server's copy of ``name`` up to ``size`` bytes, if it has one."""
+        if self._pull is not None:
+            await self._pull(name, size)
+
     async def _lose(self, w: _Watch, why: str) -> None:
         """The session elsewhere is gone without an end: end at the file's size."""
         w.token = None
         stored = await self._stat(w.name)
         size = stored.size if stored is not None else 0
+        await self._bring(w.name, size)
         w.listener.ended(size, APPENDER_LOST, why, False)
 
     # -- checking ----------------------------------------------------------------

@@ -102,8 +102,10 @@ return 1
 )
 
 # Releases the lease and adds the end entry in one step, so no reader sees
-# the lease gone before the end.  KEYS lease feed fence; ARGV value token
-# server size code reason retention_ms maxlen.  1 | 0.
+# the lease gone before the end; a live resource (the stateless mode,
+# `stateless.scripts`) is marked complete or not in the same step.  KEYS
+# lease feed fence live; ARGV value token server size code reason
+# retention_ms maxlen.  1 | 0.
 END = (
     _ADD
     + """
@@ -112,6 +114,9 @@ if cur == ARGV[1] then
   redis.call('DEL', KEYS[1])
 elseif cur or redis.call('GET', KEYS[3]) ~= ARGV[2] then
   return 0
+end
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('HSET', KEYS[4], 'complete', ARGV[5] == '1000' and 1 or 0)
 end
 add(KEYS[2], tonumber(ARGV[4]), ARGV[8], 'k', 'e', 't', ARGV[2], 'o', ARGV[3],
     'c', ARGV[5], 'r', ARGV[6])

@@ -87,6 +87,8 @@ class Archived:
     #: When its bytes last changed, in seconds since the epoch.
     modified: float
     etag: str = ""
+    #: The resource's generation (the stateless mode; ``""`` if none).
+    gen: str = ""
 
     @property
     def record(self) -> Record:
@@ -115,6 +117,7 @@ def archived_of(info: ObjectInfo) -> Archived:
         info.metadata.get("complete") != "0",
         int(modified) / 1000 if modified.isdigit() else _seconds(info.last_modified),
         info.etag,
+        info.metadata.get("gen", ""),
     )
 
 
@@ -198,7 +201,7 @@ class Bucket:
         return archived
 
     async def upload(
-        self, name: Name, path: str, record: Record, modified: float
+        self, name: Name, path: str, record: Record, modified: float, gen: str = ""
     ) -> Archived:
         """The file's first ``record.size`` bytes as ``name``'s object."""
         key = self.key(name)
@@ -206,10 +209,12 @@ class Bucket:
             "complete": "1" if record.complete else "0",
             "modified": str(int(modified * 1000)),
         }
+        if gen:
+            metadata["gen"] = gen
         info = await self._ask(
             self.client.put_file(key, path, metadata, length=record.size)
         )
-        archived = Archived(record.size, record.complete, modified, info.etag)
+        archived = Archived(record.size, record.complete, modified, info.etag, gen)
         self._remember(key, archived)
         return archived
 

@@ -307,6 +307,7 @@ class S3Client:
         metadata: Mapping[str, str] | None = None,
         content_type: str = "application/octet-stream",
         length: int | None = None,
+        offset: int = 0,
     ) -> ObjectInfo:
         """
         Uploads the file as the object ``key``: one PUT up to `part_size`,
@@ -316,20 +317,21 @@ class S3Client:
         or cancelled multipart upload is aborted. Fires with what was
         written (size, ETag, metadata); the file must not change meanwhile
         (if it shrinks, the upload fails). With ``length``, only the
-        file's first ``length`` bytes go (a file that may grow meanwhile).
+        file's first ``length`` bytes go (a file that may grow meanwhile);
+        with ``offset``, the bytes from there on.
         """
         headers = check_metadata(metadata or {})
         headers["Content-Type"] = content_type
         fd = await self._in_thread(os.open, os.fspath(path), os.O_RDONLY | os.O_CLOEXEC)
         file = OpenFile(fd, self._in_thread, self._reactor.callFromThread)
         try:
-            size = os.fstat(fd).st_size if length is None else length
+            size = os.fstat(fd).st_size - offset if length is None else length
             if size <= self.part_size:
                 etag = await self._put_range(
-                    "PutObject", key, self._url(key), file, 0, size, headers
+                    "PutObject", key, self._url(key), file, offset, size, headers
                 )
             else:
-                etag = await self._multipart(key, file, size, headers)
+                etag = await self._multipart(key, file, offset, size, headers)
         finally:
             file.close()
         return ObjectInfo(
@@ -362,7 +364,12 @@ class S3Client:
         return header(response, "etag") or ""
 
     async def _multipart(
-        self, key: str, file: OpenFile, size: int, headers: Mapping[str, str]
+        self,
+        key: str,
+        file: OpenFile,
+        start: int,
+        size: int,
+        headers: Mapping[str, str],
     ) -> str:
         part = max(self.part_size, math.ceil(size / MAX_PARTS))
         url = self._url(key)
@@ -382,7 +389,7 @@ class S3Client:
                         key,
                         f"{url}?{where}",
                         file,
-                        offset,
+                        start + offset,
                         min(part, size - offset),
                         {},
                     )

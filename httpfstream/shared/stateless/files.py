@@ -1,0 +1,66 @@
+"""
+`LiveFile`: a resource file as the stateless mode's store hands it to the
+stream.  Reading is the local copy's (`replica`); appending goes to Redis
+first, in the step that checks the appender's lease (`LiveRedis.append`),
+and only then to the local copy, so no byte is persisted, acknowledged or
+seen by a follower anywhere before the deployment holds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred
+
+from ...core.names import Name
+from ...core.store import IStoreFile
+from ...core.writes import Fenced
+from ..archive.cache import Cache
+from ..archive.opened import CachedFile
+from ..lease import Lease
+from .live import LiveRedis
+
+__all__ = ["LiveFile"]
+
+
+class LiveFile(CachedFile):
+    """
+    :param live: the live bytes in Redis.
+    :param gen: the resource's generation.
+    :param lease_of: this server's lease of a path, if it holds one.
+    :param appended: told the resource's size after each append.
+    """
+
+    def __init__(
+        self,
+        cache: Cache,
+        name: Name,
+        file: IStoreFile,
+        closed: Callable[[object, Name, CachedFile], object],
+        live: LiveRedis,
+        gen: str,
+        lease_of: Callable[[str], Lease | None],
+        appended: Callable[[Name, int], None],
+    ) -> None:
+        super().__init__(cache, name, file, closed)
+        self.gen = gen
+        self._live = live
+        self._path = "/".join(name)
+        self._lease_of = lease_of
+        self._appended = appended
+        #: The size the deployment holds, as this file knows it.
+        self.shared = file.size
+
+    def write(self, data: bytes, sync: bool) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._write(data, sync))
+
+    async def _write(self, data: bytes, sync: bool) -> None:
+        lease = self._lease_of(self._path)
+        if lease is None or not lease.valid():
+            raise Fenced("the appender's lease was lost")
+        size = await self._live.append(
+            self._path, lease.value, lease.token, self.shared, data, self.gen
+        )
+        self.shared = size
+        await super().write(data, sync)
+        self._appended(self._name, size)
