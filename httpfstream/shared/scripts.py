@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ADD",
     "CHECK",
     "CLAIM",
     "END",
@@ -38,7 +39,7 @@ __all__ = [
 # Adds an entry whose ID is the size (the end offset of the batch), or just
 # after the newest entry when that is not greater (a begin or end entry at
 # the same size, or a resource deleted and appended to again).
-_ADD = """
+ADD = """
 local function add(key, size, maxlen, ...)
   local ms, seq = math.max(size, 0), 0
   local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
@@ -58,7 +59,7 @@ end
 # fence_ttl_ms maxlen.  {1, token} | {0, pttl of the holder's lease} |
 # {-1, pttl of the quarantine}.
 CLAIM = (
-    _ADD
+    ADD
     + """
 if redis.call('EXISTS', KEYS[4]) == 0 then
   redis.call('SET', KEYS[4], ARGV[1])
@@ -92,7 +93,7 @@ return 1
 
 # KEYS lease feed; ARGV value token server size feed_ttl_ms maxlen.  1 | 0.
 GROWN = (
-    _ADD
+    ADD
     + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 add(KEYS[2], tonumber(ARGV[4]), ARGV[6], 'k', 'g', 't', ARGV[2], 'o', ARGV[3])
@@ -107,7 +108,7 @@ return 1
 # lease feed fence live; ARGV value token server size code reason
 # retention_ms maxlen.  1 | 0.
 END = (
-    _ADD
+    ADD
     + """
 local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[1] then

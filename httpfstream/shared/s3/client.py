@@ -47,6 +47,7 @@ __all__ = ["MAX_PARTS", "MIN_PART_SIZE", "PART_SIZE", "S3Client"]
 _log = Logger()
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+_Meta = Mapping[str, str]
 
 #: S3's smallest part (but the last) and most parts of one upload.
 MIN_PART_SIZE = 5 * 1024 * 1024
@@ -63,8 +64,7 @@ def _deferred(
     def call(*args: _P.args, **kwargs: _P.kwargs) -> Deferred[_T]:
         return Deferred.fromCoroutine(f(*args, **kwargs))
 
-    call.__name__ = f.__name__
-    call.__doc__ = f.__doc__
+    call.__name__, call.__doc__ = f.__name__, f.__doc__
     return call
 
 
@@ -110,8 +110,7 @@ class S3Client:
             from twisted.internet import reactor
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part size {part_size} under S3's {MIN_PART_SIZE}")
-        self.archive = archive
-        self.bucket = archive.bucket
+        self.archive, self.bucket = archive, archive.bucket
         self.endpoint = endpoint
         self.part_size = part_size
         self.timeout = timeout
@@ -316,9 +315,8 @@ class S3Client:
         with ``metadata`` as ``x-amz-meta-*`` (`check_metadata`). A failed
         or cancelled multipart upload is aborted. Fires with what was
         written (size, ETag, metadata); the file must not change meanwhile
-        (if it shrinks, the upload fails). With ``length``, only the
-        file's first ``length`` bytes go (a file that may grow meanwhile);
-        with ``offset``, the bytes from there on.
+        (if it shrinks, the upload fails). With ``length``, only ``length``
+        bytes go (a file that may grow), from ``offset`` (or its start).
         """
         headers = check_metadata(metadata or {})
         headers["Content-Type"] = content_type
@@ -331,7 +329,7 @@ class S3Client:
                     "PutObject", key, self._url(key), file, offset, size, headers
                 )
             else:
-                etag = await self._multipart(key, file, offset, size, headers)
+                etag = await self._multipart(key, file, size, headers, offset)
         finally:
             file.close()
         return ObjectInfo(
@@ -364,12 +362,7 @@ class S3Client:
         return header(response, "etag") or ""
 
     async def _multipart(
-        self,
-        key: str,
-        file: OpenFile,
-        start: int,
-        size: int,
-        headers: Mapping[str, str],
+        self, key: str, file: OpenFile, size: int, headers: _Meta, start: int = 0
     ) -> str:
         part = max(self.part_size, math.ceil(size / MAX_PARTS))
         url = self._url(key)

@@ -28,16 +28,20 @@ of every live resource, scored by the time of its last append (ms).
 
 from __future__ import annotations
 
+from ..scripts import ADD
+
 __all__ = ["APPEND", "FINISH", "MOVED", "READ", "STATE"]
 
 # KEYS lease live feed livezset; ARGV value offset data chunk prefix token
 # server maxlen feed_ttl_ms now_ms path cap gen.
-#   {1, size}          appended; the feed has its entry
+#   {1, size}          appended; the feed has its entry (`..scripts.ADD`)
 #   {-1, 0}            the lease is not ours (fenced)
 #   {-2, size}         the resource holds ``size`` bytes, not ``offset``
 #   {-3, base}         Redis holds ``cap`` bytes of it already (the bucket
 #                      has not taken its chunks): not now
-APPEND = """
+APPEND = (
+    ADD
+    + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, 0} end
 local offset, data, chunk = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local live = redis.call('HMGET', KEYS[2], 'size', 'start', 'base')
@@ -60,18 +64,11 @@ while at <= #data do
 end
 redis.call('HSET', KEYS[2], 'size', size, 'complete', 0)
 redis.call('ZADD', KEYS[4], ARGV[10], ARGV[11])
-local ms, seq = size, 0
-local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
-if last then
-  local lms, lseq = string.match(last[1], '^(%d+)-(%d+)$')
-  lms = tonumber(lms)
-  if ms <= lms then ms = lms; seq = tonumber(lseq) + 1 end
-end
-redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[8], string.format('%d-%d', ms, seq),
-           's', string.format('%d', size), 'k', 'g', 't', ARGV[6], 'o', ARGV[7])
+add(KEYS[3], size, ARGV[8], 'k', 'g', 't', ARGV[6], 'o', ARGV[7])
 redis.call('PEXPIRE', KEYS[3], ARGV[9])
 return {1, size}
 """
+)
 
 # KEYS live; ARGV offset length chunk prefix.
 #   {size, start, base, gen, complete, bytes}: up to ``length`` bytes at

@@ -53,7 +53,7 @@ from ...core.store import (
     SizeMismatch,
     Stored,
 )
-from ..archive.bucket import Archived, BucketLink, reading
+from ..archive.bucket import BucketLink, reading
 from ..archive.cache import Cache
 from ..archive.lanes import Lanes
 from ..archive.local import Record, remove_files
@@ -61,18 +61,16 @@ from ..archive.opened import CachedFile
 from ..archive.uploads import Uploads
 from ..lease import Lease
 from ..s3 import ArchiveURL, S3Client
+from .copies import TRIES, Copies, Truth
 from .files import LiveFile
 from .live import LiveRedis, LiveState, new_generation
 from .mover import ChunkMover
-from .replica import Gone, chunk_key, copy, read_gen, remove_gen, write_gen
+from .replica import Gone, chunk_key, read_gen, remove_gen
 
 __all__ = ["StatelessStore"]
 
 _log = Logger()
 _T = TypeVar("_T")
-
-#: Tries of a copy that found the live data gone (archived meanwhile).
-_TRIES = 3
 
 
 def _shown(name: Name) -> str:
@@ -81,11 +79,6 @@ def _shown(name: Name) -> str:
 
 def _name_of(path: str) -> Name:
     return tuple(path.split("/"))
-
-
-def _open_append(path: str) -> tuple[int, int]:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-    return fd, os.fstat(fd).st_size
 
 
 @implementer(IArchivingStore)
@@ -141,6 +134,7 @@ class StatelessStore:
         self._uploads = Uploads(reactor, self._archive, retry_max)
         self._link = BucketLink(archive, connect, self._uploads.answered, lambda: None)
         self.mover = ChunkMover(live, self._link.bucket, self._path, reactor)
+        self.copies = Copies(live, local, self._link.bucket, self._run)
         self._sessions: Counter[Name] = Counter()
         self._open_files: dict[Name, set[CachedFile]] = {}
         self._ended_at: dict[Name, float] = {}
@@ -222,76 +216,25 @@ class StatelessStore:
             lambda _: self._uploads.schedule(name, delay)
         )
 
-    # -- where a resource is ------------------------------------------------------
-
-    async def _truth(self, name: Name) -> tuple[LiveState | None, Archived | None]:
-        """Its live state, else its object (both None: it does not exist)."""
-        state = await self.live.state(_shown(name))
-        if state is not None:
-            return state, None
-        bucket = await self._link.bucket()
-        return None, await reading(bucket.head(name))
-
-    async def _bring(
-        self, name: Name, state: LiveState | None, archived: Archived | None
-    ) -> None:
-        """The local copy of ``name``, up to what ``state`` or ``archived`` says."""
-        gen = state.gen if state is not None else archived.gen if archived else ""
-        size = state.size if state is not None else archived.size if archived else 0
-        complete = (
-            state.complete
-            if state is not None
-            else (archived.complete if archived else True)
-        )
-        path = self._path(name)
-        if await self._run(read_gen, self._root, name) != gen or not gen:
-            await self._run(remove_files, self._root, name)
-        # Created (and its name checked) by the plain store.
-        created = await self._local.open(name, True, None)
-        await created.close()
-        if not gen:
-            gen = new_generation()
-        await self._run(write_gen, self._root, name, gen)
-        fd, have = await self._run(_open_append, path)
-        try:
-            if have > size:
-                await self._run(os.ftruncate, fd, 0)
-                have = 0
-            if have < size:
-                await copy(
-                    self.live, self._link.bucket, name, fd, have, size, state, self._run
-                )
-        finally:
-            await self._run(os.close, fd)
-        if have == 0 and archived is not None and state is None:
-            os.utime(path, (archived.modified, archived.modified))
-        await self._run(self._local._mark, name, complete, False)
-
     async def _open(
         self, name: Name, create: bool, expected_size: int | None
     ) -> IStoreFile:
-        for attempt in range(_TRIES):
-            state, archived = await self._truth(name)
-            if state is None and archived is None:
-                if not create:
-                    raise NotFound(_shown(name))
-                if expected_size:
-                    raise SizeMismatch(None)
-            else:
-                size = state.size if state is not None else archived.size  # type: ignore[union-attr]
-                done = state.complete if state is not None else archived.complete  # type: ignore[union-attr]
-                if expected_size is not None and size != expected_size:
-                    raise SizeMismatch(size, done)
+        for attempt in range(TRIES):
+            truth = await self.copies.truth(name)
+            if not truth.exists and not create:
+                raise NotFound(_shown(name))
+            if expected_size is not None and truth.size != expected_size:
+                raise SizeMismatch(truth.size if truth.exists else None, truth.complete)
             try:
-                await self._bring(name, state, archived)
+                await self.copies.bring(name, truth)
             except Gone:
-                if attempt == _TRIES - 1:
+                if attempt == TRIES - 1:
                     raise
                 continue
             break
         file = await self._local.open(name, create, None)
         gen = await self._run(read_gen, self._root, name) or new_generation()
-        if state is None and create:
+        if truth.state is None and create:
             # A session begins: live at once, under its lease.
             path = _shown(name)
             lease = self._lease_of(path)
@@ -359,38 +302,12 @@ class StatelessStore:
         return self._lanes.run(name, lambda: self._pull(name, size))
 
     async def _pull(self, name: Name, size: int) -> None:
-        path = self._path(name)
-        for attempt in range(_TRIES):
-            fd, have = await self._run(_open_append, path)
-            try:
-                if have >= size:
-                    return
-                state = await self.live.state(_shown(name))
-                if state is None or state.size < size:
-                    # Archived meanwhile (or Redis lost it): the object has it.
-                    state = None
-                try:
-                    await copy(
-                        self.live,
-                        self._link.bucket,
-                        name,
-                        fd,
-                        have,
-                        size,
-                        state,
-                        self._run,
-                    )
-                except Gone:
-                    if attempt == _TRIES - 1:
-                        raise
-                    continue
-                self.cache.grew(name, size - have)
-                for file in self._open_files.get(name, ()):
-                    if isinstance(file, LiveFile):
-                        file.shared = max(file.shared, size)
-                return
-            finally:
-                await self._run(os.close, fd)
+        added = await self.copies.pull(name, size)
+        if added:
+            self.cache.grew(name, added)
+            for file in self._open_files.get(name, ()):
+                if isinstance(file, LiveFile):
+                    file.shared = max(file.shared, size)
 
     # -- archiving -------------------------------------------------------------------
 
@@ -432,7 +349,7 @@ class StatelessStore:
     async def _upload_locked(self, name: Name, state: LiveState) -> None:
         path = _shown(name)
         started = time.time()
-        await self._bring(name, state, None)
+        await self.copies.bring(name, Truth(state, None))
         bucket = await self._link.bucket()
         for file in list(self._open_files.get(name, ())):
             await file.flush_derived()
@@ -466,10 +383,8 @@ class StatelessStore:
     # -- the rest of IStore -----------------------------------------------------
 
     async def _stat(self, name: Name) -> Stored | None:
-        state, archived = await self._truth(name)
-        if state is not None:
-            return Stored(state.size, state.complete)
-        return None if archived is None else Stored(archived.size, archived.complete)
+        truth = await self.copies.truth(name)
+        return Stored(truth.size, truth.complete) if truth.exists else None
 
     async def _live_entries(self, folder: Name) -> list[Entry]:
         entries = []
@@ -492,8 +407,9 @@ class StatelessStore:
         """DELETE and --max-age: live data, then object, then the copy."""
         path = _shown(name)
         bucket = await self._link.bucket()
-        state, archived = await self._truth(name)
-        if state is None and archived is None:
+        truth = await self.copies.truth(name)
+        state = truth.state
+        if not truth.exists:
             await self._run(remove_files, self._root, name)
             return False
         if state is not None:
