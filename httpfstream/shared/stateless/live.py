@@ -204,10 +204,15 @@ class LiveRedis:
         )
         return [_text(path) for path in found]
 
-    async def paths(self) -> list[str]:
-        """Every live resource's path."""
-        found = await self.link.command("ZRANGE", self.live_set, "0", "-1")
-        return [_text(path) for path in found]
+    async def paths(self) -> list[tuple[str, float]]:
+        """Every live resource's path, and when it was last appended to (s)."""
+        found = await self.link.command(
+            "ZRANGE", self.live_set, "0", "-1", "WITHSCORES"
+        )
+        return [
+            (_text(path), float(_text(ms)) / 1000)
+            for path, ms in zip(found[::2], found[1::2], strict=True)
+        ]
 
     async def touch(self, path: str) -> None:
         """Put ``path`` back in the live set (archived later than planned)."""

@@ -56,7 +56,7 @@ from ...core.store import (
 from ..archive.bucket import BucketLink, reading
 from ..archive.cache import Cache
 from ..archive.lanes import Lanes
-from ..archive.local import Record, remove_files
+from ..archive.local import Record, remove_files, scan
 from ..archive.opened import CachedFile
 from ..archive.uploads import Uploads
 from ..lease import Lease
@@ -154,6 +154,22 @@ class StatelessStore:
         self._pool.start()
         self._link.start()
         self._sweeper.start(max(0.5, min(self._idle / 2, 10.0)), now=False)
+        d = Deferred.fromCoroutine(self._recover())
+        d.addErrback(lambda f: _log.failure("reading the copies on local disk", f))
+
+    async def _recover(self) -> None:
+        """Copies left on local disk count in the budget (each is only a copy)."""
+        for name, found in await self._run(scan, self._root):
+            if name not in self.cache and not found.linked:
+                self.cache.add(name, found.size, safe=True)
+        _log.info(
+            "stateless: {count} copies on local disk ({used} bytes; cache budget"
+            " {budget})",
+            count=len(self.cache),
+            used=self.cache.used,
+            budget=self.cache.budget or "unlimited",
+        )
+        self._trim()
 
     def stop(self) -> Deferred[None]:
         """Archive what is due (for up to ``drain`` seconds), then stop."""
@@ -388,13 +404,13 @@ class StatelessStore:
 
     async def _live_entries(self, folder: Name) -> list[Entry]:
         entries = []
-        for path in await self.live.paths():
+        for path, appended in await self.live.paths():
             name = _name_of(path)
             if name[:-1] != folder:
                 continue
             state = await self.live.state(path)
             if state is not None:
-                entries.append(Entry(name[-1], state.size, state.complete, time.time()))
+                entries.append(Entry(name[-1], state.size, state.complete, appended))
         return entries
 
     async def _listing(self, folder: Name) -> Listing | None:
