@@ -86,20 +86,9 @@ __all__ = [
     "NotFound",
     "SizeMismatch",
     "Stored",
-    "out_of_space",
 ]
 
 _T = TypeVar("_T")
-
-
-#: What a write fails with when the storage has no room for it: no space
-#: left, a quota, or a file size limit (``RLIMIT_FSIZE``).
-_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-
-
-def out_of_space(error: BaseException | None) -> bool:
-    """Whether ``error`` says the storage had no room for a write."""
-    return isinstance(error, OSError) and error.errno in _NO_SPACE
 
 
 class NotFound(Exception):

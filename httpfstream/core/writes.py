@@ -8,6 +8,7 @@ a time, the fsync policy, what appending can fail with, and
 from __future__ import annotations
 
 import enum
+import errno
 from collections.abc import Callable
 from typing import Protocol
 
@@ -22,9 +23,23 @@ __all__ = [
     "Fenced",
     "FsyncPolicy",
     "ResourceFull",
+    "StorageUnavailable",
     "WriteFailed",
     "WriteQueue",
+    "out_of_space",
 ]
+
+
+#: What a write fails with when the storage has no room for it: no space
+#: left, a quota, or a file size limit (``RLIMIT_FSIZE``).
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def out_of_space(error: BaseException | None) -> bool:
+    """Whether ``error`` says the storage had no room for a write."""
+    if isinstance(error, WriteFailed):
+        return error.no_space
+    return isinstance(error, OSError) and error.errno in _NO_SPACE
 
 
 class FsyncPolicy(enum.Enum):
@@ -53,12 +68,20 @@ class WriteFailed(Exception):
     A write to the file failed; the session cannot append any more.
 
     :ivar no_space: whether the storage had no room for it
-        (`store.out_of_space`).
+        (`out_of_space`).
     """
 
     def __init__(self, message: str, *, no_space: bool = False) -> None:
         super().__init__(message)
         self.no_space = no_space
+
+
+class StorageUnavailable(WriteFailed):
+    """
+    What the bytes go to cannot take them now (Redis unreachable, in the
+    stateless mode): not a fault of ours, worth trying again later, and
+    said in one line by what raised it (no traceback).
+    """
 
 
 class Fenced(WriteFailed):
@@ -190,13 +213,17 @@ class WriteQueue:
         self.pending = 0
         self.in_flight = len(batch)
         self._write(batch, self._sync).addCallbacks(
-            self._done, self._fail, callbackArgs=(batch, self._clock())
+            self._done, self._broke, callbackArgs=(batch, self._clock())
         )
 
     def _done(self, _: None, batch: bytes, started: float) -> None:
         self._observe("write", self._clock() - started)
         self.in_flight = 0
         self._written(batch)
+
+    def _broke(self, reason: Failure) -> None:
+        # Storage that cannot be reached has said so in its own line.
+        self._fail(reason, not reason.check(StorageUnavailable))
 
     def _fail(self, reason: Failure, logged: bool = True) -> None:
         self.in_flight = 0

@@ -95,7 +95,7 @@ class Archived:
         return Record(self.size, self.complete)
 
 
-def _seconds(text: str) -> float:
+def s3_time(text: str) -> float:
     """An S3 time (ISO 8601 in listings, an HTTP date from HEAD) → seconds."""
     if not text:
         return 0.0
@@ -115,7 +115,7 @@ def archived_of(info: ObjectInfo) -> Archived:
     return Archived(
         info.size,
         info.metadata.get("complete") != "0",
-        int(modified) / 1000 if modified.isdigit() else _seconds(info.last_modified),
+        int(modified) / 1000 if modified.isdigit() else s3_time(info.last_modified),
         info.etag,
         info.metadata.get("gen", ""),
     )
@@ -289,7 +289,7 @@ class Bucket:
         """
         uploads = await self._ask(self.client.uploads(self.archive.key_prefix))
         for upload in uploads:
-            if _seconds(upload.initiated) < before:
+            if s3_time(upload.initiated) < before:
                 await self._ask(self.client.abort_upload(upload.key, upload.upload_id))
                 _log.info("aborted an upload of {key} left open", key=upload.key)
 
@@ -359,7 +359,7 @@ class Bucket:
             if known is not None and known.etag == info.etag:
                 modified = known.modified
             else:
-                modified = _seconds(info.last_modified)
+                modified = s3_time(info.last_modified)
             if modified < cutoff:
                 found.append(name)
         return found

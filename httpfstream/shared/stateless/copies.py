@@ -24,7 +24,7 @@ from ...core.store import FileStore
 from ..archive.bucket import Archived, Bucket, reading
 from ..archive.local import remove_files
 from .live import LiveRedis, LiveState, new_generation
-from .replica import Gone, copy, read_gen, write_gen
+from .replica import Gone, copy, from_bucket, read_gen, write_gen
 
 __all__ = ["Copies", "Truth"]
 
@@ -133,6 +133,21 @@ class Copies:
             modified = truth.archived.modified
             await self._run(os.utime, path, (modified, modified))
         await self._run(self._local._mark, name, truth.complete, False)
+
+    async def append_objects(self, name: Name, objects: list[tuple[str, int]]) -> int:
+        """
+        Append the objects (key, size) to the local copy of ``name``, in
+        order; its size then.
+        """
+        bucket = await self._bucket()
+        fd, have = await self._run(_open_append, self.path(name))
+        try:
+            for key, size in objects:
+                await from_bucket(bucket, key, fd, 0, size, self._run)
+                have += size
+        finally:
+            await self._run(os.close, fd)
+        return int(have)
 
     async def pull(self, name: Name, size: int) -> int:
         """Extend the local copy of ``name`` to ``size`` bytes; bytes added."""

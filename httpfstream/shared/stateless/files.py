@@ -11,16 +11,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
+from ...core.coordination import Unavailable
 from ...core.names import Name
 from ...core.store import IStoreFile
-from ...core.writes import Fenced
+from ...core.writes import Fenced, StorageUnavailable
 from ..archive.cache import Cache
 from ..archive.opened import CachedFile
 from ..lease import Lease
 from .live import LiveRedis
 
 __all__ = ["LiveFile"]
+
+_log = Logger()
 
 
 class LiveFile(CachedFile):
@@ -58,9 +62,18 @@ class LiveFile(CachedFile):
         lease = self._lease_of(self._path)
         if lease is None or not lease.valid():
             raise Fenced("the appender's lease was lost")
-        size = await self._live.append(
-            self._path, lease.value, lease.token, self.shared, data, self.gen
-        )
+        try:
+            size = await self._live.append(
+                self._path, lease.value, lease.token, self.shared, data, self.gen
+            )
+        except Unavailable as e:
+            _log.error(
+                "appending to {path} stopped at {size} bytes: {why}",
+                path=self._path,
+                size=self.shared,
+                why=e,
+            )
+            raise StorageUnavailable(str(e)) from None
         self.shared = size
         await super().write(data, sync)
         self._appended(self._name, size)

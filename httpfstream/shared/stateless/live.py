@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ...core.writes import Fenced, ResourceFull, WriteFailed
+from ...core.writes import Fenced, WriteFailed
 from ..config import MAXLEN, Settings
 from ..link import RedisLink
 from .scripts import APPEND, FINISH, MOVED, READ, STATE
@@ -97,7 +97,8 @@ class LiveRedis:
         Append ``data`` at ``offset`` under the lease value ``lease``, in
         the step that checks it is still ours: the resource's new size.
         Fails with `Fenced` (the lease is not ours), `SizeChanged`,
-        `ResourceFull` (Redis holds ``cap`` bytes of it), `Unavailable`.
+        `WriteFailed` with ``no_space`` (Redis holds ``cap`` bytes of it),
+        `Unavailable`.
         """
         s = self.settings
         live, chunks = self._keys(path)
@@ -129,9 +130,10 @@ class LiveRedis:
             raise SizeChanged(
                 f"the resource holds {value} bytes in Redis, not {offset}"
             )
-        raise ResourceFull(
+        raise WriteFailed(
             f"Redis holds {self.cap} bytes of this resource that the bucket has"
-            " not taken yet; try again later"
+            " not taken yet; try again later",
+            no_space=True,
         )
 
     async def state(self, path: str) -> LiveState | None:

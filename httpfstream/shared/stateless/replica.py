@@ -34,7 +34,9 @@ from .live import LiveRedis, LiveState
 __all__ = [
     "Gone",
     "chunk_key",
+    "chunk_prefix",
     "copy",
+    "from_bucket",
     "read_gen",
     "write_gen",
 ]
@@ -47,11 +49,14 @@ class Gone(Exception):
     """The resource's live data went (archived, or deleted) during a copy."""
 
 
+def chunk_prefix(bucket: Bucket, name: Name) -> str:
+    """What the keys of every chunk object of ``name`` begin with."""
+    return bucket.archive.key((STATE_FOLDER, "live", *name[:-1], f"{name[-1]}."))
+
+
 def chunk_key(bucket: Bucket, name: Name, gen: str, offset: int) -> str:
     """The key of the chunk object that holds the bytes from ``offset``."""
-    return bucket.archive.key(
-        (STATE_FOLDER, "live", *name[:-1], f"{name[-1]}.{gen}.{offset}")
-    )
+    return f"{chunk_prefix(bucket, name)}{gen}.{offset}"
 
 
 def _gen_path(root: str, name: Name) -> str:
@@ -88,7 +93,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-async def _from_bucket(
+async def from_bucket(
     bucket: Bucket, key: str, fd: int, offset: int, length: int, run: Any
 ) -> None:
     writer = FileWriter(os.dup(fd), run)
@@ -126,7 +131,7 @@ async def copy(
         if have < start:
             b = await bucket()
             length = min(want, start) - have
-            await _from_bucket(b, b.key(name), fd, have, length, run)
+            await from_bucket(b, b.key(name), fd, have, length, run)
             have += length
             continue
         assert state is not None
@@ -136,7 +141,7 @@ async def copy(
             first = state.start + index * live.chunk
             length = min(want, state.base, first + live.chunk) - have
             key = chunk_key(b, name, state.gen, first)
-            await _from_bucket(b, key, fd, have - first, length, run)
+            await from_bucket(b, key, fd, have - first, length, run)
             have += length
             continue
         found, data = await live.read(path, have, min(want - have, READ_AT_ONCE))

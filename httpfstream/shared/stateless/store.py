@@ -65,6 +65,7 @@ from .copies import TRIES, Copies, Truth
 from .files import LiveFile
 from .live import LiveRedis, LiveState, new_generation
 from .mover import ChunkMover
+from .orphans import SWEEP, Orphans
 from .replica import Gone, chunk_key, read_gen, remove_gen
 
 __all__ = ["StatelessStore"]
@@ -135,6 +136,9 @@ class StatelessStore:
         self._link = BucketLink(archive, connect, self._uploads.answered, lambda: None)
         self.mover = ChunkMover(live, self._link.bucket, self._path, reactor)
         self.copies = Copies(live, local, self._link.bucket, self._run)
+        self.orphans = Orphans(live, self.copies, self._link.bucket)
+        self._janitor = LoopingCall(self._sweep_orphans)
+        self._janitor.clock = reactor
         self._sessions: Counter[Name] = Counter()
         self._open_files: dict[Name, set[CachedFile]] = {}
         self._ended_at: dict[Name, float] = {}
@@ -154,6 +158,7 @@ class StatelessStore:
         self._pool.start()
         self._link.start()
         self._sweeper.start(max(0.5, min(self._idle / 2, 10.0)), now=False)
+        self._janitor.start(SWEEP, now=True)
         d = Deferred.fromCoroutine(self._recover())
         d.addErrback(lambda f: _log.failure("reading the copies on local disk", f))
 
@@ -173,8 +178,9 @@ class StatelessStore:
 
     def stop(self) -> Deferred[None]:
         """Archive what is due (for up to ``drain`` seconds), then stop."""
-        if self._sweeper.running:
-            self._sweeper.stop()
+        for loop in (self._sweeper, self._janitor):
+            if loop.running:
+                loop.stop()
         d = self._uploads.drain(self._drain) if self._uploads.pending else succeed(None)
         d.addBoth(self._stopped)
         return d
@@ -237,6 +243,10 @@ class StatelessStore:
     ) -> IStoreFile:
         for attempt in range(TRIES):
             truth = await self.copies.truth(name)
+            # A session begins: first the bytes Redis lost track of.
+            adopting = truth.state is None and create
+            if adopting and await self.orphans.adopt_before_session(name, truth):
+                truth = await self.copies.truth(name)
             if not truth.exists and not create:
                 raise NotFound(_shown(name))
             if expected_size is not None and truth.size != expected_size:
@@ -332,6 +342,15 @@ class StatelessStore:
         d.addErrback(
             lambda f: _log.info(
                 "archive: idle resources not checked ({why})", why=f.getErrorMessage()
+            )
+        )
+        return d
+
+    def _sweep_orphans(self) -> Deferred[None]:
+        d = Deferred.fromCoroutine(self.orphans.sweep())
+        d.addErrback(
+            lambda f: _log.info(
+                "stateless: chunk objects not checked ({why})", why=f.getErrorMessage()
             )
         )
         return d
