@@ -15,7 +15,8 @@ sees when something fails; docs/ARCHITECTURE.md why txredisapi.
   lease and valid for three quarters of one after its last renewal;
 - `slots`: claims, this server's leases, growth and ends told to Redis;
 - `feed`: the following side, one blocking read over every feed watched
-  here, and the checks of sessions elsewhere.
+  here, the checks of sessions elsewhere, and the file's size and
+  completion taken whenever the feed may have missed growth.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class RedisCoordinator(Service):
     :param config: where Redis is, and the lease length.
     :param stat: the resource's size and completion on the shared root
         (the store's `store.IStore.stat`), read when a session elsewhere
-        ends or is lost.
+        ends or is lost, and whenever the feed may have missed growth.
     :param reactor: the reactor.
     :param prefix: the first part of every key.
     :param pull: brings this server's copy of a resource up to a size
@@ -83,7 +84,13 @@ class RedisCoordinator(Service):
         self._link = RedisLink(self.settings, reactor, self._is_running)
         self._slots = LeaseSlots(self.settings, self._link, reactor)
         self._feed = FeedReader(
-            self.settings, self._link, reactor, stat, self._is_running, pull
+            self.settings,
+            self._link,
+            reactor,
+            stat,
+            self._is_running,
+            self._slots.holds,
+            pull,
         )
         self._checker: LoopingCall | None = None
         self._ticks = 0
@@ -152,7 +159,8 @@ class RedisCoordinator(Service):
     async def _claim(self, path: str) -> ISlot:
         lease = await self._slots.claim(path)
         # A stream open here may not have read the end of the session
-        # before ours yet: bring it up to date before it is appended to.
+        # before ours yet, or may never read what Redis lost: bring it up
+        # to date, from the file, before the APPEND's offset is checked.
         try:
             await self._feed.catch_up(path)
         except BaseException:

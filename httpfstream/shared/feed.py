@@ -18,6 +18,25 @@ lease (`FeedReader.check_all`): a lease gone without an end entry (its
 server died) ends the followers with 4000 at the size the file holds; so
 does Redis unreachable for longer than a lease (that appender has stopped by
 then).
+
+**The file is the truth; the feed only says when to look.**  Entries can be
+missed: Redis may lose them (a restart without persistence, a failover to a
+replica behind), a feed expires `RETENTION` seconds after its session, and a
+holder whose lease Redis lost goes on writing, unannounced, until its next
+renewal tells it (at most three quarters of a lease after its last good
+one).  So a stream is told the size and completion the shared root holds
+(`_settle`, through `IGrowthListener.ended`, which takes a size at once)
+whenever nobody can be appending behind the feed's back any more: when this
+server has just won the lease, before the offset of the APPEND that won it
+is checked (`catch_up`); and, for every stream that no session feeds, one
+lease after Redis answers again following an outage (by then any holder it
+lost has stopped).  A file never holds less than a stream open on it was
+told (sizes only grow), so the file's size is only ever taken when larger;
+it holds less only if the name no longer names the file this server has
+open (cut or removed behind the servers' backs, or deleted through another
+server: docs/SCALING.md says what that costs).  A feed that began again
+meanwhile (its newest entry below the last one read) is read from its
+start.
 """
 
 from __future__ import annotations
@@ -28,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -69,9 +89,12 @@ class FeedReader:
     begins the blocking reads, `check_all` checks the sessions elsewhere.
 
     :param stat: the resource's size and completion on the shared root,
-        read when a session elsewhere ends or is lost.
+        read when a session elsewhere ends or is lost, and when the feed may
+        have missed growth (`_settle`).
     :param running: whether the coordinator runs; the reads stop when it
         does not.
+    :param here: whether this server holds the lease of a path (its own
+        session tells its stream, the file must not).
     :param pull: brings this server's copy of a resource up to a size
         before its stream is told of it (the stateless mode, where no
         file is shared); None: the file is shared, nothing to bring.
@@ -84,6 +107,7 @@ class FeedReader:
         reactor: Any,
         stat: Callable[[Name], Deferred[Stored | None]],
         running: Callable[[], bool],
+        here: Callable[[str], bool],
         pull: Callable[[Name, int], Deferred[None]] | None = None,
     ) -> None:
         self.settings = settings
@@ -92,9 +116,13 @@ class FeedReader:
         self.reactor = reactor
         self._stat = stat
         self._running = running
+        self._here = here
         self._watches: dict[str, list[_Watch]] = {}
         self._wake: Deferred[None] | None = None
         self._reading: Deferred[None] | None = None
+        # Set when a read failed (Redis away); the settling it arms.
+        self._missed = False
+        self._settling: IDelayedCall | None = None
 
     def start(self) -> None:
         """Begin the blocking reads."""
@@ -102,6 +130,8 @@ class FeedReader:
 
     async def stop(self) -> None:
         """Wait for the reads to stop (once the coordinator does not run)."""
+        if self._settling is not None and self._settling.active():
+            self._settling.cancel()
         if self._wake is not None:
             self._wake.callback(None)
         if self._reading is not None:
@@ -158,9 +188,11 @@ class FeedReader:
 
     async def catch_up(self, path: str) -> None:
         """
-        Before this server appends to ``path``: every stream open here has
-        applied every entry before our claim, and a session still live
-        elsewhere is lost.
+        Before this server appends to ``path`` (its lease just won): every
+        stream open here has applied every entry before our claim, a
+        session still live elsewhere is lost, and the stream holds what the
+        file holds, whatever the feed missed: the APPEND's offset is checked
+        against that.
         """
         for w in list(self._watches.get(self.settings.key(path, "feed"), [])):
             await w.lock.run(lambda w: Deferred.fromCoroutine(self._catch_up(w)), w)
@@ -176,6 +208,49 @@ class FeedReader:
         finally:
             if w.token is not None:
                 await self._lose(w, "appender lost: its lease expired")
+        # Nobody else can append now: whoever held the lease before has
+        # stopped (an expired lease's holder stopped before it expired; one
+        # that Redis lost, before the quarantine that follows let us claim).
+        await self._settle(w)
+
+    async def _settle(self, w: _Watch) -> None:
+        """
+        Tell the stream the completion the file holds, and its size if
+        larger than the stream's.  Only while nobody appends to it (a
+        session elsewhere is told by its feed, one here writes itself).
+        """
+        stored = await self._stat(w.name)
+        if stored is not None and not w.stopped:
+            await self._bring(w.name, stored.size)
+            # `ended` takes the size at once (`grown` may first read the new
+            # bytes into the tail), before an offset is checked against it;
+            # no cursor follows live while nobody appends, so none is ended.
+            w.listener.ended(
+                stored.size, APPENDER_LOST, "the file holds more", stored.complete
+            )
+
+    def _settle_unfed(self) -> None:
+        """Settle every stream that no session feeds (after Redis was away)."""
+        self._settling = None
+        for ws in list(self._watches.values()):
+            for w in ws:
+                self._serially(w, self._settle_if_unfed, w)
+
+    async def _settle_if_unfed(self, w: _Watch) -> None:
+        if w.stopped or w.token is not None or self._here(w.path):
+            return
+        with contextlib.suppress(Unavailable):  # away again: settled later
+            _, last, _ = await self.link.run(
+                WATCH,
+                [self.settings.key(w.path, "lease"), self.settings.key(w.path, "feed")],
+                [],
+            )
+            if entry_id(str(last)) < entry_id(w.last):
+                # The feed began again (Redis lost it, or it expired): read
+                # it from its start, or the next session's begin, whose ID
+                # is below what was read before, would be passed over.
+                w.last = "0-0"
+        await self._settle(w)
 
     # -- reading -----------------------------------------------------------------
 
@@ -193,10 +268,19 @@ class FeedReader:
             except Exception:
                 if not self._running():
                     return
+                self._missed = True
                 # Redis away, or refusing: the next round waits for its next
                 # connection; this keeps an error from spinning.
                 await deferLater(self.reactor, BLOCK, lambda: None)
                 continue
+            if self._missed and self._settling is None:
+                # Entries may have been lost meanwhile (Redis restarted
+                # empty, or a feed expired): once any holder Redis lost has
+                # stopped, the file says what they said.
+                self._missed = False
+                self._settling = self.reactor.callLater(
+                    self.settings.lease, self._settle_unfed
+                )
             now = self.reactor.seconds()
             for key, entries in reply or []:
                 for w in list(self._watches.get(key, [])):
