@@ -295,14 +295,18 @@ class FeedReader:
         d.addErrback(lambda fl: _log.failure("following {path}", fl, path=w.path))
 
     async def _apply(self, w: _Watch, entries: list[Any]) -> None:
-        """Tell the stream what the feed's new entries say, in order."""
-        for eid, pairs in entries:
+        """
+        Tell the stream what the feed's new entries say, in order; of
+        growth entries in a row from one session, only the last (sizes
+        only grow: one read of the file, or one copy, for them all).
+        """
+        read = [(eid, fields(pairs)) for eid, pairs in entries]
+        for i, (eid, entry) in enumerate(read):
             if w.stopped:
                 return
             if entry_id(eid) <= entry_id(w.last):
                 continue
             w.last = eid
-            entry = fields(pairs)
             if entry.get("o") == self.settings.server_id:
                 continue  # our own session: the stream knows
             kind, token, size = entry.get("k"), entry.get("t"), int(entry["s"])
@@ -312,6 +316,9 @@ class FeedReader:
                         await self._lose(w, "appender lost")
                     w.token = token
                     w.listener.began()
+                later = read[i + 1][1] if i + 1 < len(read) else {}
+                if kind == "g" and later.get("k") == "g" and later.get("t") == token:
+                    continue
                 if kind == "g":
                     await self._bring(w.name, size)
                     w.listener.grown(size)

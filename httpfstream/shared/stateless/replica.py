@@ -38,6 +38,7 @@ __all__ = [
     "copy",
     "from_bucket",
     "read_gen",
+    "write_all",
     "write_gen",
 ]
 
@@ -87,7 +88,7 @@ def remove_gen(root: str, name: Name) -> None:
         os.unlink(_gen_path(root, name))
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -152,6 +153,6 @@ async def copy(
             if have < found.base:
                 continue  # moved to the bucket meanwhile
             raise Gone(path)  # shorter than asked: Redis lost bytes
-        await run(_write_all, fd, data)
+        await run(write_all, fd, data)
         have += len(data)
     return have
