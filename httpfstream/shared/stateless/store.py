@@ -295,6 +295,11 @@ class StatelessStore:
 
     def _closed(self, result: object, name: Name, cached: CachedFile) -> object:
         self.cache.unpin(name)
+        # Appends made it pending in the cache's eyes; here every copy is
+        # only a copy (its bytes are in Redis or the bucket): evictable.
+        size = self.cache.size(name)
+        if size is not None:
+            self.cache.archived(name, size)
         files = self._open_files.get(name)
         if files is not None:
             files.discard(cached)
