@@ -241,7 +241,8 @@ def streams(args: argparse.Namespace, moto: MotoServer) -> list[dict[str, Any]]:
             "followers": 1,
             "size": 65536,
             "count": max(16, int(args.gb * GiB) // 65536),
-            "timeout": 600,
+            # Bounded at 5 MB/s: a stall ends the row in minutes, not hours.
+            "timeout": 60 + int(args.gb * GiB / 5e6),
         },
         "1x100 1KiB@1000/s": {
             "scenario": "stream",

@@ -110,6 +110,19 @@ async def snapshots_reach(server: Any, name: str, acked: bytes) -> None:
         await sleep(0.05)
 
 
+async def after_503(server: Any, name: str, deadline: float) -> bytes:
+    """
+    A snapshot of ``name`` on ``server`` once it answers other than 503
+    (before ``deadline``): its bytes, or b"" for a 404.
+    """
+    while (answer := await get(server.url(name)))[0] == 503:
+        assert time.monotonic() < deadline, f"still 503 on {server.port}"
+        await sleep(0.2)
+    status, _, body = answer
+    assert status in (200, 404), status
+    return body if status == 200 else b""
+
+
 async def live_data_dropped(cluster: Cluster, name: str) -> None:
     """Once a resource is one object: no live keys, no chunk objects left."""
     await cluster.until(
@@ -396,8 +409,9 @@ async def test_redis_restarted_empty_mid_session(cluster, redis):
     prefix of the input with at least the bytes that were in the bucket;
     the appender resumes there, and the servers stay up.
 
-    NOTE: the exact expectation (which bytes survive, the close code) may
-    be adjusted by the lead to what the implementation documents.
+    NOTE: the exact expectation (which bytes survive: see ADJUSTABLE below;
+    the close code) may be adjusted by the lead to what the implementation
+    documents.
     """
     a, b = await cluster.start(), await cluster.start()
     name = "redis.log"
@@ -419,19 +433,24 @@ async def test_redis_restarted_empty_mid_session(cluster, redis):
     refused = await ws(b.ws_url(name, offset=acked), "APPEND")
     assert refused.status == 503, refused.status
 
+    # What survives is a prefix of what was acknowledged (nothing: 404),
+    # the same on every server once it answers again, A's too, which held
+    # the stream open (the shared truth, not a server's own idea of it).
     deadline = time.monotonic() + LEASE * 3 + 10
-    while (answer := await get(b.url(name)))[0] == 503:
-        assert time.monotonic() < deadline, "still 503"
-        await sleep(0.2)
-    status, _, body = answer
-    assert status == 200, status
-    size = len(body)
-    assert in_bucket <= size <= acked, (in_bucket, size, acked)
-    assert body == first[:size]
-    # A held the stream open (its appender's): it gives the same size.
-    for server in (a, b):
-        status, headers, _ = await get(server.url(name), method="HEAD")
-        assert (status, headers["httpfstream-size"]) == (200, str(size))
+    survived = {
+        label: await after_503(server, name, deadline)
+        for label, server in (("A", a), ("B", b))
+    }
+    sizes = {s: len(held) for s, held in survived.items()}
+    assert survived["A"] == survived["B"], f"the servers disagree: {sizes}"
+    held = survived["A"]
+    size = len(held)
+    assert size <= acked and held == first[:size], (size, acked)
+    # ADJUSTABLE, the lead's call: the contract of the brief, every byte
+    # that had reached the bucket survives (the chunk objects are found
+    # again).  Where only what an object holds survives (docs/ARCHITECTURE.md,
+    # "Redis losing its data"), this line goes and the rest holds.
+    assert size >= in_bucket, f"{in_bucket} bytes were in the bucket, {size} left"
 
     while True:
         resumed = await ws(a.ws_url(name, offset=size, ack=1), "APPEND")
