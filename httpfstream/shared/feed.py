@@ -81,6 +81,11 @@ class _Watch:
     #: Entries are applied one batch at a time, in order.
     lock: DeferredLock = field(default_factory=DeferredLock)
     stopped: bool = False
+    #: The largest size this stream was told of.
+    size: int = 0
+    #: A check is queued (at most one at a time: checks of a feed that
+    #: cannot be read would pile up in the lock while Redis is away).
+    checking: bool = False
 
 
 class FeedReader:
@@ -154,6 +159,7 @@ class FeedReader:
             WATCH, [s.key(path, "lease"), feed], []
         )
         w = _Watch(name, path, listener, str(last), self.reactor.seconds())
+        w.size = getattr(listener, "size", 0)  # a `Stream`: what it holds now
         newest = fields(pairs)
         holder = str(value)
         # The file was opened before this: entries up to `last` may say it
@@ -162,14 +168,14 @@ class FeedReader:
             w.token = holder.split(" ", 1)[0]
             listener.began()
             if newest.get("k") == "g" and newest.get("t") == w.token:
-                await self._bring(name, int(newest["s"]))
+                await self._bring(w, int(newest["s"]))
                 listener.grown(int(newest["s"]))
         elif newest and newest.get("o") != s.server_id:
             # A session elsewhere ended (or was lost) lately: its last bytes
             # and its completion, from the file (nobody follows it yet).
             stored = await self._stat(name)
             if stored is not None:
-                await self._bring(name, stored.size)
+                await self._bring(w, stored.size)
                 listener.ended(stored.size, COMPLETE, "", stored.complete)
         self._watches.setdefault(feed, []).append(w)
         if self._wake is not None:
@@ -221,7 +227,7 @@ class FeedReader:
         """
         stored = await self._stat(w.name)
         if stored is not None and not w.stopped:
-            await self._bring(w.name, stored.size)
+            await self._bring(w, stored.size)
             # `ended` takes the size at once (`grown` may first read the new
             # bytes into the tail), before an offset is checked against it;
             # no cursor follows live while nobody appends, so none is ended.
@@ -320,7 +326,7 @@ class FeedReader:
                 if kind == "g" and later.get("k") == "g" and later.get("t") == token:
                     continue
                 if kind == "g":
-                    await self._bring(w.name, size)
+                    await self._bring(w, size)
                     w.listener.grown(size)
             elif kind == "e":
                 if w.token is not None and w.token != token:
@@ -328,7 +334,7 @@ class FeedReader:
                 stored = await self._stat(w.name)
                 if size < 0:
                     size = stored.size if stored is not None else 0
-                await self._bring(w.name, size)
+                await self._bring(w, size)
                 w.token = None
                 w.listener.ended(
                     size,
@@ -337,17 +343,23 @@ class FeedReader:
                     stored.complete if stored is not None else None,
                 )
 
-    async def _bring(self, name: Name, size: int) -> None:
-        """This server's copy of ``name`` up to ``size`` bytes, if it has one."""
+    async def _bring(self, w: _Watch, size: int) -> None:
+        """This server's copy up to ``size`` bytes, if it keeps one."""
+        w.size = max(w.size, size)
         if self._pull is not None:
-            await self._pull(name, size)
+            await self._pull(w.name, size)
 
     async def _lose(self, w: _Watch, why: str) -> None:
         """The session elsewhere is gone without an end: end at the file's size."""
         w.token = None
-        stored = await self._stat(w.name)
+        try:
+            stored = await self._stat(w.name)
+        except Unavailable:
+            # What the sizes are kept in cannot be read (the stateless
+            # mode, Redis away): end where the stream was last told.
+            stored = Stored(w.size, False)
         size = stored.size if stored is not None else 0
-        await self._bring(w.name, size)
+        await self._bring(w, size)
         w.listener.ended(size, APPENDER_LOST, why, False)
 
     # -- checking ----------------------------------------------------------------
@@ -356,11 +368,13 @@ class FeedReader:
         """Check every session elsewhere that a stream here follows."""
         for ws in list(self._watches.values()):
             for w in ws:
-                if w.token is not None:
+                if w.token is not None and not w.checking:
+                    w.checking = True
                     self._serially(w, self._check, w)
 
     async def _check(self, w: _Watch) -> None:
         """Is the session elsewhere still there?"""
+        w.checking = False
         if w.token is None or w.stopped:
             return
         try:

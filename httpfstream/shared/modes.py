@@ -112,7 +112,7 @@ def storage(
     stores: list[StatelessStore] = []
     coordinator = RedisCoordinator(
         config,
-        lambda name: stores[0].stat(name),
+        lambda name: stores[0].settled(name),
         reactor,
         pull=lambda name, size: stores[0].pull(name, size),
     )

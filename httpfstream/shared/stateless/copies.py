@@ -95,6 +95,17 @@ class Copies:
     def path(self, name: Name) -> str:
         return os.path.join(self._root, *name)
 
+    async def gen(self, name: Name) -> str | None:
+        """The generation of the local copy of ``name``, if known."""
+        return await self._run(read_gen, self._root, name)  # type: ignore[no-any-return]
+
+    async def size(self, name: Name) -> int:
+        """The size of the local copy of ``name`` (0: none)."""
+        try:
+            return int((await self._run(os.stat, self.path(name))).st_size)
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+
     async def truth(self, name: Name) -> Truth:
         """The resource's truth (Redis, else a HEAD of its object)."""
         state = await self._live.state("/".join(name))

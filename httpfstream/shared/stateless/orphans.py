@@ -87,16 +87,55 @@ class Orphans:
                 found.append(chunk)
         return found
 
-    async def adopt_before_session(self, name: Name, truth: Truth) -> bool:
+    async def adopt(self, name: Name, truth: Truth) -> bool:
         """
-        Before a session begins on ``name`` (which has no live state):
-        adopt its orphaned chunks, if any; whether the truth changed.
+        Adopt the orphaned chunks of ``name`` (which has no live state),
+        if any, before a session begins on it or a 404 says it does not
+        exist; whether the truth changed.
         """
         bucket = await self._bucket()
         chunks = await self._chunks_of(bucket, name)
         if not chunks:
             return False
         return await self._settle(bucket, name, chunks, truth.archived)
+
+    async def contribute(self, name: Name, truth: Truth) -> Truth:
+        """
+        The copy of ``name`` open here knows more than the deployment
+        (Redis lost the resource's live data, and the bucket has less):
+        its bytes, every one persisted once, become the object,
+        incomplete.  Of several servers holding copies, each uploads only
+        if its copy is longer than the object then, so the longest stays.
+        """
+        path = "/".join(name)
+        gen = await self._copies.gen(name)
+        have = await self._copies.size(name)
+        if truth.state is not None or have <= truth.size or gen is None:
+            return truth
+        if truth.archived is not None and truth.archived.gen != gen:
+            return truth
+        if not await self._live.lock(path, 120.0):
+            return truth
+        try:
+            bucket = await self._bucket()
+            archived = await reading(bucket.head(name))
+            if await self._live.state(path) is not None or (
+                archived is not None and (archived.gen != gen or archived.size >= have)
+            ):
+                return await self._copies.truth(name)
+            archived = await bucket.upload(
+                name, self._copies.path(name), Record(have, False), time.time(), gen
+            )
+        finally:
+            await self._live.unlock(path)
+        self.adopted += 1
+        _log.warn(
+            "{name}: Redis had lost its live data; this server's copy of"
+            " {size} bytes is its object now, incomplete",
+            name=path,
+            size=have,
+        )
+        return Truth(None, archived)
 
     async def sweep(self) -> None:
         """Settle every orphaned chunk object old enough not to be moving."""

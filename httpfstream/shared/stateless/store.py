@@ -208,6 +208,21 @@ class StatelessStore:
     def stat(self, name: Name) -> Deferred[Stored | None]:
         return Deferred.fromCoroutine(self._stat(name))
 
+    def settled(self, name: Name) -> Deferred[Stored | None]:
+        """
+        `stat` for the feed: the size and completion a stream open here
+        takes when the feed may have missed growth; a copy here longer
+        than the truth (Redis lost the resource) becomes its object first.
+        """
+
+        async def settle() -> Stored | None:
+            truth = await self.copies.truth(name)
+            if truth.state is None and name in self._open_files:
+                truth = await self.orphans.contribute(name, truth)
+            return Stored(truth.size, truth.complete) if truth.exists else None
+
+        return self._lanes.run(name, settle)
+
     def listing(self, folder: Name) -> Deferred[Listing | None]:
         return Deferred.fromCoroutine(self._listing(folder))
 
@@ -243,9 +258,9 @@ class StatelessStore:
     ) -> IStoreFile:
         for attempt in range(TRIES):
             truth = await self.copies.truth(name)
-            # A session begins: first the bytes Redis lost track of.
-            adopting = truth.state is None and create
-            if adopting and await self.orphans.adopt_before_session(name, truth):
+            # A session begins, or a 404: first the bytes Redis lost track of.
+            adopting = truth.state is None and (create or not truth.exists)
+            if adopting and await self.orphans.adopt(name, truth):
                 truth = await self.copies.truth(name)
             if not truth.exists and not create:
                 raise NotFound(_shown(name))
