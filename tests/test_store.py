@@ -15,11 +15,11 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.python.filepath import FilePath
 
-from httpfstream.core import store as store_module
+from httpfstream.core import pagecache
 from httpfstream.core.store import FileStore, IStoreFile
 
 pytestmark = pytest.mark.skipif(
-    not store_module._NOWAIT, reason="no RWF_NOWAIT on this platform"
+    not pagecache.NOWAIT, reason="no RWF_NOWAIT on this platform"
 )
 
 
