@@ -54,6 +54,7 @@ from .scan import (
     marker,
     older_than,
 )
+from .writes import Fence, Fenced, write_fenced
 
 __all__ = [
     "Entry",
@@ -129,11 +130,15 @@ class IStoreFile(Interface):
         through a power cut too).
         """
 
-    def write(data: bytes, sync: bool) -> Deferred[None]:
+    def write(data: bytes, sync: bool, fence: Fence | None = None) -> Deferred[None]:
         """
         Append ``data`` in full (and fsync when ``sync``).  On failure the
         file is cut back to its size before this write, where the system
         allows it, so a failed write leaves no partial bytes behind.
+        ``fence`` is asked in the writing thread right before each system
+        call that writes; when it says no, the write fails with
+        `writes.Fenced`, which says how much of ``data`` is in the file
+        (left there: `writes.write_fenced`).
         """
 
     def read(offset: int, length: int) -> Deferred[bytes]:
@@ -242,21 +247,29 @@ class _OpenFile:
         self._written = size
         self._derived = Derived(store.root.path, name, fd)
 
-    def write(self, data: bytes, sync: bool) -> Deferred[None]:
-        return self._store._run(self._write, data, sync)
+    def write(
+        self, data: bytes, sync: bool, fence: Fence | None = None
+    ) -> Deferred[None]:
+        return self._store._run(self._write, data, sync, fence)
 
-    def _write(self, data: bytes, sync: bool) -> None:
-        view = memoryview(data)
+    def _write(self, data: bytes, sync: bool, fence: Fence | None) -> None:
         try:
-            while view:
-                n = os.write(self._fd, view)
-                view = view[n:]
+            write_fenced(self._fd, data, fence)
             if sync:
                 os.fsync(self._fd)
+        except Fenced as refused:
+            if refused.written:  # what the fence let through stays, and counts
+                if sync:
+                    os.fsync(self._fd)
+                self._wrote(data[: refused.written])
+            raise
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._written)
             raise
+        self._wrote(data)
+
+    def _wrote(self, data: bytes) -> None:
         start, self._written = self._written, self._written + len(data)
         try:
             self._derived.written(start, data)
