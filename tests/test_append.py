@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, DeferredList, fail
 from zope.interface import implementer
 
 from httpfstream.core.store import FileStore, IStoreFile
+from httpfstream.core.writes import Fence
 
 
 async def test_second_appender_gets_409_with_state_headers(server):
@@ -181,10 +182,12 @@ class _FlakyFile:
     def mark(self, complete: bool, sync: bool) -> Deferred[None]:
         return self._real.mark(complete, sync)
 
-    def write(self, data: bytes, sync: bool) -> Deferred[None]:
+    def write(
+        self, data: bytes, sync: bool, fence: Fence | None = None
+    ) -> Deferred[None]:
         if self._disk.full and self._name in self._disk.names:
             return fail(OSError(errno.ENOSPC, "No space left on device"))
-        return self._real.write(data, sync)
+        return self._real.write(data, sync, fence)
 
     def read(self, offset: int, length: int) -> Deferred[bytes]:
         return self._real.read(offset, length)

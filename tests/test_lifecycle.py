@@ -19,6 +19,7 @@ from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
 from httpfstream.core.store import FileStore, IStore, IStoreFile
+from httpfstream.core.writes import Fence
 
 
 @implementer(IStore)
@@ -153,12 +154,14 @@ class _HeldFile:
     def __getattr__(self, name: str):
         return getattr(self._file, name)
 
-    def write(self, data: bytes, sync: bool) -> Deferred[None]:
+    def write(
+        self, data: bytes, sync: bool, fence: Fence | None = None
+    ) -> Deferred[None]:
         async def later() -> None:
             if not self._store.writing.called:
                 self._store.writing.callback(None)
             await self._store.writes
-            await self._file.write(data, sync)
+            await self._file.write(data, sync, fence)
 
         return Deferred.fromCoroutine(later())
 
@@ -183,7 +186,9 @@ async def test_a_post_cut_while_its_body_is_written_gives_the_slot_back(
     store = WriteGatedStore(root)
     server = make_server(root, store=store)
     client = await raw(server)
-    client.send(b"POST /logs/new.log HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+    client.send(
+        b"POST /logs/new.log HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+    )
     await store.writing.addTimeout(10, reactor)
     with capturedLogs() as events:
         client.transport.abortConnection()

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.fakes import FakeFile, Sink
 from twisted.internet.defer import Deferred, succeed
+from twisted.logger import capturedLogs
 from twisted.python import usage
 from twisted.python.failure import Failure
 
@@ -20,6 +21,7 @@ from httpfstream.core.stream import (
     APPENDER_LOST,
     COMPLETE,
     Appending,
+    Fenced,
     FsyncPolicy,
     ResourceFull,
     Stream,
@@ -245,6 +247,37 @@ def test_growth_from_elsewhere_reaches_cursors_through_the_file():
     stream.ended(9, APPENDER_LOST, "appender lost")
     assert sink.data == b"abcdefghi"
     assert sink.ended == (APPENDER_LOST, "appender lost")
+
+
+def test_a_write_the_fence_stopped_part_way_counts_what_it_let_through():
+    """
+    The store's thread refused a write after part of it reached the file
+    (`writes.write_fenced`): that part is persisted (the appender's final
+    ack and the followers have it), what was queued behind it is never
+    written, and no write failure is logged.
+    """
+
+    def fence() -> bool:
+        return True  # the reactor's check; the thread's is the fake's
+
+    file = FakeFile()
+    stream = Stream(("s",), file)
+    observer = Observer()
+    stream.begin_session(observer, fence=fence)
+    sink = Sink()
+    stream.follow(sink, 0).wake()
+    stream.append(b"first")
+    assert file.fences == [fence]  # handed to the store with the write
+    stream.append(b"queued")
+    with capturedLogs() as logged:
+        file.refuse(written=3)
+    assert not file.writes
+    assert bytes(file.content) == b"fir"
+    assert stream.size == 3 and sink.data == b"fir"
+    assert observer.sizes == [3]
+    assert [f.check(Fenced) for f in observer.failures] == [Fenced]
+    assert stream.appending is Appending.FAILED
+    assert not [e for e in logged if e.get("log_failure")]
 
 
 def test_who_appends_is_one_state_and_a_session_here_outranks_news_from_elsewhere():

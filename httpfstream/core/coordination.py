@@ -71,7 +71,8 @@ class ISlot(Interface):
         """
         Whether the holder may still write: checked before every write, so
         a holder whose lease ran out (another may hold it now) never writes
-        again.
+        again.  Called in the reactor and in the store's writing thread
+        (`writes.write_fenced`): it must be safe in any thread, and quick.
         """
 
     def when_lost(lost: Callable[[str], None]) -> None:

@@ -20,9 +20,10 @@ Endings, by the appender's close code (docs/PROTOCOL.md section 7)::
 
 With a shared slot (a lease, `coordination.ISlot`), the session hands the
 stream the slot's `ISlot.valid` as its fence when it begins
-(`Stream.begin_session`): the stream asks it before every write, and drops
-it when the session ends.  A slot that is lost ends the session with
-`LEASE_LOST` at once.
+(`Stream.begin_session`): the stream asks it before every write, the
+store's writing thread again right before the bytes go to the file, and
+the stream drops it when the session ends.  A slot that is lost ends the
+session with `LEASE_LOST` at once.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..protocol import APPENDER_LOST, COMPLETE, GOING_AWAY, LEASE_LOST
@@ -40,6 +42,8 @@ from .stream import Stream
 from .writes import AppenderObserver, Fenced, StorageUnavailable
 
 __all__ = ["AppendSession", "SessionListener"]
+
+_log = Logger()
 
 
 class SessionListener(AppenderObserver, Protocol):
@@ -179,6 +183,9 @@ class AppendSession:
             self.listener.persisted(size)
 
     def failed(self, reason: Failure) -> None:
+        error = reason.value
+        if isinstance(error, Fenced) and error.at_write:
+            self._refused_at_write(error)
         if self.listener is None:
             return
         if reason.check(Fenced, StorageUnavailable):
@@ -188,6 +195,30 @@ class AppendSession:
             self.listener.lease_lost(reason.getErrorMessage())
         else:
             self.listener.failed(reason)
+
+    def _refused_at_write(self, error: Fenced) -> None:
+        """
+        The writing thread's fence said no after the reactor's had let the
+        write go: the process (or its storage) stalled until the lease ran
+        out.  Worth a line: that is the stall fencing exists for, and if it
+        began just after the thread's own check, bytes may have landed
+        after another server's (docs/SCALING.md).
+        """
+        name = "/".join(self.name)
+        if error.late:
+            _log.error(
+                "{name}: the lease ran out while a write was made: its last"
+                " {late} bytes may lie after bytes another server appended",
+                name=name,
+                late=error.late,
+            )
+        else:
+            _log.warn(
+                "{name}: the lease ran out between the reactor's check and the"
+                " write; {written} bytes of that write reached the file",
+                name=name,
+                written=error.written,
+            )
 
     def shutdown(self) -> None:
         self.shut_down = True

@@ -44,6 +44,7 @@ from zope.interface import Attribute, Interface, implementer
 
 from .derived import Derived, Lines, Span, derived_folders, derived_paths
 from .names import STATE_FOLDER, Name
+from .pagecache import NOWAIT, Unsupported, open_noatime, read_cached
 from .scan import (
     Entry,
     Listing,
@@ -53,27 +54,7 @@ from .scan import (
     marker,
     older_than,
 )
-
-# preadv's flag for "only what is in memory" (Linux 4.14 and later).
-_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
-_NOATIME: int = getattr(os, "O_NOATIME", 0)
-
-
-def _open_noatime(path: str, flags: int) -> int:
-    """
-    Open without access-time updates where the kernel lets us (files we
-    own): a read of the page cache in the reactor (`_OpenFile.read`) must
-    not wait for the journal to record an access time, which every read
-    after an append would otherwise update (relatime).
-    """
-    if _NOATIME:
-        try:
-            return os.open(path, flags | _NOATIME, 0o644)
-        except OSError as e:
-            if e.errno != errno.EPERM:  # not ours: open it as it is
-                raise
-    return os.open(path, flags, 0o644)
-
+from .writes import Fence, Fenced, write_fenced
 
 __all__ = [
     "Entry",
@@ -138,11 +119,15 @@ class IStoreFile(Interface):
         through a power cut too).
         """
 
-    def write(data: bytes, sync: bool) -> Deferred[None]:
+    def write(data: bytes, sync: bool, fence: Fence | None = None) -> Deferred[None]:
         """
         Append ``data`` in full (and fsync when ``sync``).  On failure the
         file is cut back to its size before this write, where the system
         allows it, so a failed write leaves no partial bytes behind.
+        ``fence`` is asked in the writing thread right before each system
+        call that writes; when it says no, the write fails with
+        `writes.Fenced`, which says how much of ``data`` is in the file
+        (left there: `writes.write_fenced`).
         """
 
     def read(offset: int, length: int) -> Deferred[bytes]:
@@ -251,21 +236,29 @@ class _OpenFile:
         self._written = size
         self._derived = Derived(store.root.path, name, fd)
 
-    def write(self, data: bytes, sync: bool) -> Deferred[None]:
-        return self._store._run(self._write, data, sync)
+    def write(
+        self, data: bytes, sync: bool, fence: Fence | None = None
+    ) -> Deferred[None]:
+        return self._store._run(self._write, data, sync, fence)
 
-    def _write(self, data: bytes, sync: bool) -> None:
-        view = memoryview(data)
+    def _write(self, data: bytes, sync: bool, fence: Fence | None) -> None:
         try:
-            while view:
-                n = os.write(self._fd, view)
-                view = view[n:]
+            write_fenced(self._fd, data, fence)
             if sync:
                 os.fsync(self._fd)
+        except Fenced as refused:
+            if refused.written:  # what the fence let through stays, and counts
+                if sync:
+                    os.fsync(self._fd)
+                self._wrote(data[: refused.written])
+            raise
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._written)
             raise
+        self._wrote(data)
+
+    def _wrote(self, data: bytes) -> None:
         start, self._written = self._written, self._written + len(data)
         try:
             self._derived.written(start, data)
@@ -273,35 +266,15 @@ class _OpenFile:
             self._store.derived_errors += 1
 
     def read(self, offset: int, length: int) -> Deferred[bytes]:
-        data = self._read_cached(offset, length)
-        if data is not None:
-            return succeed(data)
+        if NOWAIT and self._store.read_now:
+            try:
+                data = read_cached(self._fd, offset, length)
+            except Unsupported:
+                self._store.read_now = False  # not on this file system or kernel
+            else:
+                if data is not None:
+                    return succeed(data)
         return self._store._run(os.pread, self._fd, length, offset)
-
-    def _read_cached(self, offset: int, length: int) -> bytes | None:
-        """
-        The bytes at ``offset`` at once, if the kernel has them in memory
-        (the page cache: nearly always so for what was just appended),
-        else ``None``.
-
-        A reader that fell behind the stream's tail reads from here; in a
-        worker thread every read waits for a thread switch and the GIL,
-        which on a busy core is far longer than the read, and it never
-        catches up.  ``RWF_NOWAIT`` makes the read fail rather than wait
-        for the disk, so the reactor never blocks on one.
-        """
-        if not _NOWAIT or not self._store.read_now:
-            return None
-        buffer = bytearray(length)
-        try:
-            n = os.preadv(self._fd, [buffer], offset, _NOWAIT)
-        except OSError as e:
-            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                self._store.read_now = False  # not on this filesystem or kernel
-            # Not in memory (EAGAIN), or failed: the read in a thread
-            # waits for the disk, or fails the reader as any read does.
-            return None
-        return bytes(memoryview(buffer)[:n])
 
     def sync(self) -> Deferred[None]:
         return self._store._run(os.fsync, self._fd)
@@ -482,7 +455,7 @@ class FileStore:
                 raise NotAResource("the name leads outside the storage root")
             flags |= os.O_CREAT
         try:
-            fd = _open_noatime(path, flags)
+            fd = open_noatime(path, flags)
         except FileNotFoundError:
             raise NotFound(path) from None
         except OSError as e:

@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 
 from .derived import Lines, Span
 from .store import IStoreFile
+from .writes import Fence
 
 __all__ = ["TrackedFile"]
 
@@ -30,8 +31,10 @@ class TrackedFile:
         self._io = 0
         self._io_done: list[Deferred[None]] = []
 
-    def write(self, data: bytes, sync: bool) -> Deferred[None]:
-        return self._track(self._file.write(data, sync))
+    def write(
+        self, data: bytes, sync: bool, fence: Fence | None = None
+    ) -> Deferred[None]:
+        return self._track(self._file.write(data, sync, fence))
 
     def read(self, offset: int, length: int) -> Deferred[bytes]:
         return self._track(self._file.read(offset, length))

@@ -1,7 +1,8 @@
 """
 The appender's side of a stream: who appends (`Appending`, the stream's
 state), `WriteQueue`, which takes appended bytes into the file one write at
-a time, the fsync policy, what appending can fail with, and
+a time, `write_fenced`, how the store's thread puts them there under a
+fence, the fsync policy, what appending can fail with, and
 `AppenderObserver`, what the holder of the appender slot is told.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import os
 from collections.abc import Callable
 from typing import Protocol
 
@@ -18,8 +20,10 @@ from twisted.python.failure import Failure
 from ..protocol import ResourceState
 
 __all__ = [
+    "PIECE",
     "AppenderObserver",
     "Appending",
+    "Fence",
     "Fenced",
     "FsyncPolicy",
     "ResourceFull",
@@ -27,7 +31,16 @@ __all__ = [
     "WriteFailed",
     "WriteQueue",
     "out_of_space",
+    "write_fenced",
 ]
+
+#: May the appender still write?  Asked before each write while a session
+#: holds a slot (`coordination.ISlot.valid`), in the reactor and again in
+#: the store's writing thread, so it must be safe to call from any thread.
+Fence = Callable[[], bool]
+
+#: The most bytes one system call writes (`write_fenced`).
+PIECE = 4 << 20
 
 
 #: What a write fails with when the storage has no room for it: no space
@@ -88,7 +101,74 @@ class Fenced(WriteFailed):
     """
     A write refused before it reached the file: the session's slot (a shared
     lease) no longer lets it write.  Not an I/O error.
+
+    :ivar written: how many bytes of the refused write are in the file all
+        the same (`write_fenced`).
+    :ivar late: how many of those the system call just before the refusal
+        wrote: the lease ran out around that call, so they may lie after
+        bytes a new holder appended (0: none).
+    :ivar at_write: refused in the store's writing thread, after the
+        reactor's own check had let the write go (the lease ran out while
+        the write waited for its thread or was being made: a stalled
+        process, or a lease too short for this storage).
     """
+
+    def __init__(
+        self, message: str, *, written: int = 0, late: int = 0, at_write: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.written = written
+        self.late = late
+        self.at_write = at_write
+
+
+def write_fenced(fd: int, data: bytes, fence: Fence | None) -> None:
+    """
+    Write all of ``data`` to ``fd`` (opened with ``O_APPEND``), asking
+    ``fence`` right before each system call, and once after the last; in
+    the store's writing thread.
+
+    The reactor asks the fence before it hands a write to the thread
+    (`WriteQueue.write_next`), but a process frozen after that (a long GC
+    pause, SIGSTOP, a stalled VM) for more than a quarter lease would
+    otherwise land the write after another server took the lease and
+    appended.  Asked here, what is left is a freeze beginning between the
+    fence's reading of the clock and the system call: a few bytecodes,
+    though the interpreter may hand its lock to the reactor thread, or the
+    kernel the core to another process, in between (docs/SCALING.md).
+    The fence asked after the call catches that case, too late to prevent
+    it but not to say so: the call's bytes are reported as ``late``.
+
+    Each call writes at most `PIECE` bytes, so a write's bytes land soon
+    after the fence let them through (a write stalled in the kernel, by
+    dirty-page throttling or a slow network file system, would otherwise
+    keep landing bytes of a large batch for as long as it stalls).  A
+    SIGSTOP cannot split a call: the kernel finishes a regular file's
+    write before the process stops.  A partial write is carried on, the
+    fence asked again first.
+
+    :raises Fenced: the fence said no; ``written`` bytes of ``data`` are in
+        the file.  They stay: all but the ``late`` ones were let through
+        while the lease was valid and lie before anything a new holder
+        appends, and cutting the file back could cut the new holder's
+        bytes.
+    :raises OSError: a write failed; some of ``data`` may be in the file.
+    """
+    view = memoryview(data)
+    written = last = 0
+    while True:
+        if fence is not None and not fence():
+            why = "while its bytes were written" if last else "before the write"
+            raise Fenced(
+                f"the appender's lease ran out {why}",
+                written=written,
+                late=last,
+                at_write=True,
+            )
+        if written == len(view):
+            return
+        last = os.write(fd, view[written : written + PIECE])
+        written += last
 
 
 class AppenderObserver(Protocol):
@@ -135,10 +215,17 @@ class WriteQueue:
     Appended bytes on their way into the file.  At most one write is in
     flight, which keeps appends in order (writes to one file from several
     of the store's threads would reorder them); bytes that arrive meanwhile
-    are joined into the next write.  While a fence is set (`fence_with`),
-    it is asked before every write: a slot that no longer holds stops them.
+    are joined into the next write.
 
-    :param write: writes a batch to the file, synced if told so.
+    While a fence is set (`fence_with`), a slot that no longer holds stops
+    every write.  It is asked here before a write goes to the store, and
+    handed to the store, whose thread asks it again right before the bytes
+    go to the file (`write_fenced`): that second check is the one that
+    counts, and this one is kept because it is cheap: a refusal here joins
+    nothing, costs no thread, and comes in the same turn as the append.
+
+    :param write: writes a batch to the file, synced if told so, under the
+        fence given (`store.IStoreFile.write`).
     :param sync: whether each write is synced (`FsyncPolicy.ALWAYS`).
     :param limit: pending bytes past which `full` says to pause.
     :param written: told each batch once it is in the file; the next write
@@ -151,7 +238,7 @@ class WriteQueue:
 
     def __init__(
         self,
-        write: Callable[[bytes, bool], Deferred[None]],
+        write: Callable[[bytes, bool, Fence | None], Deferred[None]],
         *,
         sync: bool,
         limit: int,
@@ -172,7 +259,7 @@ class WriteQueue:
         self.pending = 0
         #: Bytes of the write in flight (0: none).
         self.in_flight = 0
-        self._fence: Callable[[], bool] | None = None
+        self._fence: Fence | None = None
 
     @property
     def queued(self) -> int:
@@ -185,11 +272,11 @@ class WriteQueue:
         return self.pending >= self._limit
 
     @property
-    def fence(self) -> Callable[[], bool] | None:
+    def fence(self) -> Fence | None:
         """Asked before every write while set: may the appender still write?"""
         return self._fence
 
-    def fence_with(self, fence: Callable[[], bool] | None) -> None:
+    def fence_with(self, fence: Fence | None) -> None:
         """Ask ``fence`` before every write from now on (``None``: nothing)."""
         self._fence = fence
 
@@ -212,8 +299,11 @@ class WriteQueue:
         self._batches = []
         self.pending = 0
         self.in_flight = len(batch)
-        self._write(batch, self._sync).addCallbacks(
-            self._done, self._broke, callbackArgs=(batch, self._clock())
+        self._write(batch, self._sync, self._fence).addCallbacks(
+            self._done,
+            self._not_done,
+            callbackArgs=(batch, self._clock()),
+            errbackArgs=(batch,),
         )
 
     def _done(self, _: None, batch: bytes, started: float) -> None:
@@ -221,9 +311,19 @@ class WriteQueue:
         self.in_flight = 0
         self._written(batch)
 
-    def _broke(self, reason: Failure) -> None:
-        # Storage that cannot be reached has said so in its own line.
-        self._fail(reason, not reason.check(StorageUnavailable))
+    def _not_done(self, reason: Failure, batch: bytes) -> None:
+        error = reason.value
+        if isinstance(error, Fenced) and error.written:
+            # The fence stopped the write part way: what it let through is
+            # in the file and counts as persisted (the final ack is what
+            # this server wrote); nothing queued is written.
+            self.in_flight = 0
+            self._batches = []
+            self.pending = 0
+            self._written(batch[: error.written])
+        # A refusal is no I/O error: the session says why (`AppendSession`);
+        # storage that cannot be reached has said so in its own line.
+        self._fail(reason, not isinstance(error, (Fenced, StorageUnavailable)))
 
     def _fail(self, reason: Failure, logged: bool = True) -> None:
         self.in_flight = 0

@@ -121,6 +121,15 @@ class Lease:
     # -- ISlot -------------------------------------------------------------------
 
     def valid(self) -> bool:
+        # Also called in the store's writing thread, right before each
+        # write (`writes.write_fenced`), while the reactor may be renewing
+        # or losing the lease.  That is safe without a lock: it only reads
+        # the state (one reference), `_valid_until` (a float the reactor
+        # replaces whole, and only moves later once Redis confirmed a
+        # renewal) and the clock (`reactor.seconds` is `time.time` in every
+        # reactor Twisted ships), each read atomic; a thread reading just
+        # before the reactor moves to LOST writes as a reactor-side check
+        # made then would have.
         return (
             self.state is LeaseState.HELD
             and self._reactor.seconds() < self._valid_until

@@ -13,6 +13,7 @@ from httpfstream.core.derived import Lines, Span
 from httpfstream.core.names import Name
 from httpfstream.core.store import IStore, IStoreFile, NotFound, SizeMismatch, Stored
 from httpfstream.core.stream import IFollowerSink
+from httpfstream.core.writes import Fence, Fenced
 
 
 @implementer(IStoreFile)
@@ -23,6 +24,8 @@ class FakeFile:
         self.size = len(content)
         self.content = bytearray(content)
         self.writes: list[tuple[bytes, Deferred[None]]] = []
+        #: The fence each write in ``writes`` was given.
+        self.fences: list[Fence | None] = []
         self.syncs = 0
         self.closed = False
         self.complete = True
@@ -31,19 +34,34 @@ class FakeFile:
         self.complete = complete
         return succeed(None)
 
-    def write(self, data: bytes, sync: bool) -> Deferred[None]:
+    def write(
+        self, data: bytes, sync: bool, fence: Fence | None = None
+    ) -> Deferred[None]:
         d: Deferred[None] = Deferred()
         self.writes.append((data, d))
+        self.fences.append(fence)
         return d
 
     def finish_write(self) -> bytes:
         data, d = self.writes.pop(0)
+        self.fences.pop(0)
         self.content += data
         d.callback(None)
         return data
 
+    def refuse(self, written: int = 0) -> None:
+        """
+        The next write refused by its fence in the writing thread, after
+        ``written`` of its bytes (`writes.write_fenced`).
+        """
+        data, d = self.writes.pop(0)
+        self.fences.pop(0)
+        self.content += data[:written]
+        d.errback(Failure(Fenced("refused", written=written, at_write=True)))
+
     def fail(self) -> None:
         _, d = self.writes.pop(0)
+        self.fences.pop(0)
         d.errback(Failure(OSError(errno.EIO, "I/O error")))
 
     def read(self, offset: int, length: int) -> Deferred[bytes]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ...core.derived import Lines, Span
 from ...core.names import Name
 from ...core.store import IStoreFile
+from ...core.writes import Fence, Fenced
 from .cache import Cache
 
 __all__ = ["CachedFile"]
@@ -41,14 +43,22 @@ class CachedFile:
         self.size = file.size
         self.complete = file.complete
 
-    def write(self, data: bytes, sync: bool) -> Deferred[None]:
-        d = self._file.write(data, sync)
-        d.addCallback(self._wrote, len(data))
+    def write(
+        self, data: bytes, sync: bool, fence: Fence | None = None
+    ) -> Deferred[None]:
+        d = self._file.write(data, sync, fence)
+        d.addCallbacks(self._wrote, self._refused, callbackArgs=(len(data),))
         return d
 
     def _wrote(self, result: None, added: int) -> None:
         self._cache.grew(self._name, added)
         return result
+
+    def _refused(self, reason: Failure) -> Failure:
+        # A fence that stopped the write part way left that part in the file.
+        if isinstance(reason.value, Fenced) and reason.value.written:
+            self._cache.grew(self._name, reason.value.written)
+        return reason
 
     def mark(self, complete: bool, sync: bool) -> Deferred[None]:
         self._cache.pending(self._name)

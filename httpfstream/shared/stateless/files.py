@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from ...core.coordination import Unavailable
 from ...core.names import Name
 from ...core.store import IStoreFile
-from ...core.writes import Fenced, StorageUnavailable
+from ...core.writes import Fence, Fenced, StorageUnavailable
 from ..archive.cache import Cache
 from ..archive.opened import CachedFile
 from ..lease import Lease
@@ -55,7 +55,11 @@ class LiveFile(CachedFile):
         #: The size the deployment holds, as this file knows it.
         self.shared = file.size
 
-    def write(self, data: bytes, sync: bool) -> Deferred[None]:
+    def write(
+        self, data: bytes, sync: bool, fence: Fence | None = None
+    ) -> Deferred[None]:
+        # The fence here is Redis's, in the same step as the append: the
+        # copy's write needs none.
         return Deferred.fromCoroutine(self._write(data, sync))
 
     async def _write(self, data: bytes, sync: bool) -> None:
