@@ -279,7 +279,7 @@ class Options(usage.Options):
             "64MiB",
             "With --redis and --archive: the most bytes of one live resource"
             " Redis holds while the bucket does not take its chunks; appends"
-            " past it are refused until it does.",
+            " past it wait for it (30 s at most).",
         ],
         [
             "auth",

@@ -15,10 +15,10 @@ import pytest_twisted
 from test_shared import Redis, redis  # noqa: F401  (the fixture)
 from twisted.internet import reactor
 
-from httpfstream.core.writes import Fenced, WriteFailed
+from httpfstream.core.writes import Fenced
 from httpfstream.shared.config import RedisConfig, Settings
 from httpfstream.shared.link import RedisLink
-from httpfstream.shared.stateless.live import LiveRedis, SizeChanged
+from httpfstream.shared.stateless.live import LiveFull, LiveRedis, SizeChanged
 
 CHUNK = 10
 LEASE = "7 server-a"
@@ -93,9 +93,8 @@ async def test_a_stale_lease_a_wrong_offset_and_the_cap_append_nothing(
         await live.append("x", "6 server-b", "6", 3, b"stale", "g")
     with pytest.raises(SizeChanged):
         await live.append("x", LEASE, "7", 2, b"late", "g")
-    with pytest.raises(WriteFailed) as full:
+    with pytest.raises(LiveFull):
         await live.append("x", LEASE, "7", 3, b"y" * 33, "g")
-    assert full.value.no_space
     # The lease gone (expired): fenced too.
     redis.command("DEL", "httpfstream:{x}:lease")
     with pytest.raises(Fenced):

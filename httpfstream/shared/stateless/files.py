@@ -9,8 +9,10 @@ seen by a follower anywhere before the deployment holds it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from ...core.coordination import Unavailable
@@ -20,9 +22,13 @@ from ...core.writes import Fence, Fenced, StorageUnavailable
 from ..archive.cache import Cache
 from ..archive.opened import CachedFile
 from ..lease import Lease
-from .live import LiveRedis
+from .live import LiveFull, LiveRedis
 
 __all__ = ["LiveFile"]
+
+#: Seconds an append waits for room in Redis before the session ends
+#: (1013: try again later).
+FULL_WAIT = 30.0
 
 _log = Logger()
 
@@ -33,6 +39,7 @@ class LiveFile(CachedFile):
     :param gen: the resource's generation.
     :param lease_of: this server's lease of a path, if it holds one.
     :param appended: told the resource's size after each append.
+    :param reactor: an ``IReactorTime``.
     """
 
     def __init__(
@@ -45,8 +52,10 @@ class LiveFile(CachedFile):
         gen: str,
         lease_of: Callable[[str], Lease | None],
         appended: Callable[[Name, int], None],
+        reactor: Any,
     ) -> None:
         super().__init__(cache, name, file, closed)
+        self._reactor = reactor
         self.gen = gen
         self._live = live
         self._path = "/".join(name)
@@ -54,6 +63,24 @@ class LiveFile(CachedFile):
         self._appended = appended
         #: The size the deployment holds, as this file knows it.
         self.shared = file.size
+
+    async def _append(self, lease: Lease, data: bytes) -> int:
+        """
+        Append to Redis; while Redis holds ``--live-max`` of it, wait for
+        the bucket to take chunks (the appender is held back meanwhile, as
+        by a slow disk), for up to `FULL_WAIT` seconds.
+        """
+        waited = 0.0
+        while True:
+            try:
+                return await self._live.append(
+                    self._path, lease.value, lease.token, self.shared, data, self.gen
+                )
+            except LiveFull as e:
+                if waited >= FULL_WAIT:
+                    raise StorageUnavailable(str(e)) from None
+            await deferLater(self._reactor, 0.1, lambda: None)
+            waited += 0.1
 
     def write(
         self, data: bytes, sync: bool, fence: Fence | None = None
@@ -67,9 +94,7 @@ class LiveFile(CachedFile):
         if lease is None or not lease.valid():
             raise Fenced("the appender's lease was lost")
         try:
-            size = await self._live.append(
-                self._path, lease.value, lease.token, self.shared, data, self.gen
-            )
+            size = await self._append(lease, data)
         except Unavailable as e:
             _log.error(
                 "appending to {path} stopped at {size} bytes: {why}",

@@ -16,9 +16,9 @@ from typing import Any
 from ...core.writes import Fenced, WriteFailed
 from ..config import MAXLEN, Settings
 from ..link import RedisLink
-from .scripts import APPEND, FINISH, MOVED, READ, STATE
+from .scripts import ANNOUNCE, APPEND, FINISH, MOVED, READ, STATE
 
-__all__ = ["LiveRedis", "LiveState", "SizeChanged", "new_generation"]
+__all__ = ["LiveFull", "LiveRedis", "LiveState", "SizeChanged", "new_generation"]
 
 
 def new_generation() -> str:
@@ -68,6 +68,13 @@ class SizeChanged(WriteFailed):
     """
 
 
+class LiveFull(WriteFailed):
+    """
+    Redis holds ``--live-max`` bytes of the resource already: the bucket
+    has not taken its chunks (yet).
+    """
+
+
 class LiveRedis:
     """
     The live bytes of every resource, for one server.
@@ -97,8 +104,7 @@ class LiveRedis:
         Append ``data`` at ``offset`` under the lease value ``lease``, in
         the step that checks it is still ours: the resource's new size.
         Fails with `Fenced` (the lease is not ours), `SizeChanged`,
-        `WriteFailed` with ``no_space`` (Redis holds ``cap`` bytes of it),
-        `Unavailable`.
+        `LiveFull` (Redis holds ``cap`` bytes of it), `Unavailable`.
         """
         s = self.settings
         live, chunks = self._keys(path)
@@ -130,10 +136,9 @@ class LiveRedis:
             raise SizeChanged(
                 f"the resource holds {value} bytes in Redis, not {offset}"
             )
-        raise WriteFailed(
+        raise LiveFull(
             f"Redis holds {self.cap} bytes of this resource that the bucket has"
-            " not taken yet; try again later",
-            no_space=True,
+            " not taken yet; try again later"
         )
 
     async def state(self, path: str) -> LiveState | None:
@@ -179,6 +184,15 @@ class LiveRedis:
         if not reply:
             return None
         return int(reply[0]), int(reply[1])
+
+    async def announce(self, path: str, size: int, why: str) -> None:
+        """Tell the servers that follow ``path`` it holds ``size`` bytes now."""
+        s = self.settings
+        await self.link.run(
+            ANNOUNCE,
+            [s.key(path, "feed")],
+            [str(size), str(MAXLEN), s.server_id, why, s.feed_ttl_ms],
+        )
 
     async def lock(self, path: str, seconds: float) -> bool:
         """

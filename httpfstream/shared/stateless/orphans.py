@@ -126,6 +126,7 @@ class Orphans:
             archived = await bucket.upload(
                 name, self._copies.path(name), Record(have, False), time.time(), gen
             )
+            await self._live.announce(path, have, "rebuilt after Redis lost it")
         finally:
             await self._live.unlock(path)
         self.adopted += 1
@@ -203,6 +204,7 @@ class Orphans:
         await bucket.upload(
             name, local, Record(size, False), time.time(), chunks[0].gen
         )
+        await self._live.announce("/".join(name), size, "rebuilt after Redis lost it")
         self.adopted += 1
         _log.warn(
             "{name}: Redis had lost its live data; rebuilt from the bucket as"

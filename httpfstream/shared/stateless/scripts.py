@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from ..scripts import ADD
 
-__all__ = ["APPEND", "FINISH", "MOVED", "READ", "STATE"]
+__all__ = ["ANNOUNCE", "APPEND", "FINISH", "MOVED", "READ", "STATE"]
 
 # KEYS lease live feed livezset; ARGV value offset data chunk prefix token
 # server maxlen feed_ttl_ms now_ms path cap gen.
@@ -139,3 +139,16 @@ if not live[1] then return {} end
 return {live[1], live[2], live[3], live[4] or '', live[5] or '0',
         redis.call('EXISTS', KEYS[2])}
 """
+
+# KEYS feed; ARGV size maxlen server reason feed_ttl_ms.  The resource was
+# rebuilt in the bucket (Redis had lost it): an end entry at its size, so
+# the streams open elsewhere take it (`feed.FeedReader`).
+ANNOUNCE = (
+    ADD
+    + """
+add(KEYS[1], tonumber(ARGV[1]), ARGV[2], 'k', 'e', 't', '', 'o', ARGV[3],
+    'c', '4000', 'r', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+)

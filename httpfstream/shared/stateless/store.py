@@ -304,6 +304,7 @@ class StatelessStore:
             gen,
             self._lease_of,
             self.mover.appended,
+            self._reactor,
         )
         self._open_files.setdefault(name, set()).add(live)
         return live
