@@ -86,6 +86,20 @@ class _Watch:
     #: A check is queued (at most one at a time: checks of a feed that
     #: cannot be read would pile up in the lock while Redis is away).
     checking: bool = False
+    #: Entries read and not yet applied, the newest one's ID, and whether
+    #: they are being applied: rounds read while entries are applied (a
+    #: copy being extended, in the stateless mode) join one batch, instead
+    #: of each waiting in the lock.
+    waiting: list[Any] = field(default_factory=list)
+    seen: str = ""
+    applying: bool = False
+
+    @property
+    def read_from(self) -> str:
+        """The ID the next read starts after."""
+        if self.seen and entry_id(self.seen) > entry_id(self.last):
+            return self.seen
+        return self.last
 
 
 class FeedReader:
@@ -255,7 +269,7 @@ class FeedReader:
                 # The feed began again (Redis lost it, or it expired): read
                 # it from its start, or the next session's begin, whose ID
                 # is below what was read before, would be passed over.
-                w.last = "0-0"
+                w.last, w.seen = "0-0", ""
         await self._settle(w)
 
     # -- reading -----------------------------------------------------------------
@@ -268,7 +282,9 @@ class FeedReader:
                 await self._wake
                 continue
             keys = list(self._watches)
-            ids = [min((w.last for w in self._watches[k]), key=entry_id) for k in keys]
+            ids = [
+                min((w.read_from for w in self._watches[k]), key=entry_id) for k in keys
+            ]
             try:
                 reply = await self.link.xread(keys, ids)
             except Exception:
@@ -291,7 +307,23 @@ class FeedReader:
             for key, entries in reply or []:
                 for w in list(self._watches.get(key, [])):
                     w.contact = now
-                    self._serially(w, self._apply, w, entries)
+                    self._deliver(w, entries)
+
+    def _deliver(self, w: _Watch, entries: list[Any]) -> None:
+        if entries:
+            w.seen = max((w.seen or "0-0", str(entries[-1][0])), key=entry_id)
+        w.waiting.extend(entries)
+        if not w.applying:
+            w.applying = True
+            self._serially(w, self._apply_waiting, w)
+
+    async def _apply_waiting(self, w: _Watch) -> None:
+        try:
+            while w.waiting and not w.stopped:
+                entries, w.waiting = w.waiting, []
+                await self._apply(w, entries)
+        finally:
+            w.applying = False
 
     def _serially(self, w: _Watch, f: Callable[..., Any], *args: Any) -> None:
         def run() -> Deferred[None]:

@@ -21,12 +21,14 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred
 
 from ...core.coordination import Unavailable
 from ...core.names import STATE_FOLDER, Name
+from ...core.store import NotFound
 from ..archive.bucket import Bucket, reading
 from ..archive.writer import FileWriter
 from .live import LiveRedis, LiveState
@@ -100,6 +102,10 @@ async def from_bucket(
     writer = FileWriter(os.dup(fd), run)
     try:
         got = await reading(bucket.client.get(key, writer, offset, length))
+    except NotFound:
+        # A chunk deleted once its resource was archived, or an object
+        # deleted: what the truth said is out of date.
+        raise Gone(key) from None
     finally:
         await writer.finish(False)
     if got != length:
@@ -126,9 +132,38 @@ async def copy(
     :raises core.coordination.Unavailable: Redis or the bucket cannot be
         read now.
     """
+    progress = _Progress(have)
+    try:
+        return await _copy(live, bucket, name, fd, progress, want, state, run)
+    except BaseException:
+        # Bytes of a piece cut short must not stay: the next copy appends
+        # from the last whole piece.
+        await run(os.ftruncate, fd, progress.have)
+        raise
+
+
+@dataclass
+class _Progress:
+    """How far a copy got in whole pieces."""
+
+    have: int
+
+
+async def _copy(
+    live: LiveRedis,
+    bucket: Callable[[], Awaitable[Bucket]],
+    name: Name,
+    fd: int,
+    progress: _Progress,
+    want: int,
+    state: LiveState | None,
+    run: Callable[..., Deferred[Any]],
+) -> int:
+    have = progress.have
     path = "/".join(name)
     start = want if state is None else state.start
     while have < want:
+        progress.have = have
         if have < start:
             b = await bucket()
             length = min(want, start) - have
