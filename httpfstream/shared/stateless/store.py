@@ -42,6 +42,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from ...core.coordination import Unavailable
 from ...core.derived import derived_paths
 from ...core.names import Name
 from ...core.scan import Entry, Listing
@@ -270,7 +271,9 @@ class StatelessStore:
                 await self.copies.bring(name, truth)
             except Gone:
                 if attempt == TRIES - 1:
-                    raise
+                    raise Unavailable(
+                        "the resource kept moving while it was read; try again"
+                    ) from None
                 continue
             break
         file = await self._local.open(name, create, None)
