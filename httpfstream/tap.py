@@ -19,11 +19,11 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.python.filepath import FilePath
 
 from ._borrowed import fast_send_report
 from .core.registry import StreamRegistry
 from .core.stream import FsyncPolicy
+from .shared.modes import ModeError, storage
 from .web.admin import make_admin_site
 from .web.auth import TokenError, Tokens
 from .web.handoff import WebSocketOptions
@@ -267,6 +267,21 @@ class Options(usage.Options):
             " (incomplete); units s, m, h, d, w.",
         ],
         [
+            "live-chunk",
+            None,
+            "8MiB",
+            "With --redis and --archive: the bytes a live resource's chunks in"
+            " Redis hold; each full one moves to the bucket as the session runs.",
+        ],
+        [
+            "live-max",
+            None,
+            "64MiB",
+            "With --redis and --archive: the most bytes of one live resource"
+            " Redis holds while the bucket does not take its chunks; appends"
+            " past it wait for it (30 s at most).",
+        ],
+        [
             "auth",
             None,
             None,
@@ -291,6 +306,8 @@ class Options(usage.Options):
         "redis-lease": _seconds,
         "cache-size": parse_size,
         "archive-idle": parse_duration,
+        "live-chunk": parse_size,
+        "live-max": parse_size,
     }
 
     def __init__(self) -> None:
@@ -339,9 +356,12 @@ class Options(usage.Options):
                 raise _StartupError(f"--{key}: 0 is too short: give at least 1 second")
         if self["redis-password-file"] and not self["redis"]:
             raise _StartupError("--redis-password-file needs --redis")
-        if self["archive"] and self["redis"]:
+        chunk, most = self["live-chunk"], self["live-max"]
+        if not 64 << 10 <= chunk <= 16 << 20:
+            raise _StartupError("--live-chunk: give 64KiB to 16MiB")
+        if most < 2 * chunk + self["max-message-size"]:
             raise _StartupError(
-                "--archive with --redis is not supported yet: give one or the other"
+                "--live-max: give at least twice --live-chunk and one message more"
             )
 
 
@@ -435,66 +455,6 @@ class _Report(Service):
         _log.info(fast_send_report())
 
 
-def _shared(options: Options, reactor: Any, top: MultiService) -> dict[str, Any]:
-    """
-    With ``--redis``, the registry's keywords for shared mode (a store, and
-    the Redis coordinator as its slots and feed, started before it so it
-    stops after it); without, none.
-    """
-    if not options["redis"]:
-        return {}
-    from .core.store import FileStore
-    from .shared.coordinator import RedisCoordinator, parse_redis_url
-
-    password = None
-    if options["redis-password-file"]:
-        try:
-            with open(options["redis-password-file"]) as f:
-                password = f.read().strip()
-        except OSError as e:
-            raise _StartupError(
-                f"--redis-password-file {options['redis-password-file']}: {e.strerror}"
-            ) from None
-    try:
-        config = parse_redis_url(options["redis"], password, options["redis-lease"])
-    except ValueError as e:
-        raise _StartupError(f"--redis: {e}") from None
-    store = FileStore(FilePath(options["root"]), reactor)
-    coordinator = RedisCoordinator(config, store.stat, reactor)
-    coordinator.setServiceParent(top)
-    return {"store": store, "slots": coordinator, "feed": coordinator}
-
-
-def _archived(options: Options, reactor: Any) -> dict[str, Any]:
-    """
-    With ``--archive``, the registry's store (`shared.archive.ArchiveStore`)
-    once the bucket answered (`check_archive`: a wrong URL, bucket or
-    credential stops twistd with one line); without, none.
-    """
-    if not options["archive"]:
-        return {}
-    from .core.store import FileStore
-    from .shared.archive import ArchiveStore, check_archive
-    from .shared.s3 import S3Client, parse_archive_url
-
-    url = options["archive"]
-    try:
-        archive = parse_archive_url(url)
-        check_archive(archive)
-    except ValueError as e:
-        raise _StartupError(f"--archive {url}: {e}") from None
-    store = ArchiveStore(
-        FileStore(FilePath(options["root"]), reactor),
-        archive,
-        lambda: S3Client.from_environment(archive, reactor=reactor),
-        reactor=reactor,
-        cache_size=options["cache-size"],
-        idle=options["archive-idle"],
-        sync=options["fsync"] is not FsyncPolicy.NEVER,
-    )
-    return {"store": store}
-
-
 def makeService(options: Options, reactor: Any = None) -> MultiService:
     """
     Build the registry, the site and its listening ports.  An endpoint
@@ -518,7 +478,10 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     # After the cheap checks: this one may create the root.
     _check_root(options["root"])
     top = MultiService()
-    shared = _shared(options, reactor, top) | _archived(options, reactor)
+    try:
+        shared = storage(options, reactor, top)
+    except ModeError as e:
+        raise _StartupError(str(e)) from None
     registry = StreamRegistry(
         options["root"],
         max_message_size=options["max-message-size"],

@@ -602,7 +602,7 @@ def _twistd(root: Path, *args: str) -> tuple[int, list[str]]:
     [
         ("http://bucket/p", (), "not an s3://BUCKET/PREFIX URL"),
         ("s3://no-such-bucket-here/p", (), "NoSuchBucket"),
-        ("s3://{bucket}/p", ("--redis=redis://127.0.0.1:1",), "not supported yet"),
+        ("s3://{bucket}/p", ("--live-chunk=1KiB",), "--live-chunk: give 64KiB"),
         ("s3://{bucket}/p", ("--cache-size=lots",), "optionally with K, M, G or T"),
     ],
 )

@@ -23,15 +23,14 @@ from __future__ import annotations
 import os
 import random
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import pytest
 import pytest_twisted
+from support.chaos import Generator
 from support.processes import APPEND, FOLLOW, Child
 from support.proxies import Stage
 from twisted.internet import reactor
@@ -81,51 +80,6 @@ class Figures:
             f" {self.waited}; bytes checked {self.bytes_checked:,};"
             f" runtime {self.runtime:.1f}s; exit statuses {self.statuses}"
         )
-
-
-class Generator:
-    """
-    Known bytes into an appender's standard input: a thread writes seeded
-    random binary lines, with pauses, for ``seconds``, then closes it.
-
-    :ivar sent: everything written so far.
-    :ivar done: fires once the input is closed (or could not be written).
-    """
-
-    def __init__(self, index: int, seed: int, stdin: IO[bytes], seconds: float):
-        self.index = index
-        self.sent = bytearray()
-        self.error: BaseException | None = None
-        self.done: Deferred[None] = Deferred()
-        self._rng = random.Random(f"{seed}/{index}")
-        self._stdin = stdin
-        self._seconds = seconds
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _line(self, n: int) -> bytes:
-        body = self._rng.randbytes(self._rng.randint(0, 200))
-        return b"%d:%08d:%s\n" % (self.index, n, body)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self._seconds
-        n = 0
-        try:
-            while time.monotonic() < deadline:
-                count = self._rng.randint(1, 40)
-                chunk = b"".join(self._line(n + k) for k in range(count))
-                n += count
-                self._stdin.write(chunk)
-                self._stdin.flush()
-                self.sent += chunk
-                # The generator's own pace: mostly brisk, now and then idle.
-                if self._rng.random() < 0.02:
-                    time.sleep(self._rng.uniform(0.3, 1.5))
-                else:
-                    time.sleep(self._rng.uniform(0, 0.03))
-            self._stdin.close()
-        except OSError as e:  # the appender is gone
-            self.error = e
-        reactor.callFromThread(self.done.callback, None)
 
 
 @pytest.fixture

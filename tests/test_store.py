@@ -305,3 +305,39 @@ def test_a_short_write_is_carried_on_after_asking_the_fence_again(
     # Refused after a short write: that write's 2 bytes may have landed late.
     assert (refused.value.written, refused.value.late) == (2, 2)
     assert (tmp_path / "c.log").read_bytes() == b"0123456789ab"
+
+
+async def test_a_write_after_another_process_appended_starts_at_the_files_end(
+    tmp_path, monkeypatch
+):
+    # Another server on a shared root, or the stateless mode's copy being
+    # extended, appends through its own descriptor.  A failed write here
+    # must cut back only its own bytes (not theirs), and the line data
+    # must count from where the file really ended.
+    from httpfstream.core.derived import Lines
+
+    files = FileStore(FilePath(str(tmp_path)), reactor)
+    files.start()
+    file = await files.open(("c.log",), True, None)
+    await file.write(b"mine 1\n", False)
+    with open(tmp_path / "c.log", "ab") as other:
+        other.write(b"theirs 2\ntheirs 3\n")
+    file.learned(7)
+    real_write = os.write
+
+    def full(fd: int, data: bytes) -> int:
+        if fd == file._fd:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError):
+        await file.write(b"lost 4\n", False)
+    monkeypatch.undo()
+    assert (tmp_path / "c.log").read_bytes() == b"mine 1\ntheirs 2\ntheirs 3\n"
+    await file.write(b"mine 4\n", False)
+    size = len(b"mine 1\ntheirs 2\ntheirs 3\nmine 4\n")
+    span = await file.locate(Lines(4), size, False)
+    assert (span.line, span.start) == (4, size - len(b"mine 4\n"))
+    await file.close()
+    files.stop()

@@ -356,6 +356,8 @@ def test_options_defaults():
         "archive": None,
         "cache-size": 10 << 30,
         "archive-idle": 60,
+        "live-chunk": 8 << 20,
+        "live-max": 64 << 20,
     }
 
 
@@ -390,9 +392,11 @@ def test_options_every_option_given(tmp_path):
             "--redis=rediss://redis.example:6380/2",
             f"--redis-password-file={tokens}",
             "--redis-lease=5",
-            # With --archive (which does not go with --redis yet).
+            "--archive=s3://logs/p",
             "--cache-size=512M",
             "--archive-idle=5m",
+            "--live-chunk=1M",
+            "--live-max=40M",
         ]
     )
     assert dict(options) == {
@@ -421,9 +425,11 @@ def test_options_every_option_given(tmp_path):
         "redis": "rediss://redis.example:6380/2",
         "redis-password-file": str(tokens),
         "redis-lease": 5,
-        "archive": None,
+        "archive": "s3://logs/p",
         "cache-size": 512 << 20,
         "archive-idle": 300,
+        "live-chunk": 1 << 20,
+        "live-max": 40 << 20,
     }
 
 
@@ -439,7 +445,8 @@ def test_options_every_option_given(tmp_path):
         ["--redis-password-file=/x"],
         ["--cache-size=huge"],
         ["--archive-idle=a while"],
-        ["--archive=s3://b/p", "--redis=redis://r"],
+        ["--live-chunk=16K"],
+        ["--live-max=16M", "--live-chunk=8M"],
     ],
 )
 def test_options_refuse_bad_values(argv):

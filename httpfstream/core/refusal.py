@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from ..protocol import ResourceState
 from .coordination import Unavailable
 from .records import Counters
-from .store import out_of_space
+from .writes import out_of_space
 
 __all__ = ["RETRY_SOON", "Refusal", "refusing"]
 

@@ -47,10 +47,10 @@ from .store import (
     NotAResource,
     NotFound,
     SizeMismatch,
-    out_of_space,
 )
 from .stream import FsyncPolicy, Lines, PastTheEnd, ResourceFull, Span, Stream
 from .streams import OpenStreams, cancellable
+from .writes import out_of_space
 
 __all__ = ["Refusal", "ResourceState", "StreamRegistry"]
 

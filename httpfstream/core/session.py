@@ -39,7 +39,7 @@ from .coordination import IGrowthFeed, ISlot
 from .names import Name
 from .records import SessionRecord
 from .stream import Stream
-from .writes import AppenderObserver, Fenced
+from .writes import AppenderObserver, Fenced, StorageUnavailable
 
 __all__ = ["AppendSession", "SessionListener"]
 
@@ -188,9 +188,10 @@ class AppendSession:
             self._refused_at_write(error)
         if self.listener is None:
             return
-        if reason.check(Fenced):
+        if reason.check(Fenced, StorageUnavailable):
             # The slot refused the write: the lease is lost, whichever of
-            # the fence and the lease's own news came first (1013, not 1011).
+            # the fence and the lease's own news came first; or what the
+            # bytes go to cannot be reached now (1013, try again, not 1011).
             self.listener.lease_lost(reason.getErrorMessage())
         else:
             self.listener.failed(reason)

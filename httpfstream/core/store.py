@@ -67,20 +67,9 @@ __all__ = [
     "NotFound",
     "SizeMismatch",
     "Stored",
-    "out_of_space",
 ]
 
 _T = TypeVar("_T")
-
-
-#: What a write fails with when the storage has no room for it: no space
-#: left, a quota, or a file size limit (``RLIMIT_FSIZE``).
-_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-
-
-def out_of_space(error: BaseException | None) -> bool:
-    """Whether ``error`` says the storage had no room for a write."""
-    return isinstance(error, OSError) and error.errno in _NO_SPACE
 
 
 class NotFound(Exception):
@@ -242,8 +231,8 @@ class _OpenFile:
         self._fd = fd
         self.size = size
         self.complete = complete
-        # The size as the worker thread knows it; only the one write in
-        # flight touches it.
+        # Where the file ends as the worker thread knows it; only the one
+        # write in flight touches it.
         self._written = size
         self._derived = Derived(store.root.path, name, fd)
 
@@ -253,6 +242,11 @@ class _OpenFile:
         return self._store._run(self._write, data, sync, fence)
 
     def _write(self, data: bytes, sync: bool, fence: Fence | None) -> None:
+        # Where the file ends now: another process (a server on a shared
+        # root, or the stateless mode's copy being extended) may have
+        # appended since this one last wrote.  A failed write is cut back
+        # to here, and the line data counts from here.
+        self._written = max(self._written, os.fstat(self._fd).st_size)
         try:
             write_fenced(self._fd, data, fence)
             if sync:

@@ -17,9 +17,8 @@ Data flow::
 Nothing is shared between a cursor and the appender but the size, so a slow
 reader costs the appender nothing, and a reader's memory is one read buffer.
 Readers only ever see persisted bytes.  Growth written by another process
-reaches the cursors the same way, through `growth.IGrowthListener`.
-
-The names other modules use are importable from here.
+reaches the cursors the same way, through `growth.IGrowthListener`.  (The
+names other modules use are importable from here.)
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ from .derived import Lines, PastTheEnd, Span
 from .fanout import FanOut
 from .growth import IGrowthListener
 from .names import Name
-from .store import IStoreFile, out_of_space
+from .store import IStoreFile
 from .tail import Tail
 from .tracked import TrackedFile
 from .writes import (
@@ -57,6 +56,7 @@ from .writes import (
     ResourceFull,
     WriteFailed,
     WriteQueue,
+    out_of_space,
 )
 
 __all__ = [

@@ -9,6 +9,7 @@ fence, the fsync policy, what appending can fail with, and
 from __future__ import annotations
 
 import enum
+import errno
 import os
 from collections.abc import Callable
 from typing import Protocol
@@ -26,8 +27,10 @@ __all__ = [
     "Fenced",
     "FsyncPolicy",
     "ResourceFull",
+    "StorageUnavailable",
     "WriteFailed",
     "WriteQueue",
+    "out_of_space",
     "write_fenced",
 ]
 
@@ -38,6 +41,18 @@ Fence = Callable[[], bool]
 
 #: The most bytes one system call writes (`write_fenced`).
 PIECE = 4 << 20
+
+
+#: What a write fails with when the storage has no room for it: no space
+#: left, a quota, or a file size limit (``RLIMIT_FSIZE``).
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def out_of_space(error: BaseException | None) -> bool:
+    """Whether ``error`` says the storage had no room for a write."""
+    if isinstance(error, WriteFailed):
+        return error.no_space
+    return isinstance(error, OSError) and error.errno in _NO_SPACE
 
 
 class FsyncPolicy(enum.Enum):
@@ -66,12 +81,20 @@ class WriteFailed(Exception):
     A write to the file failed; the session cannot append any more.
 
     :ivar no_space: whether the storage had no room for it
-        (`store.out_of_space`).
+        (`out_of_space`).
     """
 
     def __init__(self, message: str, *, no_space: bool = False) -> None:
         super().__init__(message)
         self.no_space = no_space
+
+
+class StorageUnavailable(WriteFailed):
+    """
+    What the bytes go to cannot take them now (Redis unreachable, in the
+    stateless mode): not a fault of ours, worth trying again later, and
+    said in one line by what raised it (no traceback).
+    """
 
 
 class Fenced(WriteFailed):
@@ -298,8 +321,9 @@ class WriteQueue:
             self._batches = []
             self.pending = 0
             self._written(batch[: error.written])
-        # A refusal is no I/O error: the session says why (`AppendSession`).
-        self._fail(reason, not isinstance(error, Fenced))
+        # A refusal is no I/O error: the session says why (`AppendSession`);
+        # storage that cannot be reached has said so in its own line.
+        self._fail(reason, not isinstance(error, (Fenced, StorageUnavailable)))
 
     def _fail(self, reason: Failure, logged: bool = True) -> None:
         self.in_flight = 0

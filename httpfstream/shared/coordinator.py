@@ -37,8 +37,10 @@ from ..core.store import Stored
 from ..core.stream import IGrowthListener
 from .config import SHUTDOWN_WAIT, RedisConfig, Settings, parse_redis_url
 from .feed import FeedReader
+from .lease import Lease
 from .link import RedisLink
 from .slots import LeaseSlots
+from .stateless.live import LiveRedis
 
 __all__ = ["RedisConfig", "RedisCoordinator", "parse_redis_url"]
 
@@ -57,6 +59,8 @@ class RedisCoordinator(Service):
         ends or is lost, and whenever the feed may have missed growth.
     :param reactor: the reactor.
     :param prefix: the first part of every key.
+    :param pull: brings this server's copy of a resource up to a size
+        (the stateless mode: `FeedReader`).
     """
 
     name = "httpfstream-redis"
@@ -67,6 +71,7 @@ class RedisCoordinator(Service):
         stat: Callable[[Name], Deferred[Stored | None]],
         reactor: Any = None,
         prefix: str = "httpfstream",
+        pull: Callable[[Name, int], Deferred[None]] | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
@@ -85,9 +90,26 @@ class RedisCoordinator(Service):
             stat,
             self._is_running,
             self._slots.holds,
+            pull,
         )
         self._checker: LoopingCall | None = None
         self._ticks = 0
+
+    def live_bytes(self, chunk: int, cap: int) -> LiveRedis:
+        """
+        The stateless mode's live bytes, on this coordinator's connection;
+        from now on appends announce their own growth.
+        """
+        self._slots.announces = False
+        return LiveRedis(self.settings, self._link, chunk, cap)
+
+    def lease_of(self, path: str) -> Lease | None:
+        """This server's lease of ``path``, if it holds one."""
+        return self._slots.lease_of(path)
+
+    def released(self, path: str) -> Deferred[None]:
+        """Fires once this server's lease of ``path`` has gone from Redis."""
+        return self._slots.released(path)
 
     def _is_running(self) -> bool:
         return bool(self.running)

@@ -81,6 +81,25 @@ class _Watch:
     #: Entries are applied one batch at a time, in order.
     lock: DeferredLock = field(default_factory=DeferredLock)
     stopped: bool = False
+    #: The largest size this stream was told of.
+    size: int = 0
+    #: A check is queued (at most one at a time: checks of a feed that
+    #: cannot be read would pile up in the lock while Redis is away).
+    checking: bool = False
+    #: Entries read and not yet applied, the newest one's ID, and whether
+    #: they are being applied: rounds read while entries are applied (a
+    #: copy being extended, in the stateless mode) join one batch, instead
+    #: of each waiting in the lock.
+    waiting: list[Any] = field(default_factory=list)
+    seen: str = ""
+    applying: bool = False
+
+    @property
+    def read_from(self) -> str:
+        """The ID the next read starts after."""
+        if self.seen and entry_id(self.seen) > entry_id(self.last):
+            return self.seen
+        return self.last
 
 
 class FeedReader:
@@ -95,6 +114,9 @@ class FeedReader:
         does not.
     :param here: whether this server holds the lease of a path (its own
         session tells its stream, the file must not).
+    :param pull: brings this server's copy of a resource up to a size
+        before its stream is told of it (the stateless mode, where no
+        file is shared); None: the file is shared, nothing to bring.
     """
 
     def __init__(
@@ -105,8 +127,10 @@ class FeedReader:
         stat: Callable[[Name], Deferred[Stored | None]],
         running: Callable[[], bool],
         here: Callable[[str], bool],
+        pull: Callable[[Name, int], Deferred[None]] | None = None,
     ) -> None:
         self.settings = settings
+        self._pull = pull
         self.link = link
         self.reactor = reactor
         self._stat = stat
@@ -149,6 +173,7 @@ class FeedReader:
             WATCH, [s.key(path, "lease"), feed], []
         )
         w = _Watch(name, path, listener, str(last), self.reactor.seconds())
+        w.size = getattr(listener, "size", 0)  # a `Stream`: what it holds now
         newest = fields(pairs)
         holder = str(value)
         # The file was opened before this: entries up to `last` may say it
@@ -157,12 +182,14 @@ class FeedReader:
             w.token = holder.split(" ", 1)[0]
             listener.began()
             if newest.get("k") == "g" and newest.get("t") == w.token:
+                await self._bring(w, int(newest["s"]))
                 listener.grown(int(newest["s"]))
         elif newest and newest.get("o") != s.server_id:
             # A session elsewhere ended (or was lost) lately: its last bytes
             # and its completion, from the file (nobody follows it yet).
             stored = await self._stat(name)
             if stored is not None:
+                await self._bring(w, stored.size)
                 listener.ended(stored.size, COMPLETE, "", stored.complete)
         self._watches.setdefault(feed, []).append(w)
         if self._wake is not None:
@@ -214,6 +241,7 @@ class FeedReader:
         """
         stored = await self._stat(w.name)
         if stored is not None and not w.stopped:
+            await self._bring(w, stored.size)
             # `ended` takes the size at once (`grown` may first read the new
             # bytes into the tail), before an offset is checked against it;
             # no cursor follows live while nobody appends, so none is ended.
@@ -241,7 +269,7 @@ class FeedReader:
                 # The feed began again (Redis lost it, or it expired): read
                 # it from its start, or the next session's begin, whose ID
                 # is below what was read before, would be passed over.
-                w.last = "0-0"
+                w.last, w.seen = "0-0", ""
         await self._settle(w)
 
     # -- reading -----------------------------------------------------------------
@@ -254,7 +282,9 @@ class FeedReader:
                 await self._wake
                 continue
             keys = list(self._watches)
-            ids = [min((w.last for w in self._watches[k]), key=entry_id) for k in keys]
+            ids = [
+                min((w.read_from for w in self._watches[k]), key=entry_id) for k in keys
+            ]
             try:
                 reply = await self.link.xread(keys, ids)
             except Exception:
@@ -277,7 +307,23 @@ class FeedReader:
             for key, entries in reply or []:
                 for w in list(self._watches.get(key, [])):
                     w.contact = now
-                    self._serially(w, self._apply, w, entries)
+                    self._deliver(w, entries)
+
+    def _deliver(self, w: _Watch, entries: list[Any]) -> None:
+        if entries:
+            w.seen = max((w.seen or "0-0", str(entries[-1][0])), key=entry_id)
+        w.waiting.extend(entries)
+        if not w.applying:
+            w.applying = True
+            self._serially(w, self._apply_waiting, w)
+
+    async def _apply_waiting(self, w: _Watch) -> None:
+        try:
+            while w.waiting and not w.stopped:
+                entries, w.waiting = w.waiting, []
+                await self._apply(w, entries)
+        finally:
+            w.applying = False
 
     def _serially(self, w: _Watch, f: Callable[..., Any], *args: Any) -> None:
         def run() -> Deferred[None]:
@@ -287,14 +333,18 @@ class FeedReader:
         d.addErrback(lambda fl: _log.failure("following {path}", fl, path=w.path))
 
     async def _apply(self, w: _Watch, entries: list[Any]) -> None:
-        """Tell the stream what the feed's new entries say, in order."""
-        for eid, pairs in entries:
+        """
+        Tell the stream what the feed's new entries say, in order; of
+        growth entries in a row from one session, only the last (sizes
+        only grow: one read of the file, or one copy, for them all).
+        """
+        read = [(eid, fields(pairs)) for eid, pairs in entries]
+        for i, (eid, entry) in enumerate(read):
             if w.stopped:
                 return
             if entry_id(eid) <= entry_id(w.last):
                 continue
             w.last = eid
-            entry = fields(pairs)
             if entry.get("o") == self.settings.server_id:
                 continue  # our own session: the stream knows
             kind, token, size = entry.get("k"), entry.get("t"), int(entry["s"])
@@ -304,7 +354,11 @@ class FeedReader:
                         await self._lose(w, "appender lost")
                     w.token = token
                     w.listener.began()
+                later = read[i + 1][1] if i + 1 < len(read) else {}
+                if kind == "g" and later.get("k") == "g" and later.get("t") == token:
+                    continue
                 if kind == "g":
+                    await self._bring(w, size)
                     w.listener.grown(size)
             elif kind == "e":
                 if w.token is not None and w.token != token:
@@ -312,6 +366,7 @@ class FeedReader:
                 stored = await self._stat(w.name)
                 if size < 0:
                     size = stored.size if stored is not None else 0
+                await self._bring(w, size)
                 w.token = None
                 w.listener.ended(
                     size,
@@ -320,11 +375,23 @@ class FeedReader:
                     stored.complete if stored is not None else None,
                 )
 
+    async def _bring(self, w: _Watch, size: int) -> None:
+        """This server's copy up to ``size`` bytes, if it keeps one."""
+        w.size = max(w.size, size)
+        if self._pull is not None:
+            await self._pull(w.name, size)
+
     async def _lose(self, w: _Watch, why: str) -> None:
         """The session elsewhere is gone without an end: end at the file's size."""
         w.token = None
-        stored = await self._stat(w.name)
+        try:
+            stored = await self._stat(w.name)
+        except Unavailable:
+            # What the sizes are kept in cannot be read (the stateless
+            # mode, Redis away): end where the stream was last told.
+            stored = Stored(w.size, False)
         size = stored.size if stored is not None else 0
+        await self._bring(w, size)
         w.listener.ended(size, APPENDER_LOST, why, False)
 
     # -- checking ----------------------------------------------------------------
@@ -333,11 +400,13 @@ class FeedReader:
         """Check every session elsewhere that a stream here follows."""
         for ws in list(self._watches.values()):
             for w in ws:
-                if w.token is not None:
+                if w.token is not None and not w.checking:
+                    w.checking = True
                     self._serially(w, self._check, w)
 
     async def _check(self, w: _Watch) -> None:
         """Is the session elsewhere still there?"""
+        w.checking = False
         if w.token is None or w.stopped:
             return
         try:

@@ -179,6 +179,15 @@ class RedisLink:
         except _NO_ANSWER as e:
             raise Unavailable(f"Redis did not answer: {e}", retry_after=1) from None
 
+    async def command(self, *args: str) -> Any:
+        """One command on the command connection; fails as `run` does."""
+        conn = await self._connected(self._commands)
+        d = conn.execute_command(*args)
+        try:
+            return await d.addTimeout(self.settings.timeout, self.reactor)
+        except _NO_ANSWER as e:
+            raise Unavailable(f"Redis did not answer: {e}", retry_after=1) from None
+
     def track(self, d: Deferred[Any], what: str) -> None:
         """
         Keep ``d`` (a call nobody awaits) until it is done, for `settle`;

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ADD",
     "CHECK",
     "CLAIM",
     "END",
@@ -38,7 +39,7 @@ __all__ = [
 # Adds an entry whose ID is the size (the end offset of the batch), or just
 # after the newest entry when that is not greater (a begin or end entry at
 # the same size, or a resource deleted and appended to again).
-_ADD = """
+ADD = """
 local function add(key, size, maxlen, ...)
   local ms, seq = math.max(size, 0), 0
   local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
@@ -58,7 +59,7 @@ end
 # fence_ttl_ms maxlen.  {1, token} | {0, pttl of the holder's lease} |
 # {-1, pttl of the quarantine}.
 CLAIM = (
-    _ADD
+    ADD
     + """
 if redis.call('EXISTS', KEYS[4]) == 0 then
   redis.call('SET', KEYS[4], ARGV[1])
@@ -92,7 +93,7 @@ return 1
 
 # KEYS lease feed; ARGV value token server size feed_ttl_ms maxlen.  1 | 0.
 GROWN = (
-    _ADD
+    ADD
     + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 add(KEYS[2], tonumber(ARGV[4]), ARGV[6], 'k', 'g', 't', ARGV[2], 'o', ARGV[3])
@@ -102,16 +103,21 @@ return 1
 )
 
 # Releases the lease and adds the end entry in one step, so no reader sees
-# the lease gone before the end.  KEYS lease feed fence; ARGV value token
-# server size code reason retention_ms maxlen.  1 | 0.
+# the lease gone before the end; a live resource (the stateless mode,
+# `stateless.scripts`) is marked complete or not in the same step.  KEYS
+# lease feed fence live; ARGV value token server size code reason
+# retention_ms maxlen.  1 | 0.
 END = (
-    _ADD
+    ADD
     + """
 local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[1] then
   redis.call('DEL', KEYS[1])
 elseif cur or redis.call('GET', KEYS[3]) ~= ARGV[2] then
   return 0
+end
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('HSET', KEYS[4], 'complete', ARGV[5] == '1000' and 1 or 0)
 end
 add(KEYS[2], tonumber(ARGV[4]), ARGV[8], 'k', 'e', 't', ARGV[2], 'o', ARGV[3],
     'c', ARGV[5], 'r', ARGV[6])

@@ -45,6 +45,11 @@ class LeaseSlots:
         self._releasing: dict[str, Lease] = {}
         self._remote_held: dict[str, float] = {}
         self._idle: list[Deferred[None]] = []
+        self._gone: dict[str, list[Deferred[None]]] = {}
+        self._ending: dict[str, Deferred[Any]] = {}
+        #: Whether growth is announced here (`grown`); not in the stateless
+        #: mode, whose appends add their feed entries themselves.
+        self.announces = True
 
     async def claim(self, path: str) -> Lease:
         """
@@ -97,6 +102,24 @@ class LeaseSlots:
         self._holding[path] = lease
         return lease
 
+    def lease_of(self, path: str) -> Lease | None:
+        """This server's lease of ``path``, if it holds one."""
+        return self._holding.get(path)
+
+    def released(self, path: str) -> Deferred[None]:
+        """
+        Fires once this server's lease of ``path`` (held or being
+        released) has gone from Redis with its session's end, or failed to;
+        at once if there is none.
+        """
+        if not (
+            path in self._holding or path in self._releasing or path in self._ending
+        ):
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._gone.setdefault(path, []).append(d)
+        return d
+
     def holds(self, path: str) -> bool:
         """Whether this server holds the lease of ``path`` (or lost it, and
         its session has not ended yet)."""
@@ -110,7 +133,7 @@ class LeaseSlots:
     def grown(self, path: str, size: int) -> None:
         """Announce that ``path`` holds ``size`` bytes, if our lease stands."""
         lease = self._holding.get(path)
-        if lease is None or lease.state is not LeaseState.HELD:
+        if not self.announces or lease is None or lease.state is not LeaseState.HELD:
             return
         s = self.settings
         d = Deferred.fromCoroutine(
@@ -193,6 +216,7 @@ class LeaseSlots:
                     s.key(lease.path, "lease"),
                     s.key(lease.path, "feed"),
                     s.key(lease.path, "fence"),
+                    s.key(lease.path, "live"),
                 ],
                 [
                     lease.value,
@@ -207,6 +231,16 @@ class LeaseSlots:
             )
         )
         self.link.track(d, f"ending the session of {lease.path} in Redis")
+        path = lease.path
+        self._ending[path] = d
+
+        def gone(_: object) -> None:
+            if self._ending.get(path) is d:
+                del self._ending[path]
+            for waiting in self._gone.pop(path, []):
+                waiting.callback(None)
+
+        d.addBoth(gone)
         if not self._holding and not self._releasing:
             idle, self._idle = self._idle, []
             for waiting in idle:

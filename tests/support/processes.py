@@ -199,6 +199,7 @@ class Twistd:
         threading.Thread(target=drain, daemon=True).start()
         if not started.wait(30) or not found_port:
             process.kill()
+            process.wait(10)  # reaped: no warning of it later, in another test
             raise RuntimeError(b"twistd did not start:\n" + b"".join(log))
         scheme = "https" if port.startswith("ssl:") else "http"
         return cls(process, found_port[0], root, log, scheme, log_changed, found_port)

@@ -87,13 +87,15 @@ class Archived:
     #: When its bytes last changed, in seconds since the epoch.
     modified: float
     etag: str = ""
+    #: The resource's generation (the stateless mode; ``""`` if none).
+    gen: str = ""
 
     @property
     def record(self) -> Record:
         return Record(self.size, self.complete)
 
 
-def _seconds(text: str) -> float:
+def s3_time(text: str) -> float:
     """An S3 time (ISO 8601 in listings, an HTTP date from HEAD) → seconds."""
     if not text:
         return 0.0
@@ -113,8 +115,9 @@ def archived_of(info: ObjectInfo) -> Archived:
     return Archived(
         info.size,
         info.metadata.get("complete") != "0",
-        int(modified) / 1000 if modified.isdigit() else _seconds(info.last_modified),
+        int(modified) / 1000 if modified.isdigit() else s3_time(info.last_modified),
         info.etag,
+        info.metadata.get("gen", ""),
     )
 
 
@@ -198,7 +201,7 @@ class Bucket:
         return archived
 
     async def upload(
-        self, name: Name, path: str, record: Record, modified: float
+        self, name: Name, path: str, record: Record, modified: float, gen: str = ""
     ) -> Archived:
         """The file's first ``record.size`` bytes as ``name``'s object."""
         key = self.key(name)
@@ -206,10 +209,12 @@ class Bucket:
             "complete": "1" if record.complete else "0",
             "modified": str(int(modified * 1000)),
         }
+        if gen:
+            metadata["gen"] = gen
         info = await self._ask(
             self.client.put_file(key, path, metadata, length=record.size)
         )
-        archived = Archived(record.size, record.complete, modified, info.etag)
+        archived = Archived(record.size, record.complete, modified, info.etag, gen)
         self._remember(key, archived)
         return archived
 
@@ -284,7 +289,7 @@ class Bucket:
         """
         uploads = await self._ask(self.client.uploads(self.archive.key_prefix))
         for upload in uploads:
-            if _seconds(upload.initiated) < before:
+            if s3_time(upload.initiated) < before:
                 await self._ask(self.client.abort_upload(upload.key, upload.upload_id))
                 _log.info("aborted an upload of {key} left open", key=upload.key)
 
@@ -354,7 +359,7 @@ class Bucket:
             if known is not None and known.etag == info.etag:
                 modified = known.modified
             else:
-                modified = _seconds(info.last_modified)
+                modified = s3_time(info.last_modified)
             if modified < cutoff:
                 found.append(name)
         return found

@@ -47,6 +47,7 @@ __all__ = ["MAX_PARTS", "MIN_PART_SIZE", "PART_SIZE", "S3Client"]
 _log = Logger()
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+_Meta = Mapping[str, str]
 
 #: S3's smallest part (but the last) and most parts of one upload.
 MIN_PART_SIZE = 5 * 1024 * 1024
@@ -63,8 +64,7 @@ def _deferred(
     def call(*args: _P.args, **kwargs: _P.kwargs) -> Deferred[_T]:
         return Deferred.fromCoroutine(f(*args, **kwargs))
 
-    call.__name__ = f.__name__
-    call.__doc__ = f.__doc__
+    call.__name__, call.__doc__ = f.__name__, f.__doc__
     return call
 
 
@@ -110,8 +110,7 @@ class S3Client:
             from twisted.internet import reactor
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part size {part_size} under S3's {MIN_PART_SIZE}")
-        self.archive = archive
-        self.bucket = archive.bucket
+        self.archive, self.bucket = archive, archive.bucket
         self.endpoint = endpoint
         self.part_size = part_size
         self.timeout = timeout
@@ -307,6 +306,7 @@ class S3Client:
         metadata: Mapping[str, str] | None = None,
         content_type: str = "application/octet-stream",
         length: int | None = None,
+        offset: int = 0,
     ) -> ObjectInfo:
         """
         Uploads the file as the object ``key``: one PUT up to `part_size`,
@@ -315,21 +315,21 @@ class S3Client:
         with ``metadata`` as ``x-amz-meta-*`` (`check_metadata`). A failed
         or cancelled multipart upload is aborted. Fires with what was
         written (size, ETag, metadata); the file must not change meanwhile
-        (if it shrinks, the upload fails). With ``length``, only the
-        file's first ``length`` bytes go (a file that may grow meanwhile).
+        (if it shrinks, the upload fails). With ``length``, only ``length``
+        bytes go (a file that may grow), from ``offset`` (or its start).
         """
         headers = check_metadata(metadata or {})
         headers["Content-Type"] = content_type
         fd = await self._in_thread(os.open, os.fspath(path), os.O_RDONLY | os.O_CLOEXEC)
         file = OpenFile(fd, self._in_thread, self._reactor.callFromThread)
         try:
-            size = os.fstat(fd).st_size if length is None else length
+            size = os.fstat(fd).st_size - offset if length is None else length
             if size <= self.part_size:
                 etag = await self._put_range(
-                    "PutObject", key, self._url(key), file, 0, size, headers
+                    "PutObject", key, self._url(key), file, offset, size, headers
                 )
             else:
-                etag = await self._multipart(key, file, size, headers)
+                etag = await self._multipart(key, file, size, headers, offset)
         finally:
             file.close()
         return ObjectInfo(
@@ -362,7 +362,7 @@ class S3Client:
         return header(response, "etag") or ""
 
     async def _multipart(
-        self, key: str, file: OpenFile, size: int, headers: Mapping[str, str]
+        self, key: str, file: OpenFile, size: int, headers: _Meta, start: int = 0
     ) -> str:
         part = max(self.part_size, math.ceil(size / MAX_PARTS))
         url = self._url(key)
@@ -382,7 +382,7 @@ class S3Client:
                         key,
                         f"{url}?{where}",
                         file,
-                        offset,
+                        start + offset,
                         min(part, size - offset),
                         {},
                     )
