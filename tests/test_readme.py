@@ -89,6 +89,10 @@ SKIPPED = {
     "export AWS_ENDPOINT_URL_S3=": "needs an S3 bucket, and starts a"
     " long-running server of its own (tests/test_archive.py runs --archive"
     " against moto_server)",
+    f"{VENV_TWISTD} httpfstream --root cache --port tcp:8080 \\": "needs Redis"
+    " and an S3 bucket, and starts a long-running server of its own"
+    " (tests/test_stateless.py runs the mode against redis-server and"
+    " moto_server)",
 }
 #: The embedding example, run with the command the README gives for it.
 TAC_FIRST_LINE = "from twisted.application import service, strports"
