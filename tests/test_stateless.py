@@ -10,6 +10,8 @@ and Redis taken away while sessions run.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -469,3 +471,50 @@ async def test_redis_restarted_empty_mid_session(cluster, redis):
     assert all(s.process.poll() is None for s in (a, b)), "a server went down"
     # Whether B's follower was ended or went on, it never got a wrong byte.
     assert data.startswith(bytes(follower.received))
+
+
+async def test_a_server_frozen_mid_session_never_appends_after_the_next_holder(
+    cluster,
+):
+    """
+    Fencing where the bytes land: A appends a burst and is SIGSTOPped
+    right after an ack, with batches queued; B takes the lease once it
+    expires and appends; A thaws.  Redis refuses every batch A still
+    sends (the lease is checked in the same step as the append), so the
+    resource is A's bytes up to where B began, then B's, and nothing of A
+    after; no window is left (the shared root's has one:
+    tests/test_fencing.py).
+    """
+    a, b = await cluster.start(), await cluster.start()
+    for round_ in range(3):
+        name = f"frozen-{round_}.log"
+        first = await ws(a.ws_url(name, ack=1), "APPEND")
+        assert first.status == 101
+        burst = bytes(range(256)) * (64 << 10) * 2  # 32 MiB
+        for i in range(0, len(burst), 1 << 20):
+            first.sendMessage(burst[i : i + (1 << 20)], isBinary=True)
+        await first.until_ack((2 + round_) << 20, timeout=30)
+        os.kill(a.process.pid, signal.SIGSTOP)
+        try:
+            second = None
+            for _ in range(100):
+                second = await ws(b.ws_url(name, ack=1), "APPEND")
+                if second.status == 101:
+                    break
+                assert second.status == 409, second.status
+                await sleep(LEASE / 10)
+            assert second is not None and second.status == 101
+            start = int(second.headers["httpfstream-size"])
+            theirs = b"written by the next holder\n" * 1000
+            second.sendMessage(theirs, isBinary=True)
+            await second.until_ack(start + len(theirs))
+            assert await close(second) == 1000
+        finally:
+            os.kill(a.process.pid, signal.SIGCONT)
+        assert await finished(first, timeout=30) == LEASE_LOST
+        assert first.acks[-1] <= start
+        expected = burst[:start] + theirs
+        status, _, body = await get(a.url(name))
+        assert (status, body) == (200, expected), (status, len(body), len(expected))
+        await cluster.until_archived(name, size=len(expected))
+        assert cluster.object(name) == expected
