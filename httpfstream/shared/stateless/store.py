@@ -413,7 +413,7 @@ class StatelessStore:
         for file in list(self._open_files.get(name, ())):
             await file.flush_derived()
         local = self._path(name)
-        modified = os.stat(local).st_mtime
+        modified = (await self._run(os.stat, local)).st_mtime
         record = Record(state.size, state.complete)
         await bucket.upload(name, local, record, modified, state.gen)
         await bucket.upload_derived(name, derived_paths(self._root, name), state.size)
