@@ -51,7 +51,7 @@ def test_no_module_or_test_it_names_is_gone() -> None:
 #: then: they may shrink (and leave this list), never grow.
 PAST_THE_LIMIT = {
     "tap.py": 559,
-    "core/stream.py": 505,
+    "core/stream.py": 503,
 }
 
 

@@ -233,7 +233,7 @@ def test_growth_from_elsewhere_reaches_cursors_through_the_file():
     file.content += b"abc"
     file.size = 3
     stream = Stream(("s",), file, tail_size=1 << 10)
-    stream.begin_session(Observer())  # the slot, held for the remote writer
+    stream.began()  # an appender elsewhere holds the resource
     sink = Sink()
     cursor = stream.follow(sink, 0)
     cursor.wake()
@@ -247,6 +247,24 @@ def test_growth_from_elsewhere_reaches_cursors_through_the_file():
     stream.ended(9, APPENDER_LOST, "appender lost")
     assert sink.data == b"abcdefghi"
     assert sink.ended == (APPENDER_LOST, "appender lost")
+
+
+def test_news_from_elsewhere_never_moves_a_session_here():
+    # A server whose lease ran out while it was frozen still appends (its
+    # session here) when the next holder's growth and end reach its feed:
+    # its stream must not take them, or its appender's final ack would
+    # count the other holder's bytes as its own.
+    file = FakeFile()
+    stream = Stream(("s",), file)
+    observer = Observer()
+    stream.begin_session(observer)
+    stream.append(b"mine")
+    file.finish_write()
+    file.content += b"theirs"
+    stream.grown(10)
+    stream.ended(10, APPENDER_LOST, "appender lost")
+    assert stream.size == 4
+    assert stream.appending is Appending.HERE
 
 
 def test_a_write_the_fence_stopped_part_way_counts_what_it_let_through():

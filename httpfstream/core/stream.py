@@ -99,8 +99,7 @@ class Stream:
     :param fsync: when to sync.
     :param max_size: the most bytes the resource may hold (0: no limit).
     :param tail_size: how many recent bytes to keep in memory for cursors.
-    :param queue_size: queued bytes past which `queue_full` says to pause
-        the appender.
+    :param queue_size: queued bytes past which `queue_full` pauses the appender.
     :param read_size: the most bytes a cursor sends at once.
     :param on_session_end: called when the appender slot is released.
     :param on_idle: called when nothing uses the stream any more.
@@ -158,8 +157,7 @@ class Stream:
         self._appending = Appending.NOBODY
         # The session's observer while HERE or FAILED, else None.
         self._appender: AppenderObserver | None = None
-        # Why the session's write failed (FAILED), and whether for lack of
-        # space.
+        # Why the session's write failed (FAILED); for lack of space?
         self._failed_why = ""
         self._no_space = False
         self._holds = 0
@@ -194,9 +192,8 @@ class Stream:
     @property
     def last_batch(self) -> bytes:
         """
-        The last batch persisted (``b""`` if none yet): the very object
-        every caught-up cursor sends, so what is done once for it is done
-        for all of them.
+        The last batch persisted (``b""`` if none yet): the very object every
+        caught-up cursor sends, so what is done once for it is done for all.
         """
         return self._out.tail.last
 
@@ -242,10 +239,7 @@ class Stream:
             self._on_idle(self)
 
     def close(self) -> Deferred[None]:
-        """
-        Close the file once every read, write and sync queued on it has
-        finished.  Only the registry calls this, once idle.
-        """
+        """Close the file once the I/O queued on it is done (the registry, idle)."""
         return self._file.close()
 
     # -- the appender -------------------------------------------------------
@@ -423,9 +417,11 @@ class Stream:
 
     def grown(self, size: int) -> None:
         """
-        The file holds ``size`` persisted bytes, written elsewhere; see
-        `FanOut.grown`.
+        The file holds ``size`` persisted bytes written elsewhere (`FanOut.grown`);
+        not while a session here appends: its final ack is its own bytes only.
         """
+        if self._appending in (Appending.HERE, Appending.FAILED):
+            return
         if size > self._out.size:
             self._file.learned(self._out.size)
         self._out.grown(size)
@@ -440,6 +436,8 @@ class Stream:
         self, size: int, code: int, reason: str, complete: bool | None = None
     ) -> None:
         """Every live cursor finishes at ``size`` with ``code``."""
+        if self._appending in (Appending.HERE, Appending.FAILED):
+            return  # a session here outranks news from elsewhere (`grown`)
         if self._appending is Appending.ELSEWHERE:
             self._appending = Appending.NOBODY
         if complete is not None:
