@@ -168,18 +168,22 @@ class Orphans:
         try:
             if await self._live.state(path) is not None:
                 return False  # live again: its chunks are its own
-            chunks.sort(key=lambda c: c.offset)
             have = archived.size if archived is not None else 0
-            gen = chunks[0].gen
+            # Of each generation, the chunks that continue the object from
+            # its end without a gap; the longest run is adopted.  Every
+            # other chunk can never continue it: left over, deleted.
             usable: list[_Chunk] = []
-            for chunk in chunks:
-                covered = archived is not None and archived.gen == chunk.gen
-                if covered and chunk.offset + chunk.size <= have:
-                    continue  # the object holds it: left over by an archive
-                if chunk.gen == gen and chunk.offset == have + sum(
-                    c.size for c in usable
-                ):
-                    usable.append(chunk)
+            for gen in {c.gen for c in chunks}:
+                if archived is not None and archived.gen not in ("", gen):
+                    continue  # another resource's, since deleted
+                run: list[_Chunk] = []
+                for chunk in sorted(chunks, key=lambda c: c.offset):
+                    if chunk.gen == gen and chunk.offset == have + sum(
+                        c.size for c in run
+                    ):
+                        run.append(chunk)
+                if sum(c.size for c in run) > sum(c.size for c in usable):
+                    usable = run
             if usable:
                 await self._adopt(bucket, name, archived, usable)
             for chunk in chunks:
