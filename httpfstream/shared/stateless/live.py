@@ -229,9 +229,3 @@ class LiveRedis:
             (_text(path), float(_text(ms)) / 1000)
             for path, ms in zip(found[::2], found[1::2], strict=True)
         ]
-
-    async def touch(self, path: str) -> None:
-        """Put ``path`` back in the live set (archived later than planned)."""
-        await self.link.command(
-            "ZADD", self.live_set, str(int(time.time() * 1000)), path
-        )

@@ -52,9 +52,8 @@ class ChunkMover:
         #: Resources whose sessions append here, and their sizes.
         self._active: dict[Name, int] = {}
         self._moving: set[Name] = set()
-        #: Chunks moved, and the bytes they held.
+        #: Chunks moved.
         self.moved = 0
-        self.moved_bytes = 0
 
     def began(self, name: Name) -> None:
         """A session on ``name`` appends here: its full chunks move."""
@@ -94,7 +93,6 @@ class ChunkMover:
                 )
                 if await self._live.moved(path, base):
                     self.moved += 1
-                    self.moved_bytes += chunk
                 state = await self._live.state(path)
         except Exception as e:
             _log.info(

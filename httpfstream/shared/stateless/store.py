@@ -192,11 +192,13 @@ class StatelessStore:
         if bucket is not None:
             _log.info(
                 "archive {url}: {requests}; {uploaded} uploads, {moved} chunks"
-                " moved from Redis",
+                " moved from Redis, {adopted} resources rebuilt after Redis lost"
+                " them",
                 url=str(self.archive),
                 requests=bucket.summary(),
                 uploaded=self.uploaded,
                 moved=self.mover.moved,
+                adopted=self.orphans.adopted,
             )
         self._pool.stop()
         self._local.stop()
