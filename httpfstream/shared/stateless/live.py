@@ -18,7 +18,14 @@ from ..config import MAXLEN, Settings
 from ..link import RedisLink
 from .scripts import ANNOUNCE, APPEND, FINISH, MOVED, READ, STATE
 
-__all__ = ["LiveFull", "LiveRedis", "LiveState", "SizeChanged", "new_generation"]
+__all__ = [
+    "LOCK",
+    "LiveFull",
+    "LiveRedis",
+    "LiveState",
+    "SizeChanged",
+    "new_generation",
+]
 
 
 def new_generation() -> str:
@@ -66,6 +73,13 @@ class SizeChanged(WriteFailed):
     write of another holder landed (it cannot, while fencing holds), or
     Redis lost the resource's live data.
     """
+
+
+#: Seconds the right to archive a resource lives (`LiveRedis.lock`): a
+#: server that dies or stops while archiving holds it no longer than this.
+#: An upload that outlasts it may be started again by another server: the
+#: same bytes, wasted work, never a wrong object (`FINISH` checks the size).
+LOCK = 20.0
 
 
 class LiveFull(WriteFailed):

@@ -32,7 +32,7 @@ from ...core.names import STATE_FOLDER, Name
 from ..archive.bucket import Archived, Bucket, reading, s3_time
 from ..archive.local import Record
 from .copies import Copies, Truth
-from .live import LiveRedis
+from .live import LOCK, LiveRedis
 from .replica import chunk_prefix
 
 __all__ = ["Orphans"]
@@ -114,7 +114,7 @@ class Orphans:
             return truth
         if truth.archived is not None and truth.archived.gen != gen:
             return truth
-        if not await self._live.lock(path, 120.0):
+        if not await self._live.lock(path, LOCK):
             return truth
         try:
             bucket = await self._bucket()
@@ -163,7 +163,7 @@ class Orphans:
         archived: Archived | None,
     ) -> bool:
         path = "/".join(name)
-        if not await self._live.lock(path, 120.0):
+        if not await self._live.lock(path, LOCK):
             return False
         try:
             if await self._live.state(path) is not None:

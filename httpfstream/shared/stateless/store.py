@@ -64,7 +64,7 @@ from ..lease import Lease
 from ..s3 import ArchiveURL, S3Client
 from .copies import TRIES, Copies, Truth
 from .files import LiveFile
-from .live import LiveRedis, LiveState, new_generation
+from .live import LOCK, LiveRedis, LiveState, new_generation
 from .mover import ChunkMover
 from .orphans import SWEEP, Orphans
 from .replica import Gone, chunk_key, read_gen, remove_gen
@@ -400,7 +400,7 @@ class StatelessStore:
         state = await self.live.state(path)
         if state is None or state.held:
             return
-        if not await self.live.lock(path, 120.0):
+        if not await self.live.lock(path, LOCK):
             return  # another server archives it
         try:
             await self._upload_locked(name, state)
